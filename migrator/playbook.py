@@ -1,0 +1,744 @@
+"""The playbook: a YAML file read into one validated, immutable `Playbook`.
+
+Reading happens in three passes so that a user sees every problem at once, each on
+one line that starts with the field path in the playbook's own terms:
+
+1. YAML -> plain data, then `${VAR}` interpolation of string values (after parsing,
+   so an environment variable can never inject YAML structure);
+2. field-by-field validation by the pydantic models below;
+3. rules that relate several fields (duplicates, source == target), run on the raw
+   data so they are reported even when pass 2 found problems elsewhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import psycopg
+import yaml
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainValidator,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from migrator.dsn import describe, mask_secrets
+from migrator.errors import PlaybookError
+
+__all__ = [
+    "CutoverSettings",
+    "IndexSettings",
+    "PgBouncerEntry",
+    "Playbook",
+    "Server",
+    "TableName",
+    "format_duration",
+    "format_size",
+    "load_playbook",
+    "parse_duration",
+    "parse_playbook",
+    "parse_size",
+]
+
+# ---------------------------------------------------------------------------
+# Durations and sizes
+
+_DURATION = re.compile(r"^\s*(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)\s*(?P<unit>[a-zA-Z]+)\s*$")
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION_HINT = "use a number with a unit: 500ms, 2s, 1m"
+
+_SIZE = re.compile(r"^\s*(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
+# 1024-based and spelled like postgresql.conf, so a value can be copied from there.
+_SIZE_UNITS = {"": 1, "B": 1, "kB": 1024, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_SIZE_HINT = "use a number of bytes or a number with a unit: 512kB, 16MB, 1GB"
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in a duration such as '500ms', '2s', '1.5s', '1m', '250us' or '1h'.
+
+    A bare number is refused: in a playbook '2' could as well mean milliseconds.
+    """
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"{_short(text)} is not a duration — {_DURATION_HINT}")
+    if isinstance(text, int | float) or _is_number(text):
+        raise ValueError(f"{text!r} needs a unit such as 500ms or 2s")
+    match = _DURATION.match(text)
+    if not match or match["unit"] not in _DURATION_UNITS:
+        raise ValueError(f"{text!r} is not a duration — {_DURATION_HINT}")
+    return float(match["num"]) * _DURATION_UNITS[match["unit"]]
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in a size such as '16MB', '512kB' or 1048576 (a plain integer is bytes)."""
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise ValueError(f"{_short(text)} is not a size — {_SIZE_HINT}")
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match or match["unit"] not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size — {_SIZE_HINT}")
+    number = float(match["num"]) * _SIZE_UNITS[match["unit"]]
+    if not match["unit"] and not number.is_integer():
+        raise ValueError(f"{text!r} is not a whole number of bytes — {_SIZE_HINT}")
+    return round(number)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: '250 us', '220 ms', '1.5 s', '2.5 min', '1.2 h'."""
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    if seconds == 0:
+        text = "0 ms"
+    elif round(seconds * 1e6) < 1000:
+        text = f"{round(seconds * 1e6)} us"
+    elif round(seconds * 1e3) < 1000:
+        text = f"{round(seconds * 1e3)} ms"
+    elif seconds < 60:
+        text = f"{_trim(seconds, 2)} s"
+    elif seconds < 3600:
+        text = f"{_trim(seconds / 60, 1)} min"
+    else:
+        text = f"{_trim(seconds / 3600, 1)} h"
+    return sign + text
+
+
+def format_size(size: int) -> str:
+    """A size for people, 1024-based like Postgres: '512 B', '16.0 MB', '1.5 GB'."""
+    sign, size = ("-", -size) if size < 0 else ("", size)
+    if size < 1024:
+        return f"{sign}{size} B"
+    for unit in ("kB", "MB", "GB"):
+        size /= 1024
+        if size < 1024:
+            return f"{sign}{size:.1f} {unit}"
+    return f"{sign}{size / 1024:.1f} TB"
+
+
+def _trim(number: float, places: int) -> str:
+    return f"{number:.{places}f}".rstrip("0").rstrip(".")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Table names
+
+_SIMPLE_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_LOWER_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
+_NAME_PART = re.compile(r'"(?P<quoted>(?:[^"]|"")+)"|(?P<plain>[^".]+)')
+# NAMEDATALEN - 1: Postgres silently truncates longer names, so the table we would
+# look for is not the table the user named.
+_MAX_IDENT_BYTES = 63
+
+
+@dataclass(frozen=True, order=True)
+class TableName:
+    """A schema-qualified table name, folded to lower case unless quoted, as Postgres does."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> TableName:
+        """'files', 'public.files', '"My Table"' or 'sales."Order"'."""
+        if not isinstance(text, str):
+            raise ValueError(f"expected a table name such as public.files, got {_kind(text)}")
+        parts = _split_name(text.strip())
+        if len(parts) == 1:
+            parts = ["public", *parts]
+        if len(parts) != 2:
+            raise ValueError(
+                f"{text!r} is not a table name — write schema.table or table "
+                "(a database name cannot be part of it)"
+            )
+        return cls(*parts)
+
+    @property
+    def qualified(self) -> str:
+        """'public.files', with double quotes where Postgres needs them ('sales."Order"').
+
+        The quoting makes the text safe for `'...'::regclass`; SQL is composed with
+        `identifier`, never with this string.
+        """
+        return f"{_quote(self.schema)}.{_quote(self.name)}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def __str__(self) -> str:
+        return self.qualified
+
+
+def _split_name(text: str) -> list[str]:
+    parts: list[str] = []
+    position = 0
+    while True:
+        match = _NAME_PART.match(text, position)
+        if not match:
+            raise ValueError(f"{text!r} is not a table name — write schema.table or table")
+        if match["quoted"] is not None:
+            part = match["quoted"].replace('""', '"')
+        else:
+            part = match["plain"]
+            if not _SIMPLE_IDENT.fullmatch(part):
+                raise ValueError(
+                    f"{text!r} is not a table name — a name with spaces or other characters "
+                    """must be double-quoted, and in YAML the quotes need quoting: '"My Table"'"""
+                )
+            part = part.lower()
+        if len(part.encode()) > _MAX_IDENT_BYTES:
+            raise ValueError(
+                f"{part!r} is longer than {_MAX_IDENT_BYTES} bytes, Postgres would truncate it"
+            )
+        parts.append(part)
+        position = match.end()
+        if position == len(text):
+            return parts
+        if text[position] != ".":
+            raise ValueError(f"{text!r} is not a table name — write schema.table or table")
+        position += 1
+
+
+def _quote(ident: str) -> str:
+    if _LOWER_IDENT.fullmatch(ident):
+        return ident
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def _table_name(value: Any) -> TableName:
+    return value if isinstance(value, TableName) else TableName.parse(value)
+
+
+# ---------------------------------------------------------------------------
+# Models
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {_kind(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _check_dsn(dsn: str) -> str:
+    """Refuse a DSN libpq cannot parse, without echoing any part of it back."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(
+            f"not a valid connection string ({_libpq_reason(exc)}) — "
+            "use postgresql://user@host:5432/dbname or 'host=... dbname=...'"
+        ) from None
+    port = params.get("port")
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise ValueError(f"port {port!r} is not a number")
+    return dsn
+
+
+def _libpq_reason(exc: Exception) -> str:
+    # libpq quotes the offending fragment of the DSN, which may be part of a password;
+    # keep only quoted punctuation such as "=" that tells the user what is missing.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
+    return re.sub(r'"([^"]*)"', lambda m: m[0] if re.fullmatch(r"\W", m[1]) else '"…"', first)
+
+
+def _duration(value: Any, info: ValidationInfo) -> float:
+    # Python callers pass seconds; only a playbook author must spell out the unit.
+    from_playbook = bool(info.context and info.context.get("playbook"))
+    if isinstance(value, int | float) and not isinstance(value, bool) and not from_playbook:
+        return float(value)
+    return parse_duration(value)
+
+
+Text = Annotated[str, PlainValidator(_text)]
+Dsn = Annotated[str, PlainValidator(lambda value: _check_dsn(_text(value)))]
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Section(BaseModel):
+    # hide_input: a ValidationError raised by direct construction must not print a DSN.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+class Server(_Section):
+    """One end of the move. Its repr shows user@host:port/dbname, never the password."""
+
+    dsn: Dsn
+
+    @property
+    def display(self) -> str:
+        return describe(self.dsn)
+
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
+        yield "display", self.display
+
+    def __str__(self) -> str:
+        return self.display
+
+
+class PgBouncerEntry(_Section):
+    """A PgBouncer whose [databases] entry for the group is paused and rerouted."""
+
+    admin_dsn: Dsn
+    database: Text
+    config_file: Path
+
+    @field_validator("config_file", mode="before")
+    @classmethod
+    def _config_file_is_text(cls, value: Any) -> Any:
+        # Path() would accept '' as '.', which is never a PgBouncer config file.
+        return _text(value)
+
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
+        yield "admin", describe(self.admin_dsn)
+        yield "database", self.database
+        yield "config_file", self.config_file
+
+
+class CutoverSettings(_Section):
+    max_pause: Duration = 2.0
+    grace: Duration = 0.5
+    max_lag: Size = 16 * 1024**2
+
+    @field_validator("max_pause")
+    @classmethod
+    def _positive_pause(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {format_duration(value)}")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace_not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"must not be negative, got {format_duration(value)}")
+        return value
+
+    @field_validator("max_lag")
+    @classmethod
+    def _positive_lag(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {format_size(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _grace_fits_in_pause(self) -> CutoverSettings:
+        # Cancelling in-flight queries happens inside the pause; a grace as long as the
+        # pause would leave no time to catch up and switch before the pause limit.
+        if self.grace >= self.max_pause:
+            raise ValueError(
+                f"grace ({format_duration(self.grace)}) must be shorter than "
+                f"max_pause ({format_duration(self.max_pause)})"
+            )
+        return self
+
+
+class IndexSettings(_Section):
+    defer: StrictBool = True
+
+
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
+class Playbook(_Section):
+    """A validated playbook; build it with `load_playbook` or `parse_playbook`.
+
+    Rules that relate several fields (duplicate tables or PgBouncers, source equal to
+    target) are checked by those two functions, which report them with their index.
+    """
+
+    name: str
+    source: Server
+    target: Server
+    tables: tuple[Annotated[TableName, PlainValidator(_table_name)], ...]
+    app_roles: tuple[Text, ...] = ()
+    pgbouncers: tuple[PgBouncerEntry, ...] = ()
+    cutover: CutoverSettings = CutoverSettings()
+    indexes: IndexSettings = IndexSettings()
+    path: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section_means_defaults(cls, data: Any) -> Any:
+        # `cutover:` with every setting commented out parses as null; treat it like
+        # an absent section rather than as a type error.
+        if isinstance(data, dict):
+            optional = ("app_roles", "pgbouncers", "cutover", "indexes")
+            return {k: v for k, v in data.items() if not (k in optional and v is None)}
+        return data
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _valid_name(cls, value: Any) -> str:
+        # The name becomes part of replication slot and publication names, which
+        # Postgres limits to 63 bytes and which we create unquoted.
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {_kind(value)}")
+        if not _NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid name — use 1 to 40 lowercase letters, digits, "
+                "'-' or '_', starting with a letter (e.g. files-partition)"
+            )
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _some_tables(cls, value: tuple[TableName, ...]) -> tuple[TableName, ...]:
+        if not value:
+            raise ValueError("the list is empty — name at least one table, e.g. public.files")
+        return value
+
+    @property
+    def slug(self) -> str:
+        """The name as it appears inside Postgres object names (no '-')."""
+        return self.name.replace("-", "_")
+
+
+# `path` records where the playbook came from; it is not something a user writes.
+_YAML_KEYS = {
+    model: [key for key in model.model_fields if key != "path"]
+    for model in (Playbook, Server, PgBouncerEntry, CutoverSettings, IndexSettings)
+}
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def load_playbook(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Playbook:
+    """Read, interpolate and validate the playbook at path, or raise PlaybookError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlaybookError("file not found", source=str(path)) from None
+    except IsADirectoryError:
+        raise PlaybookError("is a directory, not a playbook file", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise PlaybookError("is not UTF-8 text", source=str(path)) from None
+    except OSError as exc:
+        raise PlaybookError(f"cannot read the file: {exc.strerror}", source=str(path)) from None
+    return _build(text, source=str(path), env=env, path=path)
+
+
+def parse_playbook(
+    text: str, *, source: str = "<playbook>", env: Mapping[str, str] | None = None
+) -> Playbook:
+    """Validate playbook text; source names it in error messages."""
+    return _build(text, source=source, env=env, path=None)
+
+
+def _build(text: str, *, source: str, env: Mapping[str, str] | None, path: Path | None) -> Playbook:
+    data = _read_yaml(text, source)
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else _kind(data)
+        raise PlaybookError(
+            "the playbook must be a mapping of keys such as name:, source:, tables:; "
+            f"found {found}",
+            source=source,
+        )
+    env = os.environ if env is None else env
+    unresolved: dict[str, str] = {}
+    data = _interpolate(data, (), env, unresolved)
+    problems = list(unresolved.values())
+    if "path" in data:
+        problems.append(_unknown_key((), "path"))
+        data = {k: v for k, v in data.items() if k != "path"}
+
+    playbook = None
+    try:
+        playbook = Playbook.model_validate({**data, "path": path}, context={"playbook": True})
+    except ValidationError as exc:
+        problems += _translate(exc, unresolved)
+    problems += [
+        problem
+        for involved, problem in _relations(data)
+        if not any(_under(where, unresolved) for where in involved)
+    ]
+
+    if problems or playbook is None:
+        raise PlaybookError([mask_secrets(p) for p in problems], source=source)
+    return playbook
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 — a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        # str(exc) quotes the offending lines, which may hold a DSN with a password.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(exc, "problem", None) or "not valid YAML"
+        raise PlaybookError(f"{where}{what}", source=source) from None
+
+
+# ${VAR}, ${VAR:-default}; $${ is a literal ${.
+_REFERENCE = re.compile(
+    r"\$\$\{|\$\{(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{"
+)
+
+
+def _interpolate(
+    value: Any, loc: tuple[Any, ...], env: Mapping[str, str], unresolved: dict[str, str]
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, k), env, unresolved) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, i), env, unresolved) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        where = _path(loc)
+        if match[0] == "$${":
+            return "${"
+        if match["var"] is None:
+            unresolved.setdefault(
+                where,
+                f"{where}: '${{' must be followed by a variable name and '}}', e.g. ${{PGPASS}}",
+            )
+            return ""
+        found = env.get(match["var"])
+        if match["default"] is not None and not found:
+            return match["default"]
+        if found is None:
+            unresolved.setdefault(where, f"{where}: environment variable {match['var']} is not set")
+            return ""
+        return found
+
+    return _REFERENCE.sub(substitute, value)
+
+
+# ---------------------------------------------------------------------------
+# Turning pydantic's errors into one line each
+
+
+_EXPECTED = {
+    "string_type": "text",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "bool_type": "true or false",
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "path_type": "a file path",
+    "dict_type": "a mapping",
+}
+
+
+def _translate(exc: ValidationError, unresolved: Mapping[str, str]) -> list[str]:
+    errors = exc.errors(include_url=False)
+    # A misspelt key also makes the real key "missing"; the suggestion says it all.
+    suggested = {
+        (e["loc"][:-1], _suggest(e["loc"][:-1], e["loc"][-1]))
+        for e in errors
+        if e["type"] == "extra_forbidden"
+    }
+    problems = []
+    for error in errors:
+        loc = error["loc"]
+        if error["type"] != "extra_forbidden" and _under(_path(loc), unresolved):
+            continue
+        if error["type"] == "missing" and (loc[:-1], loc[-1]) in suggested:
+            continue
+        problems.append(_problem(error))
+    return problems
+
+
+def _problem(error: Any) -> str:
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key(loc[:-1], loc[-1])
+    if kind == "missing":
+        message = "field required"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    elif kind in ("model_type", "model_attributes_type", "dataclass_type"):
+        keys = ", ".join(_YAML_KEYS.get(_model_at(loc), []))
+        message = f"expected a mapping with keys {keys}, got {_kind(value)}"
+    elif kind in _EXPECTED:
+        message = f"expected {_EXPECTED[kind]}, got {_kind(value)}"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    else:
+        message = error["msg"].splitlines()[0]
+    where = _path(loc)
+    return f"{where}: {message}" if where else message
+
+
+def _unknown_key(parent: tuple[Any, ...], key: Any) -> str:
+    suggestion = _suggest(parent, key)
+    hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
+    where = _path(parent)
+    return f"{where + ': ' if where else ''}unknown key '{key}'{hint}"
+
+
+def _suggest(parent: tuple[Any, ...], key: Any) -> str | None:
+    known = _YAML_KEYS.get(_model_at(parent), [])
+    matches = difflib.get_close_matches(str(key), known, n=1)
+    return matches[0] if matches else None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at loc (list indices are skipped)."""
+    model: type[BaseModel] = Playbook
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = (annotation, *get_args(annotation))
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return None
+        model = models[0]
+    return model
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _under(where: str, unresolved: Mapping[str, str]) -> bool:
+    return any(where == u or where.startswith((u + ".", u + "[")) for u in unresolved)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _short(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else _kind(value)
+
+
+# ---------------------------------------------------------------------------
+# Rules across fields, on the raw data (anything unparseable was reported already).
+# Each rule yields the fields it read, so a rule that read a field whose ${VAR} was
+# unresolved stays quiet instead of reporting a consequence of that one problem.
+Finding = tuple[tuple[str, ...], str]
+
+
+def _relations(data: dict[str, Any]) -> Iterator[Finding]:
+    yield from _duplicate_tables(data.get("tables"))
+    yield from _duplicate_pgbouncers(data.get("pgbouncers"))
+    yield from _same_database(data.get("source"), data.get("target"))
+
+
+def _duplicate_tables(tables: Any) -> Iterator[Finding]:
+    first: dict[TableName, int] = {}
+    for index, item in enumerate(tables if isinstance(tables, list) else []):
+        table = _attempt(TableName.parse, item)
+        if table is None:
+            continue
+        if table in first:
+            yield (f"tables[{index}]",), (
+                f"tables[{index}]: {table.qualified} is listed twice (also tables[{first[table]}])"
+            )
+        else:
+            first[table] = index
+
+
+def _duplicate_pgbouncers(entries: Any) -> Iterator[Finding]:
+    first: dict[tuple[Any, ...], int] = {}
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        address = _server_address(entry.get("admin_dsn"))
+        database = entry.get("database")
+        if address is None or not isinstance(database, str):
+            continue
+        key = (*address[:2], database)
+        where = f"pgbouncers[{index}]"
+        if key in first:
+            yield (where, f"pgbouncers[{first[key]}]"), (
+                f"{where}: database {database} on {address[0]}:{address[1]} is listed twice "
+                f"(also pgbouncers[{first[key]}])"
+            )
+        else:
+            first[key] = index
+
+
+def _same_database(source: Any, target: Any) -> Iterator[Finding]:
+    if not (isinstance(source, dict) and isinstance(target, dict)):
+        return
+    source_address = _server_address(source.get("dsn"))
+    if source_address is not None and source_address == _server_address(target.get("dsn")):
+        host, port, dbname = source_address
+        yield ("source.dsn", "target.dsn"), (
+            f"target.dsn: is the same database as source.dsn ({host}:{port}/{dbname}) — "
+            "the target must be the server and database the tables move to"
+        )
+
+
+def _server_address(dsn: Any) -> tuple[str, str, str] | None:
+    """(host, port, dbname) with libpq's defaults, or None if dsn is not usable."""
+    if not isinstance(dsn, str) or not dsn.strip():
+        return None
+    params = _attempt(conninfo_to_dict, dsn, errors=(psycopg.ProgrammingError,))
+    if params is None:
+        return None
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return host, params.get("port") or "5432", params.get("dbname") or params.get("user") or ""
+
+
+def _attempt(function: Any, value: Any, errors: tuple[type[Exception], ...] = (ValueError,)) -> Any:
+    try:
+        return function(value)
+    except errors:
+        return None
