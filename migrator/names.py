@@ -1,0 +1,73 @@
+"""The names of the objects a move creates inside Postgres, derived from the playbook.
+
+One place decides them so that plan, execute, rollback, status and complete all look
+for the same publication, subscription and slot. Every name starts with `migrator_`
+and the playbook's slug (lowercase letters, digits, '_'; at most 40 characters), so
+it needs no quoting and stays well under Postgres' 63-byte limit, and an operator
+who finds one in pg_replication_slots knows which move left it there.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+PREFIX = "migrator_"
+REVERSE_SUFFIX = "_reverse"
+
+# The tool's own schema, created on both servers. The sync marker is a row the
+# cutover commits on the serving side after the pause; once the other side has
+# applied it, everything committed before the pause has been applied too.
+SCHEMA = "migrator"
+SYNC_MARKER_TABLE = "sync_marker"
+
+
+class _Named(Protocol):
+    @property
+    def slug(self) -> str: ...
+
+
+def _slug(move: _Named | str) -> str:
+    return move if isinstance(move, str) else move.slug
+
+
+def publication(move: _Named | str) -> str:
+    """The source's publication of the group (forward replication)."""
+    return PREFIX + _slug(move)
+
+
+def subscription(move: _Named | str) -> str:
+    """The target's subscription to `publication` (forward replication)."""
+    return PREFIX + _slug(move)
+
+
+def slot(move: _Named | str) -> str:
+    """The logical replication slot on the source that the forward subscription uses."""
+    return PREFIX + _slug(move)
+
+
+def reverse_publication(move: _Named | str) -> str:
+    """The target's publication of the group, for replication back after the cutover."""
+    return PREFIX + _slug(move) + REVERSE_SUFFIX
+
+
+def reverse_subscription(move: _Named | str) -> str:
+    """The source's subscription to `reverse_publication`."""
+    return PREFIX + _slug(move) + REVERSE_SUFFIX
+
+
+def reverse_slot(move: _Named | str) -> str:
+    """The slot on the target that the reverse subscription uses."""
+    return PREFIX + _slug(move) + REVERSE_SUFFIX
+
+
+def all_objects(move: _Named | str) -> frozenset[str]:
+    """Every publication, subscription and slot name this move may create."""
+    return frozenset(
+        f(move)
+        for f in (publication, subscription, slot, reverse_publication, reverse_subscription, reverse_slot)
+    )
+
+
+def sync_marker() -> tuple[str, str]:
+    """(schema, table) of the marker table; compose it with sql.Identifier(*sync_marker())."""
+    return SCHEMA, SYNC_MARKER_TABLE
