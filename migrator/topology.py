@@ -297,7 +297,7 @@ class PostgresCluster:
             pid = int(pidfile.read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        return pid if process_alive(pid) else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -407,7 +407,7 @@ class PgBouncerProcess:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if process_alive(pid) else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -604,7 +604,7 @@ def _start_with_fresh_port(cluster: PostgresCluster, settings: Mapping[str, str]
 # --------------------------------------------------------------------------- processes
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -629,10 +629,10 @@ def _signal(pid: int, sig: int) -> None:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
-    return not _alive(pid)
+    return not process_alive(pid)
 
 
 def _tail(path: Path, lines: int) -> str:

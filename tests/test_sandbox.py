@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from migrator.cli import cli
-from migrator.topology import Topology, _alive
+from migrator.topology import Topology, process_alive
 
 
 def run(*args):
@@ -23,7 +23,7 @@ def test_sandbox_up_query_through_pgbouncer_then_down_leaves_nothing(workdir):
     info = json.loads(up.output)
     pids = info["processes"]
     try:
-        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        assert len(pids) == 3 and all(process_alive(p) for p in pids)
         playbook = yaml.safe_load((directory / "playbook.yaml").read_text())
         assert playbook["tables"] == ["public.files", "public.file_versions", "public.file_comments"]
         assert playbook["pgbouncers"][0]["database"] == "app_files"
@@ -49,7 +49,7 @@ def test_sandbox_up_query_through_pgbouncer_then_down_leaves_nothing(workdir):
     finally:
         down = run("sandbox", "down", "--dir", str(directory))
     assert down.exit_code == 0, down.output
-    assert not any(_alive(p) for p in pids), "sandbox down left a process running"
+    assert not any(process_alive(p) for p in pids), "sandbox down left a process running"
     assert not directory.exists(), "sandbox down left files behind"
 
 
@@ -59,7 +59,7 @@ def test_sandbox_up_restarts_a_stopped_sandbox(workdir):
     try:
         topo, _ = Topology.load(directory / "sandbox.json")
         topo.stop()  # a reboot, as far as the sandbox can tell
-        assert not any(_alive(p) for p in first["processes"])
+        assert not any(process_alive(p) for p in first["processes"])
         second = run("sandbox", "up", "--dir", str(directory), "--json")
         assert second.exit_code == 0, second.output
         with psycopg.connect(json.loads(second.output)["group_url"], prepare_threshold=None) as conn:

@@ -1,0 +1,319 @@
+"""Publications, subscriptions, slots, sync markers and lag, in both directions.
+
+Every function is idempotent: it checks the catalogs first, so a step re-run after a
+crash converges instead of failing on "already exists".
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from migrator import names
+from migrator.dsn import first_line
+from migrator.errors import OperationFailed
+from migrator.playbook import TableName
+
+MARKER = sql.Identifier(*names.sync_marker())
+
+
+def ensure_marker_table(conn: psycopg.Connection) -> None:
+    """The tool's schema and marker table; shared by every move on the server."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.SCHEMA)))
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, move text NOT NULL, "
+        "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(MARKER))
+
+
+def drop_marker_table(conn: psycopg.Connection, move: str) -> None:
+    """Remove this move's markers; the table and schema go once no move uses them."""
+    if not _exists(conn, "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
+                   names.sync_marker()):
+        return
+    conn.execute(sql.SQL("DELETE FROM {} WHERE move = %s").format(MARKER), (move,))
+    still_used = _exists(conn, sql.SQL("SELECT 1 FROM {} LIMIT 1").format(MARKER)) or _exists(
+        conn,
+        "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE schemaname = %s AND tablename = %s",
+        names.sync_marker(),
+    )
+    if not still_used:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(MARKER))
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(names.SCHEMA)))
+
+
+def _exists(conn: psycopg.Connection, query, params=()) -> bool:
+    return conn.execute(query, params).fetchone() is not None
+
+
+# --------------------------------------------------------------------------- publications
+
+
+def publication_exists(conn: psycopg.Connection, name: str) -> bool:
+    return _exists(conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,))
+
+
+def create_publication(conn: psycopg.Connection, name: str, tables: list[TableName]) -> sql.Composable | None:
+    if publication_exists(conn, name):
+        return None
+    stmt = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+        sql.Identifier(name),
+        sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]),
+    )
+    conn.execute(stmt)
+    return stmt
+
+
+def drop_publication(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+
+
+# --------------------------------------------------------------------------- slots
+
+
+def slot_exists(conn: psycopg.Connection, name: str) -> bool:
+    return _exists(conn, "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (name,))
+
+
+def drop_slot(conn: psycopg.Connection, name: str, timeout: float = 10) -> None:
+    """Drop a slot (waiting for its walsender to let go); orphaned slots hold WAL forever."""
+    deadline = time.monotonic() + timeout
+    while slot_exists(conn, name):
+        active = conn.execute(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (name,)
+        ).fetchone()
+        if active and active[0]:
+            conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (active[0],))
+        try:
+            conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (name,))
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"replication slot {name} stays in use; drop it by hand") from None
+            time.sleep(0.1)
+        except psycopg.errors.UndefinedObject:
+            return
+
+
+def tablesync_slots(conn: psycopg.Connection, subscription_oid: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE %s",
+        (f"pg_{subscription_oid}_sync_%",),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+@dataclass(frozen=True)
+class Subscription:
+    oid: int
+    name: str
+    enabled: bool
+    slot: str | None
+
+
+def subscription(conn: psycopg.Connection, name: str) -> Subscription | None:
+    row = conn.execute(
+        "SELECT oid, subname, subenabled, subslotname FROM pg_catalog.pg_subscription "
+        "WHERE subname = %s AND subdbid = (SELECT oid FROM pg_catalog.pg_database "
+        "WHERE datname = pg_catalog.current_database())",
+        (name,),
+    ).fetchone()
+    return Subscription(*row) if row else None
+
+
+def create_subscription(
+    subscriber: psycopg.Connection,
+    publisher: psycopg.Connection,
+    *,
+    name: str,
+    publisher_dsn: str,
+    publication: str,
+    slot: str,
+    copy_data: bool,
+) -> sql.Composable | None:
+    """Subscribe (creating the slot on the publisher); a no-op if it exists already."""
+    if subscription(subscriber, name):
+        return None
+    # A crash between the slot's creation on the publisher and the subscription's
+    # commit leaves the slot behind; it has no subscriber, so drop it and start over.
+    if slot_exists(publisher, slot):
+        drop_slot(publisher, slot)
+    stmt = sql.SQL(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
+        "WITH (copy_data = {}, create_slot = true, slot_name = {}, enabled = true)"
+    ).format(
+        sql.Identifier(name), sql.Literal(publisher_dsn), sql.Identifier(publication),
+        sql.SQL("true" if copy_data else "false"), sql.Literal(slot),
+    )
+    subscriber.execute(stmt)
+    return stmt
+
+
+def set_subscription_enabled(conn: psycopg.Connection, name: str, enabled: bool) -> None:
+    if subscription(conn, name):
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} {}").format(
+            sql.Identifier(name), sql.SQL("ENABLE" if enabled else "DISABLE")))
+
+
+def drop_subscription(subscriber: psycopg.Connection, name: str,
+                      publisher: psycopg.Connection | None) -> None:
+    """Drop a subscription and its slots on the publisher, even if the publisher is down.
+
+    DROP SUBSCRIPTION connects to the publisher to drop the slot; when that cannot
+    work, detach the slot first, then drop it directly when the publisher is back.
+    """
+    sub = subscription(subscriber, name)
+    if sub is None:
+        if publisher is not None and slot_exists(publisher, name):
+            drop_slot(publisher, name)
+        return
+    if publisher is not None:
+        try:
+            subscriber.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
+            return
+        except psycopg.Error:
+            pass
+    subscriber.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+    subscriber.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sql.Identifier(name)))
+    subscriber.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
+    if publisher is not None:
+        for slot in [sub.slot or name, *tablesync_slots(publisher, sub.oid)]:
+            drop_slot(publisher, slot)
+
+
+def sync_states(conn: psycopg.Connection, name: str) -> dict[str, str]:
+    """pg_subscription_rel state per table: i init, d copying, f/s syncing, r ready."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname || '.' || c.relname, r.srsubstate
+        FROM pg_catalog.pg_subscription_rel r
+        JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+        JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE s.subname = %s
+        """,
+        (name,),
+    ).fetchall()
+    return dict(rows)
+
+
+# --------------------------------------------------------------------------- progress and lag
+
+
+def relation_bytes(conn: psycopg.Connection, tables: list[TableName]) -> dict[str, int]:
+    """Heap + TOAST bytes per table (what the initial copy moves; indexes excluded)."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname || '.' || c.relname, pg_catalog.pg_table_size(c.oid)
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+        """,
+        ([t.schema for t in tables], [t.name for t in tables]),
+    ).fetchall()
+    return dict(rows)
+
+
+def slot_lag_bytes(publisher: psycopg.Connection, slot: str) -> int | None:
+    """WAL the subscriber has not confirmed yet (None: no such slot)."""
+    row = publisher.execute(
+        "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+        "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def replay_lag_seconds(publisher: psycopg.Connection, application_name: str) -> float | None:
+    row = publisher.execute(
+        "SELECT extract(epoch FROM replay_lag) FROM pg_catalog.pg_stat_replication "
+        "WHERE application_name = %s",
+        (application_name,),
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else (0.0 if row else None)
+
+
+# --------------------------------------------------------------------------- sync marker
+
+
+@dataclass(frozen=True)
+class SyncMarker:
+    """A row committed on the serving side; once the other side sees it, every
+    transaction committed before it has been applied there too."""
+
+    token: str
+    committed_at: float
+
+
+def commit_marker(conn: psycopg.Connection, move: str, direction: str) -> SyncMarker:
+    token = f"{move}:{direction}:{uuid.uuid4()}"
+    # Walsenders only send flushed WAL: an asynchronous commit here would sit in
+    # the WAL buffers for up to wal_writer_delay before the subscriber could see it.
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute(sql.SQL("INSERT INTO {} (token, move, direction) VALUES (%s, %s, %s)").format(MARKER),
+                     (token, move, direction))
+    return SyncMarker(token, time.monotonic())
+
+
+def wait_for_marker(conn: psycopg.Connection, marker: SyncMarker, *, deadline: float,
+                    poll: float = 0.003) -> float:
+    """Poll the other side until the marker is applied; returns seconds waited."""
+    query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(MARKER)
+    while True:
+        if conn.execute(query, (marker.token,)).fetchone():
+            return time.monotonic() - marker.committed_at
+        if time.monotonic() >= deadline:
+            raise MarkerTimeout(
+                f"the sync marker did not arrive within {deadline - marker.committed_at:.2f}s"
+            )
+        time.sleep(poll)
+
+
+class MarkerTimeout(OperationFailed):
+    pass
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.2,
+               what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def read_sequences(conn: psycopg.Connection, sequences: list[tuple[str, str]]) -> list[tuple[str, str, int, bool]]:
+    if not sequences:
+        return []
+    parts = [
+        sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
+            sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name))
+        for schema, name in sequences
+    ]
+    return [tuple(r) for r in conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()]
+
+
+def write_sequences(conn: psycopg.Connection, values: list[tuple[str, str, int, bool]]) -> None:
+    """setval every sequence in one round trip: the cutover pays for each one."""
+    if not values:
+        return
+    parts = [
+        sql.SQL("pg_catalog.setval({}, {}, {})").format(
+            sql.Literal(f"{sql.Identifier(schema, name).as_string(conn)}"), sql.Literal(last), sql.Literal(called))
+        for schema, name, last, called in values
+    ]
+    conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
+
+
+def describe_error(exc: BaseException) -> str:
+    return first_line(exc)

@@ -1,0 +1,287 @@
+"""The checkpoint store: step states, their data, the event log and the run lock.
+
+SQLAlchemy Core over a local SQLite file by default, or any SQLAlchemy URL (a
+Postgres database) given by `--state` or MIGRATOR_STATE, so a team can resume a run
+from another machine. Every write is its own committed transaction: a step's status
+is durable before its side effects start and after they end.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from migrator.dsn import mask_secrets
+from migrator.errors import OperationFailed
+from migrator.topology import process_alive
+
+STATE_ENV = "MIGRATOR_STATE"
+
+
+class StepStatus(str, enum.Enum):
+    """Values are stored; they never change."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    UNDOING = "undoing"
+    UNDONE = "undone"
+
+
+class MoveStatus(str, enum.Enum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+
+
+metadata = sa.MetaData()
+
+moves = sa.Table(
+    "migrator_moves", metadata,
+    sa.Column("move", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("data", sa.Text, nullable=False, default="{}"),
+)
+
+steps = sa.Table(
+    "migrator_steps", metadata,
+    sa.Column("move", sa.String(64), primary_key=True),
+    sa.Column("step", sa.String(32), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("data", sa.Text, nullable=False, default="{}"),
+)
+
+events = sa.Table(
+    "migrator_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("move", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("step", sa.String(32)),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Float),
+    sa.Column("sql", sa.Text),
+)
+
+locks = sa.Table(
+    "migrator_locks", metadata,
+    sa.Column("move", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("command", sa.String(32), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: str
+    status: StepStatus
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    data: dict
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    step: str | None
+    kind: str
+    message: str
+    seconds: float | None
+    sql: str | None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    since: float
+    command: str
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"{self.command} by pid {self.pid} on {self.host} since {when}"
+
+
+def default_url(playbook_path: Path | None) -> str:
+    """MIGRATOR_STATE, else a SQLite file beside the playbook (.migrator/state.db)."""
+    if os.environ.get(STATE_ENV):
+        return os.environ[STATE_ENV]
+    base = Path(playbook_path).parent if playbook_path else Path.cwd()
+    return f"sqlite:///{(base / '.migrator' / 'state.db').absolute()}"
+
+
+class StateStore:
+    """The checkpoints of every move recorded at one URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.display = mask_secrets(url)
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                # Several processes (the tool, its watchdog, `status`) share the file:
+                # wait for a writer instead of failing with "database is locked".
+                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise OperationFailed(
+                f"cannot open the state store {self.display}: {mask_secrets(str(exc.orig or exc)).splitlines()[0]}",
+                hint=f"check --state / {STATE_ENV}",
+            ) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # moves ------------------------------------------------------------------
+
+    def move_status(self, move: str) -> MoveStatus | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(moves.c.status).where(moves.c.move == move)).first()
+        return MoveStatus(row.status) if row else None
+
+    def ensure_move(self, move: str) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(sa.select(moves.c.move).where(moves.c.move == move)).first()
+            if not exists:
+                conn.execute(moves.insert().values(
+                    move=move, status=MoveStatus.ACTIVE.value, created_at=time.time(), data="{}"))
+
+    def set_move_status(self, move: str, status: MoveStatus) -> None:
+        self.ensure_move(move)
+        with self.engine.begin() as conn:
+            conn.execute(moves.update().where(moves.c.move == move).values(status=status.value))
+
+    def forget(self, move: str) -> None:
+        """Remove every record of a move (after a full rollback, so it can start afresh)."""
+        with self.engine.begin() as conn:
+            for table in (steps, moves):
+                conn.execute(table.delete().where(table.c.move == move))
+
+    # steps ------------------------------------------------------------------
+
+    def steps(self, move: str) -> dict[str, StepRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(steps).where(steps.c.move == move)).all()
+        return {
+            r.step: StepRecord(r.step, StepStatus(r.status), r.started_at, r.finished_at, r.error,
+                               json.loads(r.data or "{}"))
+            for r in rows
+        }
+
+    def step(self, move: str, step: str) -> StepRecord:
+        return self.steps(move).get(step) or StepRecord(step, StepStatus.PENDING, None, None, None, {})
+
+    def set_step(self, move: str, step: str, status: StepStatus, *, error: str | None = None,
+                 started: bool = False, finished: bool = False) -> None:
+        now = time.time()
+        values: dict[str, Any] = {"status": status.value, "error": mask_secrets(error) if error else None}
+        if started:
+            values["started_at"] = now
+            values["finished_at"] = None
+        if finished:
+            values["finished_at"] = now
+        self._upsert_step(move, step, values)
+
+    def update_data(self, move: str, step: str, **data: Any) -> dict:
+        """Merge keys into a step's data, durably; returns the merged data."""
+        merged = {**self.step(move, step).data, **data}
+        self._upsert_step(move, step, {"data": json.dumps(merged, default=str)})
+        return merged
+
+    def _upsert_step(self, move: str, step: str, values: dict) -> None:
+        self.ensure_move(move)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                steps.update().where(steps.c.move == move, steps.c.step == step).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(steps.insert().values(
+                    move=move, step=step, **{"status": StepStatus.PENDING.value, "data": "{}", **values}))
+
+    # events -----------------------------------------------------------------
+
+    def log(self, move: str, kind: str, message: str, *, step: str | None = None,
+            seconds: float | None = None, sql: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(events.insert().values(
+                move=move, at=time.time(), step=step, kind=kind, message=mask_secrets(message),
+                seconds=seconds, sql=mask_secrets(sql) if sql else None))
+
+    def events(self, move: str, limit: int = 200) -> list[Event]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events).where(events.c.move == move).order_by(events.c.id.desc()).limit(limit)
+            ).all()
+        return [Event(r.at, r.step, r.kind, r.message, r.seconds, r.sql) for r in reversed(rows)]
+
+    # the lock ---------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, move: str, command: str):
+        """Hold the move's lock for one execute/rollback/complete; a second one is refused."""
+        self.acquire(move, command)
+        try:
+            yield
+        finally:
+            self.release(move)
+
+    def acquire(self, move: str, command: str) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        for _ in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(locks.insert().values(
+                        move=move, host=host, pid=pid, since=time.time(), command=command))
+                return
+            except IntegrityError:
+                holder = self.lock_holder(move)
+                if holder is None:
+                    continue
+                if holder.host == host and not process_alive(holder.pid):
+                    # The holder died (SIGKILL, reboot): its lock is stale, take it over.
+                    self.log(move, "lock", f"took over the stale lock of {holder.describe()}")
+                    with self.engine.begin() as conn:
+                        conn.execute(locks.delete().where(locks.c.move == move, locks.c.pid == holder.pid))
+                    continue
+                raise OperationFailed(
+                    f"move {move!r} is locked: {holder.describe()}",
+                    hint="wait for it to finish; if that process is gone for good on another machine, "
+                    f"delete the row of {move!r} from migrator_locks in the state store",
+                ) from None
+        raise OperationFailed(f"could not take the lock of move {move!r}")
+
+    def release(self, move: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(locks.delete().where(locks.c.move == move, locks.c.pid == os.getpid()))
+
+    def lock_holder(self, move: str) -> LockHolder | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(locks).where(locks.c.move == move)).first()
+        return LockHolder(row.host, row.pid, row.since, row.command) if row else None
+
