@@ -74,8 +74,9 @@ def _check(*codes: tuple[str, str]) -> Callable[[Check], Check]:
 def check(
     snapshot: Snapshot, playbook: Playbook, *, expected_objects: Iterable[str] = frozenset()
 ) -> list[Finding]:
-    """Judge a snapshot. expected_objects: publication/subscription/slot names that the
-    run's checkpoint says it created, so a resumed run does not block on its own work."""
+    """Judge a snapshot. expected_objects: what the run's checkpoint says it created
+    (publication, subscription and slot names; qualified table names on the target), so
+    the preflight of a resumed run does not block on its own work."""
     expected = frozenset(expected_objects)
     return [finding for function in _CHECKS for finding in function(snapshot, playbook, expected)]
 
@@ -545,11 +546,13 @@ def _indexes(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -
 
 @_check(
     ("target.table_not_empty", "the group's tables are absent or empty on the target"),
-    ("target.table_exists", "a group table already exists (empty) on the target"),
+    ("target.table_exists", "no group table exists (even empty) on the target: the schema step creates them"),
 )
 def _target_tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     for table in snapshot.tables.values():
         name = str(table.name)
+        if name in expected:
+            continue  # made by the run being resumed
         if table.on_target == "has rows":
             yield Finding(
                 BLOCK, "target.table_not_empty", name,
@@ -566,10 +569,21 @@ def _target_tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[s
             )
         elif table.on_target == "empty":
             yield Finding(
-                WARN, "target.table_exists", name,
-                f"{name} already exists (empty) on the target; the schema step keeps it as it is",
-                f"drop it on the target if its definition may differ from the source's",
+                BLOCK, "target.table_exists", name,
+                f"{name} already exists (empty) on the target {snapshot.target.display}: the "
+                "schema step creates the group's tables itself, from the source's definitions",
+                f"DROP TABLE {name} on the target",
             )
+
+
+@_check(("schema.unreadable", "the schema step can read the group's definitions on the source"))
+def _schema(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if snapshot.schema_error:
+        yield Finding(
+            BLOCK, "schema.unreadable", "schema",
+            f"the group's definitions could not be read on the source: {snapshot.schema_error}",
+            "the schema step would fail the same way; fix the cause above, or report it",
+        )
 
 
 @_check(

@@ -350,6 +350,10 @@ class Snapshot:
     pgbouncers: tuple[PgBouncerFacts, ...]
     # Sequences the group uses that tables outside the group use too.
     shared_sequences: Mapping[TableName, tuple[TableName, ...]] = field(default_factory=dict)
+    # The DDL the schema step will run (migrator.schema.GroupSchema), read from the
+    # source in the same snapshot; None with schema_error when it could not be read.
+    schema: Any = None
+    schema_error: str | None = None
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -389,6 +393,9 @@ def inspect_move(
         )
         tables = table_facts(conn, playbook.tables)
         shared = _shared_sequences(conn, playbook.tables)
+        schema, schema_error = _group_schema(
+            conn, [name for name, facts in tables.items() if facts.exists], playbook.app_roles
+        )
     with _read_only(playbook.target.dsn, "target") as conn:
         target = server_facts(
             conn, "target", playbook.target.dsn, app_roles=playbook.app_roles,
@@ -403,8 +410,28 @@ def inspect_move(
         pgbouncer_facts(entry, playbook, index=i) for i, entry in enumerate(playbook.pgbouncers)
     )
     return Snapshot(
-        source=source, target=target, tables=tables, pgbouncers=bouncers, shared_sequences=shared
+        source=source, target=target, tables=tables, pgbouncers=bouncers, shared_sequences=shared,
+        schema=schema, schema_error=schema_error,
     )
+
+
+def _group_schema(
+    conn: psycopg.Connection, tables: list[TableName], app_roles: Iterable[str]
+) -> tuple[Any, str | None]:
+    """The schema step's own reading of the DDL, so the plan shows exactly what it runs.
+
+    In a savepoint: whatever goes wrong there is a finding about the schema step, not
+    a reason to stop inspecting.
+    """
+    from migrator.schema import read_group_schema
+
+    if not tables:
+        return None, None
+    try:
+        with conn.transaction():
+            return read_group_schema(conn, tables, list(app_roles)), None
+    except Exception as exc:  # noqa: BLE001 - reported as a blocking finding
+        return None, first_line(exc)
 
 
 @contextmanager
@@ -981,7 +1008,10 @@ SELECT pg_catalog.current_setting('server_version'),
        pg_catalog.current_setting('max_worker_processes')::int,
        pg_catalog.current_setting('max_sync_workers_per_subscription')::int,
        CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
-            THEN (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) END,
+            -- with the start time: clones (a promoted physical replica, a copied
+            -- data directory) share the system identifier but are other servers
+            THEN (SELECT system_identifier::text FROM pg_catalog.pg_control_system())
+                 || '@' || pg_catalog.pg_postmaster_start_time()::text END,
        current_user, r.rolsuper, r.rolreplication,
        pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE'),
        -- pg_create_subscription exists from PostgreSQL 16; CASE keeps pg_has_role
