@@ -109,13 +109,14 @@ def _versions(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
     for server in old:
         yield Finding(
             BLOCK, "server.version", server.side,
-            f"the {server.side} {server.display} runs PostgreSQL {server.version}; "
+            f"the {server.side} {server.display} runs PostgreSQL {server.version.split()[0]}; "
             f"migrator needs {MIN_MAJOR} or newer",
             f"upgrade the {server.side} first",
         )
     if not old:
         yield Finding(OK, "server.version", "servers",
-                      f"source runs PostgreSQL {source.version}, target {target.version}")
+                      f"source runs PostgreSQL {source.version.split()[0]}, "
+                      f"target {target.version.split()[0]}")
     if target.major < source.major:
         yield Finding(
             BLOCK, "server.version_order", "target",

@@ -102,6 +102,97 @@ class Output:
         else:
             self.markup(f"[bold]sandbox removed[/]: {_escape(str(directory))} (no process left)")
 
+    # plan ---------------------------------------------------------------------
+
+    def plan(self, plan) -> None:
+        """The plan: what was found, what blocks, the steps with their SQL, the estimate."""
+        if self.json_mode:
+            self.document(plan.to_dict())
+            return
+        from migrator.playbook import format_duration, format_size
+
+        book, snap = plan.playbook, plan.snapshot
+        where = f" ({book.path})" if book.path else ""
+        self.markup(f"[bold]plan[/] for move [bold]{_escape(book.name)}[/]{_escape(where)}")
+        head = Table(show_header=False, box=None, pad_edge=False)
+        head.add_column(style="bold")
+        head.add_column(overflow="fold")
+        for side in (snap.source, snap.target):
+            head.add_row(side.side, _escape(mask_secrets(f"{side.display}  PostgreSQL {side.version.split()[0]}")))
+        head.add_row("tables", _escape(", ".join(str(t) for t in book.tables)))
+        for bouncer in snap.pgbouncers:
+            head.add_row("pgbouncer", _escape(mask_secrets(
+                f"{bouncer.display} entry {bouncer.database}, {bouncer.config_file}")))
+        self.console.print(head)
+
+        findings = Table(title="findings", title_justify="left", expand=False)
+        findings.add_column("", no_wrap=True)
+        findings.add_column("code", no_wrap=True, style="dim")
+        findings.add_column("finding", overflow="fold")
+        for f in sorted(plan.findings, key=lambda f: _LEVEL_ORDER[f.level]):
+            text = _escape(mask_secrets(f.message))
+            if f.hint:
+                text += f"\n[dim]→ {_escape(mask_secrets(f.hint))}[/]"
+            findings.add_row(_LEVEL_STYLE[f.level], f.code, text)
+        self.console.print(findings)
+
+        tables = Table(title="tables", title_justify="left")
+        for name, justify in (("table", "left"), ("rows", "right"), ("data", "right"),
+                              ("indexes", "right"), ("key", "left"), ("on target", "left")):
+            tables.add_column(name, justify=justify, overflow="fold")
+        for t in snap.tables.values():
+            if not t.exists:
+                tables.add_row(_escape(str(t.name)), "", "", "", "[red]missing[/]", "")
+                continue
+            key = ("primary key" if t.primary_key and t.replica_identity == "default" else
+                   f"identity {t.replica_identity}" if t.identifies_rows else "[red]none[/]")
+            tables.add_row(
+                _escape(str(t.name)),
+                f"{t.estimated_rows:,}" if t.estimated_rows is not None else "?",
+                format_size(t.copy_bytes), format_size(t.index_bytes), key,
+                "[red]has rows[/]" if t.on_target == "has rows" else t.on_target,
+            )
+        self.console.print(tables)
+
+        self.markup("[bold]steps[/]")
+        for number, step in enumerate(plan.steps, 1):
+            self.markup(f"[bold]{number}. {step.name}[/] — {_escape(step.title)}")
+            for note in step.notes:
+                self.console.print(f"   [dim]{_escape(mask_secrets(note))}[/]")
+            previous = None
+            for statement in step.statements:
+                if statement.on != previous:
+                    self.console.print(f"   [cyan]{_escape(mask_secrets(statement.on))}:[/]")
+                    previous = statement.on
+                text = mask_secrets(statement.sql)
+                if statement.on in ("source", "target"):
+                    text += ";"
+                if statement.note:
+                    text += f"  -- {mask_secrets(statement.note)}"
+                self.line("     " + text.replace("\n", "\n     "))
+
+        est = plan.estimate
+        rows = f"about {est.estimated_rows:,} rows, " if est.estimated_rows is not None else ""
+        self.markup(
+            f"[bold]estimate[/]: copy {rows}{format_size(est.bytes_to_copy)} of table data at "
+            f"{format_size(est.copy_rate_bytes_per_s)}/s ≈ [bold]{format_duration(est.copy_seconds)}[/]"
+            + (f"; then rebuild {format_size(est.index_bytes_to_rebuild)} of indexes"
+               if est.index_bytes_to_rebuild else "")
+        )
+        blocked = plan.blocking
+        warnings = sum(1 for f in plan.findings if f.level == "warn")
+        if blocked:
+            self.markup(f"[bold red]blocked[/]: {len(blocked)} blocking finding"
+                        f"{'s' if len(blocked) != 1 else ''} — fix them and plan again")
+        else:
+            target = str(book.path) if book.path else "PLAYBOOK"
+            self.markup(f"[bold green]ready[/]: nothing blocks the move ({warnings} warning"
+                        f"{'s' if warnings != 1 else ''}); next: migrator execute {_escape(target)}")
+
+
+_LEVEL_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "block": "[bold red]block[/]"}
+_LEVEL_ORDER = {"block": 0, "warn": 1, "ok": 2}
+
 
 def _escape(text: str) -> str:
     from rich.markup import escape

@@ -66,11 +66,12 @@ def parse_rate(text: str | int) -> int:
 
 @dataclass(frozen=True)
 class Statement:
-    on: str      # 'source' | 'target' | 'pgbouncers[i] user@host:port/pgbouncer' | ... config
+    on: str        # 'source' | 'target' | 'pgbouncers[i] user@host:port/pgbouncer' | a config file
     sql: str
+    note: str = ""  # when it is a summary ('...', <placeholders>) rather than the exact text
 
     def to_dict(self) -> dict[str, str]:
-        return {"on": self.on, "sql": self.sql}
+        return {"on": self.on, "sql": self.sql, "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,8 @@ def _marker() -> tuple[str, str]:
     return names.sync_marker()
 
 
-def _stmt(on: str, composed: sql.Composable | str) -> Statement:
-    return Statement(on=on, sql=composed if isinstance(composed, str) else _text(composed))
+def _stmt(on: str, composed: sql.Composable | str, note: str = "") -> Statement:
+    return Statement(on=on, sql=composed if isinstance(composed, str) else _text(composed), note=note)
 
 
 # --------------------------------------------------------------------------- steps
@@ -252,8 +253,8 @@ def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) ->
     statements: list[Statement] = []
     for side in ("source", "target"):
         statements.append(_stmt(side, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(names.SCHEMA))))
-        statements.append(_stmt(side, sql.SQL("CREATE TABLE IF NOT EXISTS {} (token, move, direction, at)").format(
-            _ident(_marker()))))
+        statements.append(_stmt(side, sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, ...)").format(
+            _ident(_marker())), "the tool's marker table, shared by every move"))
     group = snapshot.schema
     if group is not None:
         statements += [_stmt("target", statement) for statement in group.statements()]
@@ -368,24 +369,27 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
     privileges = snapshot.schema.app_privileges if snapshot.schema is not None else []
     marker = _ident(_marker())
     s: list[Statement] = [
-        _stmt("source", sql.SQL("INSERT INTO {} ... -- before the pause: the target keeps up").format(marker)),
+        _stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
+              "before the pause, until the target applies it quickly"),
     ]
     s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
     if playbook.app_roles:
         s.append(_stmt("source", sql.SQL(
             "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity "
-            "WHERE usename = ANY({}) ... -- after grace, their queries on the group"
-        ).format(sql.Literal(list(playbook.app_roles)))))
+            "WHERE usename = ANY({}) AND ..."
+        ).format(sql.Literal(list(playbook.app_roles))), "after grace: their queries on the group"))
     s += [_stmt("source", q) for q in privilege_statements(privileges, grant=False)]
-    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker)))
-    s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ... -- until it arrives").format(marker)))
+    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
+                   "the sync marker"))
+    s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
+                   "until the marker has arrived"))
     sequences = snapshot.distinct_sequences
     if sequences:
         s.append(_stmt("source", sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(q)) for q in sequences)))
         s.append(_stmt("target", sql.SQL("SELECT {}").format(sql.SQL(", ").join(
             sql.SQL("pg_catalog.setval({}, <last_value>, <is_called>)").format(sql.Literal(q.qualified))
-            for q in sequences))))
+            for q in sequences)), "the values just read on the source"))
     s.append(_stmt("target", sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(names.subscription(playbook)))))
     s.append(_stmt("source", _subscription(
         names.reverse_subscription(playbook), playbook.target.dsn, names.reverse_publication(playbook),
@@ -398,8 +402,8 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
         s.append(_stmt(on, "RELOAD"))
     s += [_stmt(on, f"RESUME {b.database}") for on, b in bouncers]
     s += [_stmt(on, "SHOW DATABASES") for on, _ in bouncers]
-    s.append(_stmt("target", sql.SQL("DROP SUBSCRIPTION {} -- after RESUME, with its slot on the source").format(
-        _ident(names.subscription(playbook)))))
+    s.append(_stmt("target", sql.SQL("DROP SUBSCRIPTION {}").format(_ident(names.subscription(playbook))),
+                   "after RESUME; drops its slot on the source too"))
     cut = playbook.cutover
     notes = (
         f"starts only when the lag is under max_lag ({format_size(cut.max_lag)}) and a marker "
