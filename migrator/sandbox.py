@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import yaml
+from psycopg import sql
 
 from migrator.errors import OperationFailed
 from migrator.topology import Topology, remove_tree
@@ -173,12 +174,7 @@ def build_move_topology(
             cluster = topo.add_cluster(
                 name, version=version, password=password, durable=durable, template=template
             )
-            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-                conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{app_password}'")
-                conn.execute(f"CREATE DATABASE {APP_DB}")
-            with psycopg.connect(cluster.dsn(APP_DB), autocommit=True) as conn:
-                # PG 15 no longer lets every role create in public; the app only reads/writes.
-                conn.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
+            create_app_database(cluster, app_password)
         users = {topo.clusters["source"].superuser: password, APP_ROLE: app_password}
         for index in range(pgbouncers):
             name = "pgbouncer" if index == 0 else f"pgbouncer{index + 1}"
@@ -188,6 +184,19 @@ def build_move_topology(
         topo.stop()
         raise
     return MoveTopology(topology=topo, app_password=app_password, directory=Path(root))
+
+
+def create_app_database(cluster, app_password: str) -> None:
+    """The `app` role and database on a fresh server (any object with `.dsn(dbname)`);
+    both topology back-ends, local and containers, set up their servers with this."""
+    role, database = sql.Identifier(APP_ROLE), sql.Identifier(APP_DB)
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        # CREATE ROLE takes no bind parameters: the password goes in as a literal.
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(app_password)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
+    with psycopg.connect(cluster.dsn(APP_DB), autocommit=True) as conn:
+        # PG 15 no longer lets every role create in public; the app only reads/writes.
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
 
 
 def create_demo_schema(dsn: str, *, scale: int = 0, app_role: str = APP_ROLE) -> None:
