@@ -190,6 +190,91 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int) -> None:
         raise PlanBlocked(f"the move is blocked: {first.message}{more}", hint=first.hint)
 
 
+# --------------------------------------------------------------------------- the move
+
+_playbook_argument = click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
+_state_option = click.option(
+    "--state", "state_url", envvar="MIGRATOR_STATE", default=None, metavar="URL",
+    help="SQLAlchemy URL of the checkpoint store [env MIGRATOR_STATE; default: "
+    "a SQLite file .migrator/state.db beside the playbook].",
+)
+
+
+def _open(playbook_path: Path, state_url: str | None):
+    from migrator.playbook import load_playbook
+    from migrator.state import StateStore, default_url
+
+    playbook = load_playbook(playbook_path)
+    return playbook, StateStore(state_url or default_url(playbook_path))
+
+
+@cli.command()
+@_playbook_argument
+@click.option("--until", "until", metavar="STEP", default=None,
+              help="Stop before this step (e.g. cutover, so a person picks the moment).")
+@_state_option
+@json_option
+def execute(out: Output, playbook: Path, until: str | None, state_url: str | None) -> None:
+    """Run the move, or resume it from the last checkpoint.
+
+    Steps: preflight, schema, defer-indexes, replicate, rebuild-indexes,
+    prepare-reverse, cutover. Never prompts.
+
+    \b
+    Example:
+      migrator execute playbook.yaml --until cutover
+      migrator execute playbook.yaml
+    """
+    from migrator.runner import execute as run_execute
+    from migrator.status import move_report
+
+    book, store = _open(playbook, state_url)
+    result = run_execute(book, store, until=until, reporter=out.step_reporter())
+    out.run_result(result, verb="execute", report=move_report(book, store))
+
+
+@cli.command()
+@_playbook_argument
+@click.option("--to", "to", metavar="STEP", default=None,
+              help="Stop once this step is the last one done (undo only the steps after it).")
+@click.option("--keep-target", is_flag=True, help="Keep the group's tables on the target.")
+@_state_option
+@json_option
+def rollback(out: Output, playbook: Path, to: str | None, keep_target: bool, state_url: str | None) -> None:
+    """Undo the completed steps in reverse, from wherever the run stands.
+
+    After the cutover this is a reverse cutover with the same pause protocol.
+
+    \b
+    Example:
+      migrator rollback playbook.yaml
+      migrator rollback playbook.yaml --to replicate
+    """
+    from migrator.runner import rollback as run_rollback
+    from migrator.status import move_report
+
+    book, store = _open(playbook, state_url)
+    result = run_rollback(book, store, to=to, keep_target=keep_target, reporter=out.step_reporter())
+    out.run_result(result, verb="rollback", report=move_report(book, store))
+
+
+@cli.command()
+@_playbook_argument
+@_state_option
+@json_option
+def status(out: Output, playbook: Path, state_url: str | None) -> None:
+    """Step states, replication lag, where traffic points, the last pause window.
+
+    \b
+    Example:
+      migrator status playbook.yaml --json
+    """
+    from migrator.status import move_report
+
+    book, store = _open(playbook, state_url)
+    out.move_report(move_report(book, store))
+
+
 def main() -> None:
     cli(prog_name="migrator")
 

@@ -1,0 +1,404 @@
+"""The cutover (DESIGN section 4): the client-visible pause, in either direction.
+
+Forward moves traffic from the source to the target; the reverse cutover (rollback
+after a move) is the same protocol with the sides swapped. The pause window is the
+product's headline number, so the order below keeps everything slow outside it:
+the lag gate and a pre-pause marker run before PAUSE, dropping the old subscription
+runs after RESUME.
+
+Points of no return are recorded durably before they are crossed. Before the
+reroute any failure or an overrun of max_pause aborts: privileges restored, RESUME
+on the old side, replication as it was. After it the tool only finishes forward.
+A watchdog process resumes PgBouncer if the tool dies or hangs while it is paused.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from migrator import names, replication
+from migrator.dsn import connect, describe, first_line
+from migrator.errors import OperationFailed
+from migrator.pgbouncer import PgBouncerConsole, read_entry, rewrite_entry
+from migrator.playbook import Playbook
+from migrator.schema import privilege_statements
+from migrator.watchdog import Watchdog, WatchdogOrders
+
+# Room the reroute and RESUME need after the point of no return; the tool refuses
+# to cross it later than max_pause minus this, so the pause stays within max_pause.
+REROUTE_BUDGET = 0.25
+# How far past max_pause the watchdog waits for a live tool before acting itself.
+WATCHDOG_MARGIN = 0.5
+
+
+class CutoverAborted(OperationFailed):
+    """The cutover stopped before the point of no return; traffic is back on the old side."""
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Which side serves now and which will serve; named replication objects for both."""
+
+    name: str                 # "forward" or "reverse"
+    old_dsn: str
+    new_dsn: str
+    old_label: str            # "source" / "target", for people
+    new_label: str
+    old_subscription: str     # on the new side, replicating old -> new (stopped here)
+    old_slot: str             # its slot, on the old side
+    new_publication: str      # on the new side
+    new_subscription: str     # created on the old side, replicating new -> old
+    new_slot: str             # its slot, on the new side
+
+    @classmethod
+    def forward(cls, playbook: Playbook) -> Direction:
+        return cls(
+            "forward", playbook.source.dsn, playbook.target.dsn, "source", "target",
+            names.subscription(playbook), names.slot(playbook),
+            names.reverse_publication(playbook), names.reverse_subscription(playbook),
+            names.reverse_slot(playbook),
+        )
+
+    @classmethod
+    def reverse(cls, playbook: Playbook) -> Direction:
+        return cls(
+            "reverse", playbook.target.dsn, playbook.source.dsn, "target", "source",
+            names.reverse_subscription(playbook), names.reverse_slot(playbook),
+            names.publication(playbook), names.subscription(playbook), names.slot(playbook),
+        )
+
+
+@dataclass
+class PauseWindow:
+    """What the clients saw: from the first PAUSE to the last RESUME, and its parts."""
+
+    direction: str
+    outcome: str = "running"          # completed / aborted
+    total: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    marker_wait: float | None = None
+    sequences: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def entry_value(original: str, dsn: str) -> str:
+    """The [databases] value routing to dsn's server, keeping the entry's other settings."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(dsn)
+    wanted = {"host": params.get("host") or "localhost", "port": str(params.get("port") or 5432)}
+    if params.get("dbname"):
+        wanted["dbname"] = params["dbname"]
+    out, seen = [], set()
+    for token in shlex.split(original):
+        key, _, value = token.partition("=")
+        if key in wanted:
+            value = wanted[key]
+            seen.add(key)
+        out.append(f"{key}={shlex.quote(value) if ' ' in value else value}")
+    out += [f"{k}={v}" for k, v in wanted.items() if k not in seen]
+    return " ".join(out)
+
+
+class Cutover:
+    """One cutover attempt. `run()` returns the PauseWindow or raises CutoverAborted."""
+
+    def __init__(
+        self,
+        playbook: Playbook,
+        direction: Direction,
+        *,
+        app_privileges: list,
+        sequences: list[tuple[str, str]],
+        original_entries: dict[str, str],
+        checkpoint: Callable[..., None],
+        log: Callable[[str, str | None], None],
+        state_url: str | None = None,
+        wait_lag_timeout: float = 300,
+    ) -> None:
+        self.playbook = playbook
+        self.d = direction
+        self.settings = playbook.cutover
+        self.app_privileges = [tuple(p) for p in app_privileges]
+        self.sequences = sequences
+        self.original_entries = original_entries
+        self.checkpoint = checkpoint
+        self.log = log
+        self.state_url = state_url
+        self.wait_lag_timeout = wait_lag_timeout
+        self.window = PauseWindow(direction.name)
+        self.consoles: list[PgBouncerConsole] = []
+
+    # -- the values of each side -------------------------------------------------
+
+    def _old_privileges_sql(self, *, grant: bool) -> list[sql.Composable]:
+        return privilege_statements(self.app_privileges, grant=grant)
+
+    def _new_entry(self, config_file: str) -> str:
+        return entry_value(self.original_entries[config_file], self.d.new_dsn)
+
+    # -- the protocol ------------------------------------------------------------
+
+    def run(self) -> PauseWindow:
+        old = connect(self.d.old_dsn, purpose="cutover-old", statement_timeout_ms=None)
+        new = connect(self.d.new_dsn, purpose="cutover-new", statement_timeout_ms=None)
+        try:
+            self._before_pause(old, new)
+            return self._pause_window(old, new)
+        finally:
+            old.close()
+            new.close()
+            for console in self.consoles:
+                console.close()
+
+    def _before_pause(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
+        """Gate on lag, then prove with a marker that the apply worker is caught up:
+        every second of apply backlog would otherwise be a second of pause."""
+        lag_limit = self.settings.max_lag
+        deadline = time.monotonic() + self.wait_lag_timeout
+        while True:
+            lag = replication.slot_lag_bytes(old, self.d.old_slot)
+            if lag is None:
+                raise OperationFailed(
+                    f"replication slot {self.d.old_slot} is missing on the {self.d.old_label}: "
+                    "replication is not running, nothing to cut over to")
+            if lag <= lag_limit:
+                break
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"replication lag stayed above {lag_limit} bytes for "
+                                      f"{self.wait_lag_timeout:.0f}s; not starting the cutover")
+            time.sleep(0.2)
+        for _ in range(20):
+            marker = replication.commit_marker(old, self.playbook.name, f"{self.d.name}-warmup")
+            try:
+                waited = replication.wait_for_marker(new, marker, deadline=time.monotonic() + 5)
+            except replication.MarkerTimeout:
+                continue
+            if waited < self.settings.max_pause / 4:
+                return
+        raise OperationFailed(
+            f"the {self.d.new_label} applies changes too slowly to start a pause "
+            f"shorter than max_pause ({self.settings.max_pause}s); try again when load is lower")
+
+    def _pause_window(self, old: psycopg.Connection, new: psycopg.Connection) -> PauseWindow:
+        s = self.settings
+        entries = [(b, b.database) for b in self.playbook.pgbouncers]
+        self.consoles = [PgBouncerConsole(b.admin_dsn) for b, _ in entries]
+        grant_new = [q.as_string(new) for q in privilege_statements(self.app_privileges, grant=True)]
+        restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
+        watchdog = Watchdog()
+        start = time.monotonic()
+        wall_start = time.time()
+        watchdog.arm(WatchdogOrders(
+            move=self.playbook.name,
+            deadline=wall_start + s.max_pause + WATCHDOG_MARGIN,
+            old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
+            restore_old=restore_old, grant_new=grant_new,
+            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "config_file": str(b.config_file),
+                         "new_value": self._new_entry(str(b.config_file))} for b, entry in entries],
+            state_url=self.state_url,
+        ))
+        pnr_deadline = start + s.max_pause - REROUTE_BUDGET
+        mark = start
+        revoked = reverse_created = forward_stopped = False
+
+        def lap(part: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            self.window.parts[part] = round(now - mark, 4)
+            mark = now
+
+        self.checkpoint(phase="pausing", pause_started=wall_start)
+        try:
+            self._pause_all(entries, old, start, pnr_deadline)
+            lap("pause")
+            old.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)",
+                        (f"{max(1, int((pnr_deadline - time.monotonic()) * 1000))}ms",))
+            with old.transaction():
+                for stmt in self._old_privileges_sql(grant=False):
+                    old.execute(stmt)
+            revoked = True
+            lap("revoke")
+            marker = replication.commit_marker(old, self.playbook.name, self.d.name)
+            self.window.marker_wait = round(
+                replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
+            lap("sync_marker")
+            values = replication.read_sequences(old, self.sequences)
+            replication.write_sequences(new, values)
+            self.window.sequences = len(values)
+            lap("sequences")
+            replication.set_subscription_enabled(new, self.d.old_subscription, False)
+            forward_stopped = True
+            replication.create_subscription(
+                old, new, name=self.d.new_subscription, publisher_dsn=self.d.new_dsn,
+                publication=self.d.new_publication, slot=self.d.new_slot, copy_data=False)
+            reverse_created = True
+            lap("replication_switch")
+            if time.monotonic() > pnr_deadline:
+                raise CutoverAborted(f"max_pause ({s.max_pause}s) would be exceeded before the reroute")
+            if watchdog.fired():
+                raise CutoverAborted("the watchdog resumed traffic before the reroute")
+        except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
+            reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
+            self._abort(old, new, entries, revoked=revoked, forward_stopped=forward_stopped,
+                        reverse_created=reverse_created)
+            self.window.total = round(time.monotonic() - start, 4)
+            watchdog.stand_down()
+            self.window.outcome = "aborted"
+            self.window.reason = reason
+            self.checkpoint(phase="aborted", last_window=self.window.to_dict())
+            raise CutoverAborted(
+                f"cutover aborted before the point of no return: {reason}; traffic resumed on the "
+                f"{self.d.old_label}, replication left running, nothing lost "
+                f"(paused {self.window.total * 1000:.0f} ms)",
+                hint="run `migrator execute` again to retry" if self.d.name == "forward"
+                else "run `migrator rollback` again to retry",
+            ) from exc
+
+        # ---- the point of no return ------------------------------------------------
+        self.checkpoint(phase="point_of_no_return")
+        watchdog.crossing_point_of_no_return()
+        try:
+            with new.transaction():
+                for stmt in grant_new:
+                    new.execute(stmt)  # type: ignore[arg-type]
+            for (bouncer, entry), console in zip(entries, self.consoles, strict=True):
+                value = self._new_entry(str(bouncer.config_file))
+                if read_entry(bouncer.config_file, entry) != value:
+                    rewrite_entry(bouncer.config_file, entry, value)
+                console.reload()
+            self.checkpoint(phase="rerouted")
+            lap("reroute")
+            self._resume_all(entries)
+            lap("resume")
+            self.window.total = round(time.monotonic() - start, 4)
+        finally:
+            watchdog.stand_down()
+        self.window.outcome = "completed"
+        self.checkpoint(phase="resumed", last_window=self.window.to_dict())
+        self._check_routes(entries)
+        self.log(f"traffic resumed on the {self.d.new_label} after a pause of "
+                 f"{self.window.total * 1000:.0f} ms", None)
+        self._after_resume(old, new)
+        return self.window
+
+    # -- pieces ------------------------------------------------------------------
+
+    def _pause_all(self, entries, old: psycopg.Connection, start: float, deadline: float) -> None:
+        """PAUSE every entry in parallel; after `grace`, cancel the app's queries on
+        the group; past the deadline, give up (the caller RESUMEs)."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(entries))
+        futures = [pool.submit(console.pause, entry)
+                   for console, (_, entry) in zip(self.consoles, entries, strict=True)]
+        cancelled = False
+        try:
+            while True:
+                done, pending = concurrent.futures.wait(futures, timeout=0.005)
+                for future in done:
+                    future.result()  # a failed PAUSE aborts now
+                if not pending:
+                    return
+                now = time.monotonic()
+                if not cancelled and now - start >= self.settings.grace:
+                    cancelled = True
+                    self._cancel_app_queries(old)
+                if now > deadline:
+                    raise CutoverAborted(
+                        f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
+                        "a transaction stayed open on the group's entry")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _cancel_app_queries(self, old: psycopg.Connection) -> None:
+        roles = list(self.playbook.app_roles)
+        if not roles:
+            return
+        tables = [t.qualified for t in self.playbook.tables]
+        rows = old.execute(
+            """
+            SELECT pg_catalog.pg_cancel_backend(a.pid)
+            FROM pg_catalog.pg_stat_activity a
+            WHERE a.usename = ANY(%s) AND a.state = 'active' AND a.pid <> pg_catalog.pg_backend_pid()
+              AND EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                          WHERE l.pid = a.pid AND l.relation = ANY(
+                              SELECT to_regclass(t)::oid FROM unnest(%s::text[]) t))
+            """,
+            (roles, tables),
+        ).fetchall()
+        self.log(f"grace of {self.settings.grace}s over: cancelled {len(rows)} app queries on the group", None)
+
+    def _resume_all(self, entries) -> None:
+        errors = []
+        for console, (_, entry) in zip(self.consoles, entries, strict=True):
+            try:
+                console.resume(entry)
+            except Exception as exc:  # noqa: BLE001 - resume every other one regardless
+                errors.append(f"{console.display}: {first_line(exc)}")
+        if errors:
+            raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
+
+    def _abort(self, old, new, entries, *, revoked: bool, forward_stopped: bool, reverse_created: bool) -> None:
+        """Undo what the pause did, traffic first: privileges and RESUME on the old side."""
+        problems = []
+        fresh_consoles = []
+        if revoked:
+            try:
+                with old.transaction():
+                    for stmt in self._old_privileges_sql(grant=True):
+                        old.execute(stmt)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"restoring privileges: {first_line(exc)}")
+        for bouncer, entry in entries:
+            try:
+                # The console that issued a PAUSE still waits for it: use a new one.
+                console = PgBouncerConsole(bouncer.admin_dsn)
+                fresh_consoles.append(console)
+                console.resume(entry)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"RESUME {entry}: {first_line(exc)}")
+        for console in fresh_consoles:
+            console.close()
+        try:
+            if reverse_created:
+                replication.drop_subscription(old, self.d.new_subscription, new)
+            if forward_stopped:
+                replication.set_subscription_enabled(new, self.d.old_subscription, True)
+        except Exception as exc:  # noqa: BLE001 - the next run reconciles replication
+            problems.append(f"restoring replication: {first_line(exc)}")
+        if problems:
+            self.log("abort left work for the next run: " + "; ".join(problems), None)
+
+    def _check_routes(self, entries) -> None:
+        for console, (_, entry) in zip(self.consoles, entries, strict=True):
+            current = console.databases().get(entry)
+            if current is None or not current.points_at(self.d.new_dsn):
+                raise OperationFailed(
+                    f"PgBouncer {console.display}: entry {entry} does not point at the "
+                    f"{self.d.new_label} ({describe(self.d.new_dsn)}) after RELOAD")
+
+    def _after_resume(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
+        """Outside the pause: the old subscription (and its slot, which would retain
+        WAL on the old side forever) goes."""
+        replication.drop_subscription(new, self.d.old_subscription, old)
+        self.log(f"dropped subscription {self.d.old_subscription} and its slot", None)
+
+
+def original_entries(playbook: Playbook) -> dict[str, str]:
+    """The current value of each PgBouncer's group entry, keyed by config file."""
+    out = {}
+    for bouncer in playbook.pgbouncers:
+        value = read_entry(bouncer.config_file, bouncer.database)
+        if value is None:
+            raise OperationFailed(f"{bouncer.config_file}: no [databases] entry {bouncer.database!r}")
+        out[str(bouncer.config_file)] = value
+    return out

@@ -1,0 +1,117 @@
+"""The runner: the only thing that orders steps and writes their status.
+
+A step is marked running (durably) before its side effects and done after them; a
+failure is recorded with its one-line cause. `execute` runs every step that is not
+done, so after a crash it resumes with the step that was running, whose `do` is
+idempotent. `rollback` undoes, in reverse, every step that did anything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from migrator.errors import MigratorError, OperationFailed
+from migrator.playbook import Playbook
+from migrator.state import MoveStatus, StateStore, StepStatus
+from migrator.steps import STEP_NAMES, STEPS, MoveContext, Reporter, describe_failure
+
+
+@dataclass
+class RunResult:
+    move: str
+    ran: list[tuple[str, float, str | None]]
+    stopped_before: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "move": self.move,
+            "steps": [{"step": s, "seconds": round(t, 3), "summary": m} for s, t, m in self.ran],
+            "stopped_before": self.stopped_before,
+        }
+
+
+def _check_step(name: str | None, option: str) -> None:
+    if name is not None and name not in STEP_NAMES:
+        raise OperationFailed(f"{option} {name!r} is not a step; steps are: {', '.join(STEP_NAMES)}")
+
+
+def execute(playbook: Playbook, store: StateStore, *, until: str | None = None,
+            reporter: Reporter | None = None) -> RunResult:
+    """Run or resume the move, stopping before `until` if given."""
+    _check_step(until, "--until")
+    ctx = MoveContext(playbook, store, reporter or Reporter())
+    result = RunResult(playbook.name, [])
+    with store.lock(playbook.name, "execute"):
+        if store.move_status(playbook.name) == MoveStatus.COMPLETED:
+            raise OperationFailed(f"move {playbook.name!r} is already completed")
+        store.ensure_move(playbook.name)
+        store.log(playbook.name, "run", "execute started" + (f" (until {until})" if until else ""))
+        records = store.steps(playbook.name)
+        for step in STEPS:
+            if step.name == until:
+                result.stopped_before = until
+                break
+            record = records.get(step.name)
+            if record and record.status == StepStatus.DONE:
+                continue
+            summary, seconds = _run(ctx, step.name, step.do, StepStatus.RUNNING, StepStatus.DONE, step.title)
+            result.ran.append((step.name, seconds, summary))
+        store.log(playbook.name, "run", "execute finished" if not result.stopped_before
+                  else f"execute stopped before {result.stopped_before}")
+    return result
+
+
+def rollback(playbook: Playbook, store: StateStore, *, to: str | None = None, keep_target: bool = False,
+             reporter: Reporter | None = None) -> RunResult:
+    """Undo completed steps in reverse; with `to`, stop once that step is the last one done."""
+    _check_step(to, "--to")
+    ctx = MoveContext(playbook, store, reporter or Reporter(), keep_target=keep_target)
+    result = RunResult(playbook.name, [])
+    with store.lock(playbook.name, "rollback"):
+        status = store.move_status(playbook.name)
+        if status == MoveStatus.COMPLETED:
+            raise OperationFailed(
+                f"move {playbook.name!r} was completed: reverse replication and the tool's objects are gone, "
+                "so there is nothing to roll back to",
+                hint="to move the group back, write a playbook with source and target swapped and execute it")
+        if status is None:
+            raise OperationFailed(f"move {playbook.name!r} has no recorded run to roll back",
+                                  hint="check --state / MIGRATOR_STATE")
+        records = store.steps(playbook.name)
+        undoing = [s for s in reversed(STEPS) if records.get(s.name) and records[s.name].status in (
+            StepStatus.DONE, StepStatus.RUNNING, StepStatus.FAILED, StepStatus.UNDOING)]
+        if to is not None:
+            keep = STEP_NAMES[: STEP_NAMES.index(to) + 1]
+            undoing = [s for s in undoing if s.name not in keep]
+        ctx.tables_will_be_dropped = any(s.name == "schema" for s in undoing) and not keep_target
+        store.log(playbook.name, "run", "rollback started" + (f" (to {to})" if to else ""))
+        for step in undoing:
+            summary, seconds = _run(ctx, step.name, step.undo, StepStatus.UNDOING, StepStatus.UNDONE,
+                                    f"undo: {step.title}")
+            result.ran.append((step.name, seconds, summary))
+        store.log(playbook.name, "run", "rollback finished")
+    return result
+
+
+def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepStatus,
+         title: str) -> tuple[str | None, float]:
+    store, move = ctx.store, ctx.playbook.name
+    store.set_step(move, name, during, started=True)
+    store.log(move, "step", f"{during.value} {name}", step=name)
+    ctx.reporter.step_started(name, title)
+    started = time.monotonic()
+    try:
+        summary = action(ctx)
+    except (MigratorError, Exception) as exc:
+        seconds = time.monotonic() - started
+        store.set_step(move, name, StepStatus.FAILED if during == StepStatus.RUNNING else StepStatus.UNDOING,
+                       error=describe_failure(exc), finished=True)
+        store.log(move, "error", f"{name} failed: {describe_failure(exc)}", step=name, seconds=seconds)
+        raise
+    seconds = time.monotonic() - started
+    store.set_step(move, name, after, finished=True)
+    store.log(move, "step", f"{after.value} {name}" + (f": {summary}" if summary else ""),
+              step=name, seconds=seconds)
+    ctx.reporter.step_finished(name, seconds, summary)
+    return summary, seconds

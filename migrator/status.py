@@ -1,0 +1,176 @@
+"""Where a move stands: step states, replication lag, where traffic points, what next.
+
+Read-only, and tolerant: an unreachable server or PgBouncer is reported as such
+rather than failing the whole report, because `status` is what a person runs when
+something is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from migrator import names, replication
+from migrator.dsn import connect, describe, first_line
+from migrator.errors import OperationFailed
+from migrator.pgbouncer import PgBouncerConsole, read_entry
+from migrator.playbook import Playbook
+from migrator.state import MoveStatus, StateStore, StepStatus
+from migrator.steps import STEP_NAMES
+
+
+@dataclass
+class Route:
+    pgbouncer: str
+    entry: str
+    points_to: str        # source / target / elsewhere / unknown
+    paused: bool | None
+    config_points_to: str
+    error: str | None = None
+
+
+@dataclass
+class Replication:
+    direction: str        # forward / reverse / none
+    slot: str | None
+    lag_bytes: int | None
+    lag_seconds: float | None
+    orphaned_slots: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class MoveReport:
+    move: str
+    state: str                                   # not started / in progress / moved / rolled back / completed
+    steps: list[dict]
+    replication: Replication
+    routes: list[Route]
+    last_cutover: dict | None
+    next_command: str
+    events: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _side(entry_points_at_source: bool, entry_points_at_target: bool) -> str:
+    if entry_points_at_target:
+        return "target"
+    if entry_points_at_source:
+        return "source"
+    return "elsewhere"
+
+
+def routes(playbook: Playbook) -> list[Route]:
+    out = []
+    for bouncer in playbook.pgbouncers:
+        name = describe(bouncer.admin_dsn)
+        try:
+            value = read_entry(bouncer.config_file, bouncer.database) or ""
+            config_side = _config_side(value, playbook)
+        except OSError as exc:
+            config_side = f"unreadable ({exc.strerror})"
+        try:
+            with PgBouncerConsole(bouncer.admin_dsn, connect_timeout=2) as console:
+                entry = console.databases().get(bouncer.database)
+            if entry is None:
+                out.append(Route(name, bouncer.database, "missing", None, config_side))
+                continue
+            side = _side(entry.points_at(playbook.source.dsn), entry.points_at(playbook.target.dsn))
+            out.append(Route(name, bouncer.database, side, entry.paused, config_side))
+        except OperationFailed as exc:
+            out.append(Route(name, bouncer.database, "unknown", None, config_side, error=exc.message))
+    return out
+
+
+def _config_side(value: str, playbook: Playbook) -> str:
+    from migrator.pgbouncer import DatabaseEntry
+
+    params = dict(token.partition("=")[::2] for token in value.split())
+    entry = DatabaseEntry("", params.get("host"), int(params["port"]) if params.get("port") else 5432,
+                          params.get("dbname"), False, False, 0)
+    return _side(entry.points_at(playbook.source.dsn), entry.points_at(playbook.target.dsn))
+
+
+def _replication(playbook: Playbook, serving: str) -> Replication:
+    reverse = serving == "target"
+    slot = names.reverse_slot(playbook) if reverse else names.slot(playbook)
+    publisher_dsn = playbook.target.dsn if reverse else playbook.source.dsn
+    result = Replication("reverse" if reverse else "forward", slot, None, None)
+    try:
+        with connect(publisher_dsn, purpose="status", connect_timeout=3) as conn:
+            result.lag_bytes = replication.slot_lag_bytes(conn, slot)
+            result.lag_seconds = replication.replay_lag_seconds(
+                conn, names.reverse_subscription(playbook) if reverse else names.subscription(playbook))
+            if result.lag_bytes is None:
+                result.direction, result.slot = "none", None
+        for dsn in (playbook.source.dsn, playbook.target.dsn):
+            with connect(dsn, purpose="status", connect_timeout=3) as conn:
+                rows = conn.execute(
+                    "SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE NOT active "
+                    "AND (slot_name = ANY(%s) OR slot_name LIKE 'pg\\_%%\\_sync\\_%%')",
+                    (sorted(names.all_objects(playbook)),),
+                ).fetchall()
+                result.orphaned_slots += [f"{r[0]} on {describe(dsn)}" for r in rows]
+    except OperationFailed as exc:
+        result.error = exc.message
+    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+        result.error = first_line(exc)
+    return result
+
+
+def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
+    records = store.steps(playbook.name)
+    move_status = store.move_status(playbook.name)
+    steps = []
+    for name in STEP_NAMES:
+        record = records.get(name)
+        steps.append({
+            "step": name,
+            "status": record.status.value if record else StepStatus.PENDING.value,
+            "seconds": round(record.seconds, 3) if record and record.seconds else None,
+            "error": record.error if record else None,
+        })
+    cutover = records.get("cutover")
+    cut_data = cutover.data if cutover else {}
+    serving = cut_data.get("serving", "source")
+    state, next_command = _verdict(playbook, move_status, steps, cut_data)
+    return MoveReport(
+        move=playbook.name,
+        state=state,
+        steps=steps,
+        replication=_replication(playbook, serving),
+        routes=routes(playbook),
+        last_cutover=cut_data.get("last_window"),
+        next_command=next_command,
+        events=[
+            {"at": e.at, "step": e.step, "kind": e.kind, "message": e.message, "seconds": e.seconds}
+            for e in store.events(playbook.name, limit=15)
+        ],
+    )
+
+
+def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict) -> tuple[str, str]:
+    path = str(playbook.path) if playbook.path else "PLAYBOOK"
+    statuses = {s["step"]: s["status"] for s in steps}
+    if move_status == MoveStatus.COMPLETED:
+        return "completed", "nothing: the move is finished"
+    if move_status is None or all(s == "pending" for s in statuses.values()):
+        return "not started", f"migrator plan {path}, then migrator execute {path}"
+    if cut_data.get("phase") not in (None, "resumed", "aborted"):
+        return (f"interrupted inside a cutover ({cut_data.get('direction')}, phase {cut_data['phase']})",
+                f"migrator execute {path} (finishes or reverts it) or migrator rollback {path}")
+    failed = [s for s in steps if s["status"] in ("failed", "undoing", "running")]
+    if failed:
+        s = failed[0]
+        verb = "rollback" if s["status"] == "undoing" else "execute"
+        return (f"{s['step']} {s['status']}" + (f": {s['error']}" if s["error"] else ""),
+                f"migrator {verb} {path} (resumes), or migrator rollback {path}")
+    if all(s == "undone" or s == "pending" for s in statuses.values()):
+        return "rolled back", f"migrator execute {path} to start again"
+    if statuses["cutover"] == "done":
+        return "moved: traffic on the target, reverse replication running", \
+            f"migrator verify {path}, then migrator complete {path} (or migrator rollback {path})"
+    last_done = [s["step"] for s in steps if s["status"] == "done"]
+    return (f"in progress: done up to {last_done[-1] if last_done else 'nothing'}",
+            f"migrator execute {path}")

@@ -1,0 +1,465 @@
+"""The steps of a move (DESIGN section 3): each is data plus `do` and `undo`.
+
+Only the runner orders steps and writes their status. A step's own data (the index
+definitions it dropped, the privileges it must restore, where a cutover stands) is
+written to the checkpoint store *before* the side effect that needs it, and every
+`do`/`undo` checks the catalogs first, so running one again after a crash converges.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from migrator import names, replication
+from migrator.cutover import Cutover, Direction, entry_value, original_entries
+from migrator.dsn import connect, first_line
+from migrator.errors import OperationFailed, PlanBlocked
+from migrator.pgbouncer import PgBouncerConsole, read_entry, rewrite_entry
+from migrator.playbook import Playbook, TableName
+from migrator.schema import IndexDef, privilege_statements, read_group_schema
+from migrator.state import StateStore
+
+INITIAL_COPY_TIMEOUT = 24 * 3600
+
+
+class Reporter:
+    """What steps tell a person while they run; output.py implements the real one."""
+
+    def step_started(self, step: str, title: str) -> None: ...
+    def step_finished(self, step: str, seconds: float, summary: str | None) -> None: ...
+    def progress(self, step: str, done: int, total: int, detail: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class MoveContext:
+    playbook: Playbook
+    store: StateStore
+    reporter: Reporter = field(default_factory=Reporter)
+    # Set by rollback when the schema step's undo will drop the target's tables:
+    # then recreating or re-dropping indexes on them is wasted work.
+    tables_will_be_dropped: bool = False
+    keep_target: bool = False
+
+    @property
+    def move(self) -> str:
+        return self.playbook.name
+
+    @property
+    def tables(self) -> list[TableName]:
+        return list(self.playbook.tables)
+
+    def source(self, purpose: str = "") -> psycopg.Connection:
+        return connect(self.playbook.source.dsn, purpose=purpose, statement_timeout_ms=None)
+
+    def target(self, purpose: str = "") -> psycopg.Connection:
+        return connect(self.playbook.target.dsn, purpose=purpose, statement_timeout_ms=None)
+
+    def data(self, step: str) -> dict:
+        return self.store.step(self.move, step).data
+
+    def save(self, step: str, **data) -> dict:
+        return self.store.update_data(self.move, step, **data)
+
+    def log(self, step: str, message: str, statement: sql.Composable | str | None = None,
+            conn: psycopg.Connection | None = None) -> None:
+        text = statement.as_string(conn) if isinstance(statement, sql.Composable) else statement
+        self.store.log(self.move, "sql" if text else "info", message, step=step, sql=text)
+
+    def run_sql(self, step: str, conn: psycopg.Connection, statement: sql.Composable, what: str = "") -> None:
+        conn.execute(statement)
+        self.log(step, what or "ran", statement, conn)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    do: Callable[[MoveContext], str | None]
+    undo: Callable[[MoveContext], str | None]
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def preflight_do(ctx: MoveContext) -> str:
+    from migrator.findings import check
+    from migrator.inspection import inspect_move
+
+    snapshot = inspect_move(ctx.playbook)
+    findings = check(snapshot, ctx.playbook, expected_objects=names.all_objects(ctx.playbook))
+    blocking = [f for f in findings if f.level == "block"]
+    if blocking:
+        first = blocking[0]
+        more = f" (and {len(blocking) - 1} more: run `migrator plan`)" if len(blocking) > 1 else ""
+        raise PlanBlocked(f"preflight: {first.message}{more}", hint=first.hint)
+    if "original_entries" not in ctx.data("preflight"):
+        ctx.save("preflight", original_entries=original_entries(ctx.playbook))
+    warnings = sum(1 for f in findings if f.level == "warn")
+    return f"{len(findings)} checks, {warnings} warnings, nothing blocking"
+
+
+def nothing(ctx: MoveContext) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schema_do(ctx: MoveContext) -> str:
+    with ctx.source("schema") as src, ctx.target("schema") as dst:
+        replication.ensure_marker_table(src)
+        data = ctx.data("schema")
+        group = read_group_schema(src, ctx.tables, list(ctx.playbook.app_roles))
+        if data.get("intent") and _all_tables_exist(dst, ctx.tables):
+            return "already on the target"  # the DDL transaction committed before a crash
+        existing_types = {(s, n) for s, n, _ in group.types if _exists(dst, "SELECT to_regtype(%s)", f"{s}.{n}")}
+        existing_functions = {sig for _, sig, _ in group.functions if _exists(dst, "SELECT to_regprocedure(%s)", sig)}
+        existing_sequences = {s.qualified for s in group.sequences
+                              if not s.identity and _exists(dst, "SELECT to_regclass(%s)", s.qualified)}
+        if any(_exists(dst, "SELECT to_regclass(%s)", t.qualified) for t in ctx.tables):
+            raise OperationFailed(
+                "some group tables already exist on the target and were not made by this move",
+                hint="drop them on the target, or remove them from the playbook")
+        all_sequences = [[s.schema, s.name] for s in group.sequences]
+        group.types = [t for t in group.types if (t[0], t[1]) not in existing_types]
+        group.functions = [f for f in group.functions if f[1] not in existing_functions]
+        group.sequences = [s for s in group.sequences if s.qualified not in existing_sequences]
+        # What this move creates, recorded before creating it: undo drops exactly this.
+        ctx.save(
+            "schema",
+            intent=True,
+            created_types=[f"{s}.{n}" for s, n, _ in group.types],
+            created_functions=[sig for _, sig, _ in group.functions],
+            created_sequences=[s.qualified for s in group.sequences if not s.identity],
+            app_privileges=[list(p) for p in group.app_privileges],
+            sequences=all_sequences,
+            indexes=[i.__dict__ for i in group.indexes],
+        )
+        statements = group.statements()
+        with dst.transaction():
+            replication.ensure_marker_table(dst)
+            for stmt in statements:
+                dst.execute(stmt)
+        for stmt in statements:
+            ctx.log("schema", "created on the target", stmt, dst)
+    return f"{len(ctx.tables)} tables, {len(statements)} statements"
+
+
+def schema_undo(ctx: MoveContext) -> str:
+    data = ctx.data("schema")
+    with ctx.target("schema-undo") as dst:
+        if not ctx.keep_target:
+            with dst.transaction():
+                for table in reversed(ctx.tables):
+                    ctx.run_sql("schema", dst, sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table.identifier))
+                for qualified in data.get("created_sequences", []):
+                    ctx.run_sql("schema", dst, sql.SQL("DROP SEQUENCE IF EXISTS {}").format(
+                        sql.Identifier(*qualified.split(".", 1))))
+                for signature in data.get("created_functions", []):
+                    if _exists(dst, "SELECT to_regprocedure(%s)", signature):
+                        ctx.run_sql("schema", dst, sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
+                for qualified in data.get("created_types", []):
+                    ctx.run_sql("schema", dst, sql.SQL("DROP TYPE IF EXISTS {}").format(
+                        sql.Identifier(*qualified.split(".", 1))))
+        replication.drop_marker_table(dst, ctx.move)
+    with ctx.source("schema-undo") as src:
+        replication.drop_marker_table(src, ctx.move)
+    return "kept the target's tables" if ctx.keep_target else "dropped the group on the target"
+
+
+def _exists(conn: psycopg.Connection, query: str, arg: str) -> bool:
+    row = conn.execute(query, (arg,)).fetchone()
+    return bool(row and row[0] is not None)
+
+
+def _all_tables_exist(conn: psycopg.Connection, tables: list[TableName]) -> bool:
+    return all(_exists(conn, "SELECT to_regclass(%s)", t.qualified) for t in tables)
+
+
+def _index_defs(ctx: MoveContext) -> list[IndexDef]:
+    return [IndexDef(**i) for i in ctx.data("schema").get("indexes", [])]
+
+
+# --------------------------------------------------------------------------- indexes
+
+
+def defer_do(ctx: MoveContext) -> str:
+    if not ctx.playbook.indexes.defer:
+        ctx.save("defer-indexes", dropped=[])
+        return "indexes.defer is off: nothing deferred"
+    secondary = [i for i in _index_defs(ctx) if i.secondary]
+    # Recorded before the first DROP: a crash in between still knows what to rebuild.
+    ctx.save("defer-indexes", dropped=[i.__dict__ for i in secondary])
+    with ctx.target("defer-indexes") as dst:
+        for index in secondary:
+            ctx.run_sql("defer-indexes", dst, sql.SQL("DROP INDEX IF EXISTS {}").format(
+                sql.Identifier(index.schema, index.name)), "dropped for the bulk copy")
+    return f"dropped {len(secondary)} secondary indexes"
+
+
+def defer_undo(ctx: MoveContext) -> str | None:
+    if ctx.tables_will_be_dropped:
+        return "skipped: the tables go with the schema step"
+    dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+    _build_indexes(ctx, "defer-indexes", dropped)
+    return f"recreated {len(dropped)} indexes"
+
+
+def _build_indexes(ctx: MoveContext, step: str, indexes: list[IndexDef]) -> None:
+    """CREATE INDEX in parallel, one connection each: the builds are CPU bound."""
+    if not indexes:
+        return
+    done = 0
+
+    def build(index: IndexDef) -> None:
+        with ctx.target(step) as conn:
+            conn.execute("SET maintenance_work_mem = '256MB'")
+            statement = index.create_if_missing()
+            conn.execute(statement)  # type: ignore[arg-type]
+            ctx.log(step, f"built {index.name}", statement)
+
+    workers = max(2, min(len(indexes), 4))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(build, i) for i in indexes]):
+            future.result()
+            done += 1
+            ctx.reporter.progress(step, done, len(indexes), "indexes")
+
+
+def rebuild_do(ctx: MoveContext) -> str:
+    dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+    started = time.monotonic()
+    _build_indexes(ctx, "rebuild-indexes", dropped)
+    built = time.monotonic() - started
+    with ctx.source("lag") as src:
+        _wait_for_lag(ctx, src, names.slot(ctx.playbook), "rebuild-indexes")
+    return f"rebuilt {len(dropped)} indexes in {built:.1f}s; lag under max_lag"
+
+
+def rebuild_undo(ctx: MoveContext) -> str | None:
+    if ctx.tables_will_be_dropped:
+        return "skipped: the tables go with the schema step"
+    dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+    with ctx.target("rebuild-undo") as dst:
+        for index in dropped:
+            ctx.run_sql("rebuild-indexes", dst, sql.SQL("DROP INDEX IF EXISTS {}").format(
+                sql.Identifier(index.schema, index.name)))
+    return f"dropped {len(dropped)} rebuilt indexes again"
+
+
+def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, step: str,
+                  timeout: float = 3600) -> None:
+    limit = ctx.playbook.cutover.max_lag
+    deadline = time.monotonic() + timeout
+    while True:
+        lag = replication.slot_lag_bytes(publisher, slot)
+        if lag is None:
+            raise OperationFailed(f"replication slot {slot} is missing: replication is not running",
+                                  hint="run `migrator status` and `migrator rollback --to defer-indexes`")
+        ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {lag} bytes")
+        if lag <= limit:
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"replication lag stayed above max_lag for {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------- replicate
+
+
+def replicate_do(ctx: MoveContext) -> str:
+    pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
+    with ctx.source("replicate") as src, ctx.target("replicate") as dst:
+        stmt = replication.create_publication(src, pub, ctx.tables)
+        if stmt:
+            ctx.log("replicate", "publication on the source", stmt, src)
+        stmt = replication.create_subscription(
+            dst, src, name=sub, publisher_dsn=ctx.playbook.source.dsn, publication=pub, slot=slot,
+            copy_data=True)
+        if stmt:
+            ctx.log("replicate", "subscription on the target", stmt, dst)
+        sizes = replication.relation_bytes(src, ctx.tables)
+        total = sum(sizes.values()) or 1
+        ctx.save("replicate", bytes_total=total)
+        deadline = time.monotonic() + INITIAL_COPY_TIMEOUT
+        while True:
+            states = replication.sync_states(dst, sub)
+            group_states = {t.qualified: states.get(t.qualified, "?") for t in ctx.tables}
+            if group_states and all(s == "r" for s in group_states.values()) and states.get(
+                    ".".join(names.sync_marker())) == "r":
+                break
+            copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
+            copied = sum(v for t, v in sizes.items() if t not in copying)
+            if copying:
+                target_sizes = replication.relation_bytes(dst, [TableName.parse(t) for t in copying])
+                copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
+            ctx.reporter.progress("replicate", copied, total, "bytes")
+            if time.monotonic() > deadline:
+                raise OperationFailed("the initial copy did not finish in time")
+            time.sleep(0.25)
+        ctx.reporter.progress("replicate", total, total, "bytes")
+    return f"{len(ctx.tables)} tables copied and streaming ({total} bytes)"
+
+
+def replicate_undo(ctx: MoveContext) -> str:
+    pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
+    with ctx.target("replicate-undo") as dst:
+        try:
+            src = ctx.source("replicate-undo")
+        except OperationFailed:
+            src = None
+        try:
+            replication.drop_subscription(dst, sub, src)
+            ctx.log("replicate", f"dropped subscription {sub}")
+            if src is not None:
+                replication.drop_slot(src, slot)
+                replication.drop_publication(src, pub)
+                ctx.log("replicate", f"dropped publication {pub}")
+        finally:
+            if src is not None:
+                src.close()
+    if src is None:
+        raise OperationFailed(f"the source is unreachable: its slot {slot} and publication {pub} remain",
+                              hint="run `migrator rollback` again once the source is back")
+    return "replication removed"
+
+
+# --------------------------------------------------------------------------- prepare-reverse
+
+
+def prepare_reverse_do(ctx: MoveContext) -> str:
+    pub = names.reverse_publication(ctx.playbook)
+    with ctx.target("prepare-reverse") as dst:
+        stmt = replication.create_publication(dst, pub, ctx.tables)
+        if stmt:
+            ctx.log("prepare-reverse", "reverse publication on the target", stmt, dst)
+    return f"publication {pub} ready on the target"
+
+
+def prepare_reverse_undo(ctx: MoveContext) -> str:
+    pub = names.reverse_publication(ctx.playbook)
+    with ctx.target("prepare-reverse-undo") as dst:
+        replication.drop_publication(dst, pub)
+    return f"dropped publication {pub}"
+
+
+# --------------------------------------------------------------------------- cutover
+
+
+def _direction(ctx: MoveContext, name: str) -> Direction:
+    return Direction.forward(ctx.playbook) if name == "forward" else Direction.reverse(ctx.playbook)
+
+
+def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
+    schema = ctx.data("schema")
+
+    def checkpoint(**data) -> None:
+        ctx.save("cutover", direction=direction.name, **data)
+        if "phase" in data:
+            ctx.log("cutover", f"{direction.name} cutover: {data['phase']}")
+
+    cutover = Cutover(
+        ctx.playbook, direction,
+        app_privileges=schema.get("app_privileges", []),
+        sequences=[tuple(s) for s in schema.get("sequences", [])],
+        original_entries=ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook),
+        checkpoint=checkpoint,
+        log=lambda message, _sql: (ctx.log("cutover", message), ctx.reporter.note(message)),
+        state_url=ctx.store.url,
+    )
+    try:
+        window = cutover.run()
+    finally:
+        history = ctx.data("cutover").get("history", [])
+        ctx.save("cutover", history=[*history, cutover.window.to_dict()][-20:])
+    ctx.save("cutover", serving=direction.new_label)
+    parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in window.parts.items())
+    return f"pause window {window.total * 1000:.0f} ms ({parts})"
+
+
+def reconcile(ctx: MoveContext) -> str:
+    """Finish or revert a cutover that a crash interrupted; returns the serving side."""
+    data = ctx.data("cutover")
+    phase, name = data.get("phase"), data.get("direction", "forward")
+    d = _direction(ctx, name)
+    serving = data.get("serving", "source")
+    if phase in (None, "resumed"):
+        if phase == "resumed":
+            with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
+                replication.drop_subscription(new, d.old_subscription, old)
+            serving = d.new_label
+            ctx.save("cutover", phase=None, serving=serving)
+        return serving
+    originals = ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook)
+    privileges = ctx.data("schema").get("app_privileges", [])
+    finished = phase in ("point_of_no_return", "rerouted")
+    with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
+        side, dsn = (new, d.new_dsn) if finished else (old, d.old_dsn)
+        with side.transaction():
+            for stmt in privilege_statements(privileges, grant=True):
+                side.execute(stmt)
+        for bouncer in ctx.playbook.pgbouncers:
+            value = entry_value(originals[str(bouncer.config_file)], dsn)
+            changed = read_entry(bouncer.config_file, bouncer.database) != value
+            if changed:
+                rewrite_entry(bouncer.config_file, bouncer.database, value)
+            with PgBouncerConsole(bouncer.admin_dsn) as console:
+                if changed or finished:
+                    console.reload()
+                console.resume(bouncer.database)
+        if finished:
+            replication.drop_subscription(new, d.old_subscription, old)
+            serving = d.new_label
+        else:
+            # Back to how it was before the pause: the old subscription streams again.
+            replication.drop_subscription(old, d.new_subscription, new)
+            replication.set_subscription_enabled(new, d.old_subscription, True)
+            serving = d.old_label
+    verdict = "finished" if finished else "reverted"
+    ctx.log("cutover", f"an interrupted {name} cutover (phase {phase}) was {verdict}; traffic on the {serving}")
+    ctx.reporter.note(f"an interrupted {name} cutover was {verdict}: traffic is on the {serving}")
+    ctx.save("cutover", phase=None, serving=serving)
+    return serving
+
+
+def cutover_do(ctx: MoveContext) -> str:
+    if reconcile(ctx) == "target":
+        return "traffic already on the target"
+    return _run_cutover(ctx, Direction.forward(ctx.playbook))
+
+
+def cutover_undo(ctx: MoveContext) -> str:
+    if reconcile(ctx) == "source":
+        return "traffic already on the source"
+    return _run_cutover(ctx, Direction.reverse(ctx.playbook))
+
+
+STEPS: tuple[Step, ...] = (
+    Step("preflight", "re-check the plan's findings", preflight_do, nothing),
+    Step("schema", "create the group's schema on the target", schema_do, schema_undo),
+    Step("defer-indexes", "drop secondary indexes on the target for the bulk copy", defer_do, defer_undo),
+    Step("replicate", "publish, subscribe and copy the group", replicate_do, replicate_undo),
+    Step("rebuild-indexes", "rebuild the deferred indexes; wait for lag under max_lag", rebuild_do, rebuild_undo),
+    Step("prepare-reverse", "publish the group on the target for reverse replication",
+         prepare_reverse_do, prepare_reverse_undo),
+    Step("cutover", "pause, sync, switch replication, reroute, resume", cutover_do, cutover_undo),
+)
+STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
+
+
+def step_named(name: str) -> Step:
+    for step in STEPS:
+        if step.name == name:
+            return step
+    raise OperationFailed(f"no step {name!r}; steps are: {', '.join(STEP_NAMES)}")
+
+
+def describe_failure(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, OperationFailed) else first_line(exc)

@@ -1,0 +1,172 @@
+"""The watchdog: a separate process that un-pauses PgBouncer if the tool cannot.
+
+It is started before the first PAUSE, gets its instructions on stdin (never argv,
+which `ps` shows), and then waits for one of:
+- "done": the cutover finished; exit quietly;
+- "pnr": the tool is crossing the point of no return; from now on, finishing means
+  routing to the new side;
+- end of input (the tool died) or the deadline (the tool hangs): act at once.
+
+Acting before the point of no return: give the app roles back their privileges on
+the old side, RESUME. After it: rewrite and RELOAD the config to the new side, grant
+there, RESUME. Every action is idempotent, so the tool and the watchdog may both do
+it. The next `execute`/`rollback` reconciles replication from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+
+@dataclass
+class WatchdogOrders:
+    move: str
+    deadline: float                 # time.time() after which the watchdog acts anyway
+    old_dsn: str
+    new_dsn: str
+    restore_old: list[str]          # GRANTs that give the old side back its privileges
+    grant_new: list[str]            # GRANTs for the app roles on the new side
+    pgbouncers: list[dict] = field(default_factory=list)  # admin_dsn, entry, config_file, new_value
+    state_url: str | None = None
+
+
+class Watchdog:
+    """The tool's handle on its watchdog process."""
+
+    def __init__(self) -> None:
+        # Started before the pause: a Python start-up costs far more than the pause.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "migrator.watchdog"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a SIGKILL or Ctrl-C of the tool's group must not reach it
+            text=True,
+        )
+
+    def arm(self, orders: WatchdogOrders) -> None:
+        """From now on the watchdog resumes traffic unless told "done" in time."""
+        self._send(json.dumps(asdict(orders)))
+
+    def _send(self, line: str) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def crossing_point_of_no_return(self) -> None:
+        self._send("pnr")
+
+    def stand_down(self) -> None:
+        """Tell it the cutover is over; it exits on its own (no wait: the pause is over
+        but the caller is still measuring it)."""
+        self._send("done")
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def fired(self) -> bool:
+        """Did the watchdog act (exit code 3) instead of standing down?"""
+        return self.process.poll() == 3
+
+
+def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
+    from migrator.pgbouncer import PgBouncerConsole, rewrite_entry, read_entry
+
+    errors = []
+    if forward:
+        for bouncer in orders.pgbouncers:
+            try:
+                if read_entry(bouncer["config_file"], bouncer["entry"]) != bouncer["new_value"]:
+                    rewrite_entry(bouncer["config_file"], bouncer["entry"], bouncer["new_value"])
+            except Exception as exc:  # noqa: BLE001 - keep going: RESUME matters most
+                errors.append(str(exc))
+        _run_sql(orders.new_dsn, orders.grant_new, errors)
+    else:
+        _run_sql(orders.old_dsn, orders.restore_old, errors)
+    for bouncer in orders.pgbouncers:
+        try:
+            with PgBouncerConsole(bouncer["admin_dsn"], connect_timeout=2) as console:
+                if forward:
+                    console.reload()
+                console.resume(bouncer["entry"])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+    _log(orders, f"watchdog acted ({why}): traffic resumed on the "
+                 f"{'new' if forward else 'old'} side" + (f"; errors: {errors}" if errors else ""))
+
+
+def _run_sql(dsn: str, statements: list[str], errors: list[str]) -> None:
+    if not statements:
+        return
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3,
+                             application_name="migrator watchdog") as conn:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001
+        errors.append(str(exc))
+
+
+def _log(orders: WatchdogOrders, message: str) -> None:
+    if not orders.state_url:
+        return
+    try:
+        from migrator.state import StateStore
+
+        store = StateStore(orders.state_url)
+        store.log(orders.move, "watchdog", message, step="cutover")
+        store.close()
+    except Exception:  # noqa: BLE001 - logging must never stop the watchdog
+        pass
+
+
+def main() -> int:
+    # One reader for every line, on the raw descriptor: a buffered readline() for
+    # the orders would swallow the "pnr"/"done" lines that follow them.
+    fd = sys.stdin.fileno()
+    buffer = ""
+    orders: WatchdogOrders | None = None
+    forward = False
+    while True:
+        if orders is None:
+            timeout = None
+        else:
+            timeout = orders.deadline - time.time()
+            if timeout <= 0:
+                act(orders, forward, "deadline passed")
+                return 3
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536).decode()
+        if not chunk:
+            if orders is None:
+                return 0  # never armed: nothing was paused
+            act(orders, forward, "the tool exited during the cutover")
+            return 3
+        buffer += chunk
+        while "\n" in buffer:
+            line, buffer = buffer.split("\n", 1)
+            if orders is None:
+                orders = WatchdogOrders(**json.loads(line))
+            elif line == "pnr":
+                forward = True
+            elif line == "done":
+                return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
