@@ -26,7 +26,7 @@ from psycopg import sql
 from migrator import names, replication
 from migrator.dsn import connect, describe, first_line
 from migrator.errors import OperationFailed
-from migrator.pgbouncer import PgBouncerConsole, read_entry, rewrite_entry
+from migrator.pgbouncer import PgBouncerConsole, prepare_rewrite, read_entry
 from migrator.playbook import Playbook
 from migrator.schema import privilege_statements
 from migrator.watchdog import Watchdog, WatchdogOrders
@@ -196,12 +196,18 @@ class Cutover:
         self.consoles = [PgBouncerConsole(b.admin_dsn) for b, _ in entries]
         grant_new = [q.as_string(new) for q in privilege_statements(self.app_privileges, grant=True)]
         restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
+        # Everything that can be done before the pause is: the new config files are
+        # written beside the old ones (which also proves they can be written), a
+        # second connection to each side is open, the watchdog process is running.
+        rewrites = [prepare_rewrite(b.config_file, entry, self._new_entry(str(b.config_file)))
+                    for b, entry in entries]
+        old_side = connect(self.d.old_dsn, purpose="cutover-privileges", statement_timeout_ms=None)
         watchdog = Watchdog()
+        self.checkpoint(phase="pausing", pause_started=time.time())
         start = time.monotonic()
-        wall_start = time.time()
         watchdog.arm(WatchdogOrders(
             move=self.playbook.name,
-            deadline=wall_start + s.max_pause + WATCHDOG_MARGIN,
+            deadline=time.time() + s.max_pause + WATCHDOG_MARGIN,
             old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
             restore_old=restore_old, grant_new=grant_new,
             pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "config_file": str(b.config_file),
@@ -210,7 +216,7 @@ class Cutover:
         ))
         pnr_deadline = start + s.max_pause - REROUTE_BUDGET
         mark = start
-        revoked = reverse_created = forward_stopped = False
+        changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False}
 
         def lap(part: str) -> None:
             nonlocal mark
@@ -218,72 +224,65 @@ class Cutover:
             self.window.parts[part] = round(now - mark, 4)
             mark = now
 
-        self.checkpoint(phase="pausing", pause_started=wall_start)
         try:
-            self._pause_all(entries, old, start, pnr_deadline)
-            lap("pause")
-            old.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)",
-                        (f"{max(1, int((pnr_deadline - time.monotonic()) * 1000))}ms",))
-            with old.transaction():
-                for stmt in self._old_privileges_sql(grant=False):
-                    old.execute(stmt)
-            revoked = True
-            lap("revoke")
-            marker = replication.commit_marker(old, self.playbook.name, self.d.name)
-            self.window.marker_wait = round(
-                replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
-            lap("sync_marker")
-            values = replication.read_sequences(old, self.sequences)
-            replication.write_sequences(new, values)
-            self.window.sequences = len(values)
-            lap("sequences")
-            replication.set_subscription_enabled(new, self.d.old_subscription, False)
-            forward_stopped = True
-            replication.create_subscription(
-                old, new, name=self.d.new_subscription, publisher_dsn=self.d.new_dsn,
-                publication=self.d.new_publication, slot=self.d.new_slot, copy_data=False)
-            reverse_created = True
-            lap("replication_switch")
-            if time.monotonic() > pnr_deadline:
-                raise CutoverAborted(f"max_pause ({s.max_pause}s) would be exceeded before the reroute")
-            if watchdog.fired():
-                raise CutoverAborted("the watchdog resumed traffic before the reroute")
-        except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
-            reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
-            self._abort(old, new, entries, revoked=revoked, forward_stopped=forward_stopped,
-                        reverse_created=reverse_created)
-            self.window.total = round(time.monotonic() - start, 4)
-            watchdog.stand_down()
-            self.window.outcome = "aborted"
-            self.window.reason = reason
-            self.checkpoint(phase="aborted", last_window=self.window.to_dict())
-            raise CutoverAborted(
-                f"cutover aborted before the point of no return: {reason}; traffic resumed on the "
-                f"{self.d.old_label}, replication left running, nothing lost "
-                f"(paused {self.window.total * 1000:.0f} ms)",
-                hint="run `migrator execute` again to retry" if self.d.name == "forward"
-                else "run `migrator rollback` again to retry",
-            ) from exc
+            try:
+                self._pause_all(entries, old, start, pnr_deadline)
+                lap("pause")
+                self._switch_privileges(old_side, new, grant_new, pnr_deadline, changed)
+                lap("privileges")
+                marker = replication.commit_marker(old, self.playbook.name, self.d.name)
+                self.window.marker_wait = round(
+                    replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
+                lap("sync_marker")
+                values = replication.read_sequences(old, self.sequences)
+                replication.write_sequences(new, values)
+                self.window.sequences = len(values)
+                lap("sequences")
+                replication.set_subscription_enabled(new, self.d.old_subscription, False)
+                changed["forward_stopped"] = True
+                # Only the slot is needed inside the pause: from its creation on, the new
+                # side's changes are kept for the reverse subscription, which attaches
+                # to it after RESUME (a subscription costs a walsender start-up here).
+                replication.create_slot(new, self.d.new_slot)
+                changed["slot_created"] = True
+                lap("replication_switch")
+                if time.monotonic() > pnr_deadline:
+                    raise CutoverAborted(f"max_pause ({s.max_pause}s) would be exceeded before the reroute")
+                if watchdog.fired():
+                    raise CutoverAborted("the watchdog resumed traffic before the reroute")
+            except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
+                reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
+                self._abort(old, new, entries, **changed)
+                self.window.total = round(time.monotonic() - start, 4)
+                watchdog.stand_down()
+                self.window.outcome = "aborted"
+                self.window.reason = reason
+                self.checkpoint(phase="aborted", last_window=self.window.to_dict())
+                raise CutoverAborted(
+                    f"cutover aborted before the point of no return: {reason}; traffic resumed on the "
+                    f"{self.d.old_label}, replication left running, nothing lost "
+                    f"(paused {self.window.total * 1000:.0f} ms)",
+                    hint="run `migrator execute` again to retry" if self.d.name == "forward"
+                    else "run `migrator rollback` again to retry",
+                ) from exc
 
-        # ---- the point of no return ------------------------------------------------
-        self.checkpoint(phase="point_of_no_return")
-        watchdog.crossing_point_of_no_return()
-        try:
-            with new.transaction():
-                for stmt in grant_new:
-                    new.execute(stmt)  # type: ignore[arg-type]
-            for (bouncer, entry), console in zip(entries, self.consoles, strict=True):
-                value = self._new_entry(str(bouncer.config_file))
-                if read_entry(bouncer.config_file, entry) != value:
-                    rewrite_entry(bouncer.config_file, entry, value)
-                console.reload()
-            self.checkpoint(phase="rerouted")
-            lap("reroute")
-            self._resume_all(entries)
-            lap("resume")
-            self.window.total = round(time.monotonic() - start, 4)
+            # ---- the point of no return --------------------------------------------
+            self.checkpoint(phase="point_of_no_return")
+            watchdog.crossing_point_of_no_return()
+            try:
+                for rewrite in rewrites:
+                    rewrite.commit()
+                self._in_parallel([console.reload for console in self.consoles])
+                lap("reroute")
+                self._resume_all(entries)
+                lap("resume")
+                self.window.total = round(time.monotonic() - start, 4)
+            finally:
+                watchdog.stand_down()
         finally:
-            watchdog.stand_down()
+            for rewrite in rewrites:
+                rewrite.discard()
+            old_side.close()
         self.window.outcome = "completed"
         self.checkpoint(phase="resumed", last_window=self.window.to_dict())
         self._check_routes(entries)
@@ -291,6 +290,39 @@ class Cutover:
                  f"{self.window.total * 1000:.0f} ms", None)
         self._after_resume(old, new)
         return self.window
+
+    def _switch_privileges(self, old_side: psycopg.Connection, new: psycopg.Connection,
+                           grant_new: list[str], deadline: float, changed: dict) -> None:
+        """Revoke the app roles on the old side and grant them on the new one, at once.
+
+        A lock_timeout bounds the REVOKE: a long transaction from another entry
+        holding a lock on a group table must not stretch the pause."""
+        # One round trip per side: the statements go as one simple-protocol batch,
+        # which the server runs as one transaction.
+        def revoke() -> None:
+            lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
+                sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
+            batch = [lock_timeout, *self._old_privileges_sql(grant=False)]
+            with old_side.transaction():
+                old_side.execute(sql.SQL("; ").join(batch))
+            changed["revoked"] = True
+
+        def grant() -> None:
+            if grant_new:
+                with new.transaction():
+                    new.execute("; ".join(grant_new))  # type: ignore[arg-type]
+            changed["granted"] = True
+
+        self._in_parallel([revoke, grant])
+
+    @staticmethod
+    def _in_parallel(calls: list[Callable[[], None]]) -> None:
+        if len(calls) == 1:
+            calls[0]()
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            for future in [pool.submit(call) for call in calls]:
+                future.result()
 
     # -- pieces ------------------------------------------------------------------
 
@@ -347,7 +379,8 @@ class Cutover:
         if errors:
             raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
 
-    def _abort(self, old, new, entries, *, revoked: bool, forward_stopped: bool, reverse_created: bool) -> None:
+    def _abort(self, old, new, entries, *, revoked: bool, granted: bool, forward_stopped: bool,
+               slot_created: bool) -> None:
         """Undo what the pause did, traffic first: privileges and RESUME on the old side."""
         problems = []
         fresh_consoles = []
@@ -369,8 +402,12 @@ class Cutover:
         for console in fresh_consoles:
             console.close()
         try:
-            if reverse_created:
-                replication.drop_subscription(old, self.d.new_subscription, new)
+            if granted:
+                with new.transaction():
+                    for stmt in privilege_statements(self.app_privileges, grant=False):
+                        new.execute(stmt)
+            if slot_created:
+                replication.drop_slot(new, self.d.new_slot)
             if forward_stopped:
                 replication.set_subscription_enabled(new, self.d.old_subscription, True)
         except Exception as exc:  # noqa: BLE001 - the next run reconciles replication
@@ -387,10 +424,20 @@ class Cutover:
                     f"{self.d.new_label} ({describe(self.d.new_dsn)}) after RELOAD")
 
     def _after_resume(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
-        """Outside the pause: the old subscription (and its slot, which would retain
-        WAL on the old side forever) goes."""
-        replication.drop_subscription(new, self.d.old_subscription, old)
-        self.log(f"dropped subscription {self.d.old_subscription} and its slot", None)
+        """Outside the pause: the reverse subscription attaches to the slot made inside
+        it, and the old subscription (whose slot would retain WAL forever) goes."""
+        finish_switch(self.d, old, new)
+        self.log(f"subscription {self.d.new_subscription} streams back to the {self.d.old_label}; "
+                 f"dropped {self.d.old_subscription} and its slot", None)
+
+
+def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection) -> None:
+    """After a cutover (or a crash after its point of no return): subscribe the old side
+    to the new one on the slot made in the pause, and drop the old subscription."""
+    replication.create_subscription(
+        old, new, name=d.new_subscription, publisher_dsn=d.new_dsn, publication=d.new_publication,
+        slot=d.new_slot, copy_data=False, create_slot=False)
+    replication.drop_subscription(new, d.old_subscription, old)
 
 
 def original_entries(playbook: Playbook) -> dict[str, str]:

@@ -165,11 +165,33 @@ def _entries(lines: list[str]):
 
 
 def rewrite_entry(config_file: Path, entry: str, value: str) -> str:
-    """Replace one [databases] entry's connection string, atomically; returns the old one.
+    """Replace one [databases] entry's connection string, atomically; returns the old one."""
+    prepared = prepare_rewrite(config_file, entry, value)
+    prepared.commit()
+    return prepared.old_value
 
-    The file is replaced by rename so PgBouncer's RELOAD never reads a half-written
-    file; owner and mode are kept so a PgBouncer running as another user can read it.
+
+@dataclass
+class PreparedRewrite:
+    """A config file's new version, written and fsynced beside it, waiting for a rename.
+
+    Preparing before the pause costs nothing inside it and proves that the directory
+    is writable while giving up is still free; the rename itself is atomic, so a
+    RELOAD never reads a half-written file.
     """
+
+    config_file: Path
+    temporary: Path
+    old_value: str
+
+    def commit(self) -> None:
+        os.replace(self.temporary, self.config_file)
+
+    def discard(self) -> None:
+        self.temporary.unlink(missing_ok=True)
+
+
+def prepare_rewrite(config_file: Path, entry: str, value: str) -> PreparedRewrite:
     config_file = Path(config_file)
     lines = config_file.read_text().splitlines(keepends=True)
     old = None
@@ -182,13 +204,18 @@ def rewrite_entry(config_file: Path, entry: str, value: str) -> str:
             out.append(line)
     if old is None:
         raise OperationFailed(f"{config_file}: no [databases] entry {entry!r} to rewrite")
-    write_atomically(config_file, "".join(out))
-    return old
+    return PreparedRewrite(config_file, write_beside(config_file, "".join(out)), old)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_beside(path: Path, text: str) -> Path:
+    """Write text to a new file in path's directory with path's owner and mode, fsynced."""
     stat = path.stat()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OperationFailed(f"cannot write beside {path}: {exc.strerror}",
+                              hint="the tool rewrites the PgBouncer config file by rename: "
+                              "its directory must be writable") from exc
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -199,10 +226,14 @@ def write_atomically(path: Path, text: str) -> None:
             os.chown(tmp, stat.st_uid, stat.st_gid)
         except PermissionError:
             pass
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    os.replace(write_beside(path, text), path)
 
 
 def entry_for(dsn: str) -> str:

@@ -99,6 +99,13 @@ def drop_slot(conn: psycopg.Connection, name: str, timeout: float = 10) -> None:
             return
 
 
+def create_slot(conn: psycopg.Connection, name: str) -> None:
+    """A pgoutput slot made over an open connection: no walsender start-up, and from
+    its creation on the server keeps every change for whoever subscribes to it."""
+    if not slot_exists(conn, name):
+        conn.execute("SELECT pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+
+
 def tablesync_slots(conn: psycopg.Connection, subscription_oid: int) -> list[str]:
     rows = conn.execute(
         "SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE %s",
@@ -137,20 +144,28 @@ def create_subscription(
     publication: str,
     slot: str,
     copy_data: bool,
+    create_slot: bool = True,
 ) -> sql.Composable | None:
-    """Subscribe (creating the slot on the publisher); a no-op if it exists already."""
+    """Subscribe; a no-op if the subscription exists already.
+
+    create_slot=True makes the slot on the publisher now; False attaches to a slot
+    made earlier (the cutover makes it inside the pause and subscribes after it)."""
     if subscription(subscriber, name):
         return None
-    # A crash between the slot's creation on the publisher and the subscription's
-    # commit leaves the slot behind; it has no subscriber, so drop it and start over.
-    if slot_exists(publisher, slot):
+    if create_slot and slot_exists(publisher, slot):
+        # A crash between the slot's creation on the publisher and the subscription's
+        # commit leaves the slot behind; it has no subscriber, so drop it and start over.
         drop_slot(publisher, slot)
+    if not create_slot and not slot_exists(publisher, slot):
+        raise OperationFailed(f"replication slot {slot} is missing on the publisher; "
+                              "the changes since the cutover cannot be replicated back")
     stmt = sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-        "WITH (copy_data = {}, create_slot = true, slot_name = {}, enabled = true)"
+        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true)"
     ).format(
         sql.Identifier(name), sql.Literal(publisher_dsn), sql.Identifier(publication),
-        sql.SQL("true" if copy_data else "false"), sql.Literal(slot),
+        sql.SQL("true" if copy_data else "false"), sql.SQL("true" if create_slot else "false"),
+        sql.Literal(slot),
     )
     subscriber.execute(stmt)
     return stmt

@@ -140,12 +140,14 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.display = mask_secrets(url)
+        self._known_moves: set[str] = set()
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 # Several processes (the tool, its watchdog, `status`) share the file:
                 # wait for a writer instead of failing with "database is locked".
                 self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+                sa.event.listen(self.engine, "connect", _sqlite_durable_and_fast)
             else:
                 self.engine = sa.create_engine(url, pool_pre_ping=True)
             metadata.create_all(self.engine)
@@ -166,22 +168,19 @@ class StateStore:
         return MoveStatus(row.status) if row else None
 
     def ensure_move(self, move: str) -> None:
+        if move in self._known_moves:
+            return
         with self.engine.begin() as conn:
             exists = conn.execute(sa.select(moves.c.move).where(moves.c.move == move)).first()
             if not exists:
                 conn.execute(moves.insert().values(
                     move=move, status=MoveStatus.ACTIVE.value, created_at=time.time(), data="{}"))
+        self._known_moves.add(move)
 
     def set_move_status(self, move: str, status: MoveStatus) -> None:
         self.ensure_move(move)
         with self.engine.begin() as conn:
             conn.execute(moves.update().where(moves.c.move == move).values(status=status.value))
-
-    def forget(self, move: str) -> None:
-        """Remove every record of a move (after a full rollback, so it can start afresh)."""
-        with self.engine.begin() as conn:
-            for table in (steps, moves):
-                conn.execute(table.delete().where(table.c.move == move))
 
     # steps ------------------------------------------------------------------
 
@@ -208,21 +207,33 @@ class StateStore:
             values["finished_at"] = now
         self._upsert_step(move, step, values)
 
-    def update_data(self, move: str, step: str, **data: Any) -> dict:
-        """Merge keys into a step's data, durably; returns the merged data."""
-        merged = {**self.step(move, step).data, **data}
-        self._upsert_step(move, step, {"data": json.dumps(merged, default=str)})
+    def update_data(self, move: str, step: str, *, event: str | None = None, **data: Any) -> dict:
+        """Merge keys into a step's data (and log an event), durably, in one transaction:
+        the cutover writes its point of no return inside the pause."""
+        self.ensure_move(move)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(steps.c.data).where(
+                steps.c.move == move, steps.c.step == step)).first()
+            merged = {**(json.loads(row.data or "{}") if row else {}), **data}
+            self._upsert_step_in(conn, move, step, {"data": json.dumps(merged, default=str)})
+            if event:
+                conn.execute(events.insert().values(
+                    move=move, at=time.time(), step=step, kind="info", message=mask_secrets(event)))
         return merged
 
     def _upsert_step(self, move: str, step: str, values: dict) -> None:
         self.ensure_move(move)
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                steps.update().where(steps.c.move == move, steps.c.step == step).values(**values)
-            ).rowcount
-            if not updated:
-                conn.execute(steps.insert().values(
-                    move=move, step=step, **{"status": StepStatus.PENDING.value, "data": "{}", **values}))
+            self._upsert_step_in(conn, move, step, values)
+
+    @staticmethod
+    def _upsert_step_in(conn, move: str, step: str, values: dict) -> None:
+        updated = conn.execute(
+            steps.update().where(steps.c.move == move, steps.c.step == step).values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(steps.insert().values(
+                move=move, step=step, **{"status": StepStatus.PENDING.value, "data": "{}", **values}))
 
     # events -----------------------------------------------------------------
 
@@ -285,3 +296,13 @@ class StateStore:
             row = conn.execute(sa.select(locks).where(locks.c.move == move)).first()
         return LockHolder(row.host, row.pid, row.since, row.command) if row else None
 
+
+
+def _sqlite_durable_and_fast(dbapi_connection, _record) -> None:
+    # WAL: a commit is one fsync of the log instead of several of the database and
+    # its journal, and readers (`status`) never block the writer. synchronous=FULL
+    # keeps every commit durable: a checkpoint must survive a crash right after it.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()

@@ -17,13 +17,14 @@ import psycopg
 from psycopg import sql
 
 from migrator import names, replication
-from migrator.cutover import Cutover, Direction, entry_value, original_entries
+from migrator.cutover import Cutover, Direction, entry_value, finish_switch, original_entries
 from migrator.dsn import connect, first_line
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.pgbouncer import PgBouncerConsole, read_entry, rewrite_entry
 from migrator.playbook import Playbook, TableName
 from migrator.schema import IndexDef, privilege_statements, read_group_schema
 from migrator.state import StateStore
+from migrator.testhooks import hold
 
 INITIAL_COPY_TIMEOUT = 24 * 3600
 
@@ -288,6 +289,7 @@ def replicate_do(ctx: MoveContext) -> str:
         sizes = replication.relation_bytes(src, ctx.tables)
         total = sum(sizes.values()) or 1
         ctx.save("replicate", bytes_total=total)
+        hold("replicate", "copying")
         deadline = time.monotonic() + INITIAL_COPY_TIMEOUT
         while True:
             states = replication.sync_states(dst, sub)
@@ -361,9 +363,10 @@ def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
     schema = ctx.data("schema")
 
     def checkpoint(**data) -> None:
-        ctx.save("cutover", direction=direction.name, **data)
+        event = f"{direction.name} cutover: {data['phase']}" if "phase" in data else None
+        ctx.store.update_data(ctx.move, "cutover", event=event, direction=direction.name, **data)
         if "phase" in data:
-            ctx.log("cutover", f"{direction.name} cutover: {data['phase']}")
+            hold("cutover", f"{direction.name}-{data['phase']}")
 
     cutover = Cutover(
         ctx.playbook, direction,
@@ -385,41 +388,49 @@ def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
 
 
 def reconcile(ctx: MoveContext) -> str:
-    """Finish or revert a cutover that a crash interrupted; returns the serving side."""
+    """Finish or revert a cutover that a crash interrupted; returns the serving side.
+
+    Before the point of no return it is reverted (privileges back on the old side,
+    RESUME there, replication as before); after it, finished (route to the new side,
+    RESUME, reverse subscription on the slot made in the pause, old one dropped).
+    Each action checks first, so this is safe whatever the watchdog already did."""
     data = ctx.data("cutover")
     phase, name = data.get("phase"), data.get("direction", "forward")
     d = _direction(ctx, name)
-    serving = data.get("serving", "source")
-    if phase in (None, "resumed"):
-        if phase == "resumed":
-            with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
-                replication.drop_subscription(new, d.old_subscription, old)
-            serving = d.new_label
-            ctx.save("cutover", phase=None, serving=serving)
-        return serving
+    if phase in (None, "aborted"):
+        return data.get("serving", "source")
+    if phase == "resumed":
+        with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
+            finish_switch(d, old, new)
+        ctx.save("cutover", phase=None, serving=d.new_label)
+        return d.new_label
     originals = ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook)
     privileges = ctx.data("schema").get("app_privileges", [])
-    finished = phase in ("point_of_no_return", "rerouted")
+    finished = phase == "point_of_no_return"
     with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
-        side, dsn = (new, d.new_dsn) if finished else (old, d.old_dsn)
-        with side.transaction():
+        serving_conn, other_conn = (new, old) if finished else (old, new)
+        with serving_conn.transaction():
             for stmt in privilege_statements(privileges, grant=True):
-                side.execute(stmt)
+                serving_conn.execute(stmt)
+        with other_conn.transaction():
+            for stmt in privilege_statements(privileges, grant=False):
+                other_conn.execute(stmt)
+        dsn = d.new_dsn if finished else d.old_dsn
         for bouncer in ctx.playbook.pgbouncers:
             value = entry_value(originals[str(bouncer.config_file)], dsn)
             changed = read_entry(bouncer.config_file, bouncer.database) != value
             if changed:
                 rewrite_entry(bouncer.config_file, bouncer.database, value)
             with PgBouncerConsole(bouncer.admin_dsn) as console:
-                if changed or finished:
-                    console.reload()
+                console.reload()
                 console.resume(bouncer.database)
         if finished:
-            replication.drop_subscription(new, d.old_subscription, old)
+            finish_switch(d, old, new)
             serving = d.new_label
         else:
             # Back to how it was before the pause: the old subscription streams again.
             replication.drop_subscription(old, d.new_subscription, new)
+            replication.drop_slot(new, d.new_slot)
             replication.set_subscription_enabled(new, d.old_subscription, True)
             serving = d.old_label
     verdict = "finished" if finished else "reverted"
