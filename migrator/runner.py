@@ -11,10 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import psycopg
+
+from migrator.dsn import describe
 from migrator.errors import MigratorError, OperationFailed
 from migrator.playbook import Playbook
 from migrator.state import MoveStatus, StateStore, StepStatus
 from migrator.steps import STEP_NAMES, STEPS, MoveContext, Reporter, describe_failure
+from migrator.testhooks import hold
 
 
 @dataclass
@@ -100,14 +104,20 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
     store.set_step(move, name, during, started=True)
     store.log(move, "step", f"{during.value} {name}", step=name)
     ctx.reporter.step_started(name, title)
+    undo = "undo-" if during == StepStatus.UNDOING else ""
+    hold(name, f"{undo}start")
     started = time.monotonic()
     try:
         summary = action(ctx)
+        hold(name, f"{undo}end")
     except (MigratorError, Exception) as exc:
         seconds = time.monotonic() - started
+        failure = _server_error(ctx, name, exc, undo=bool(undo)) if isinstance(exc, psycopg.Error) else exc
         store.set_step(move, name, StepStatus.FAILED if during == StepStatus.RUNNING else StepStatus.UNDOING,
-                       error=describe_failure(exc), finished=True)
-        store.log(move, "error", f"{name} failed: {describe_failure(exc)}", step=name, seconds=seconds)
+                       error=describe_failure(failure), finished=True)
+        store.log(move, "error", f"{name} failed: {describe_failure(failure)}", step=name, seconds=seconds)
+        if failure is not exc:
+            raise failure from exc
         raise
     seconds = time.monotonic() - started
     store.set_step(move, name, after, finished=True)
@@ -115,3 +125,33 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
               step=name, seconds=seconds)
     ctx.reporter.step_finished(name, seconds, summary)
     return summary, seconds
+
+
+def _server_error(ctx: MoveContext, step: str, exc: psycopg.Error, *, undo: bool) -> OperationFailed:
+    """A driver error mid-step (a server restarted, a connection dropped, a statement
+    refused) as one line that names the server; every step is safe to run again."""
+    server = "a server"
+    pgconn = getattr(exc, "pgconn", None)
+    if pgconn is not None and pgconn.host:
+        host, port = pgconn.host.decode(), pgconn.port.decode()
+        server = f"{host}:{port}"
+        for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn)):
+            if _same_server(f"host={host} port={port}", dsn):
+                server = f"the {label} ({describe(dsn)})"
+                break
+    verb = "rollback" if undo else "execute"
+    lost = isinstance(exc, psycopg.OperationalError)
+    return OperationFailed(
+        f"{step} failed: {'lost ' if lost else ''}{server}: {describe_failure(exc)}",
+        hint=("once it is reachable again, " if lost else "fix the cause, then ")
+        + f"run `migrator {verb}` again: it resumes from this step")
+
+
+def _same_server(conninfo: str, dsn: str) -> bool:
+    from psycopg.conninfo import conninfo_to_dict
+
+    a, b = conninfo_to_dict(conninfo), conninfo_to_dict(dsn)
+    local = {"localhost", "127.0.0.1", "::1"}
+    hosts = {a.get("host") or "localhost", b.get("host") or "localhost"}
+    same_host = len(hosts) == 1 or hosts <= local
+    return same_host and str(a.get("port") or 5432) == str(b.get("port") or 5432)
