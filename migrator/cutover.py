@@ -250,6 +250,10 @@ class Cutover:
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) would be exceeded before the reroute")
                 if watchdog.fired():
                     raise CutoverAborted("the watchdog resumed traffic before the reroute")
+                # Recorded before it is crossed, and last in this block: should the
+                # watchdog have given traffic back first, the record refuses it and this
+                # run aborts like any other before the point of no return.
+                self.checkpoint(phase="point_of_no_return")
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
                 reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
                 self._abort(old, new, entries, **changed)
@@ -267,7 +271,6 @@ class Cutover:
                 ) from exc
 
             # ---- the point of no return --------------------------------------------
-            self.checkpoint(phase="point_of_no_return")
             watchdog.crossing_point_of_no_return()
             try:
                 for rewrite in rewrites:
@@ -277,8 +280,20 @@ class Cutover:
                 self._resume_all(entries)
                 lap("resume")
                 self.window.total = round(time.monotonic() - start, 4)
-            finally:
-                watchdog.stand_down()
+            except BaseException as exc:
+                # Only forward is right now and the clients are waiting: the watchdog
+                # routes to the new side and RESUMEs at once; the next run finishes.
+                watchdog.take_over()
+                if not isinstance(exc, Exception):
+                    raise
+                reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
+                verb = "execute" if self.d.name == "forward" else "rollback"
+                raise OperationFailed(
+                    f"the cutover passed its point of no return but could not finish the reroute: "
+                    f"{reason}; the watchdog routes traffic to the {self.d.new_label} and resumes it",
+                    hint=f"fix the cause, then run `migrator {verb}` again: it finishes the cutover",
+                ) from exc
+            watchdog.stand_down()
         finally:
             for rewrite in rewrites:
                 rewrite.discard()

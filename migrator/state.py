@@ -221,6 +221,34 @@ class StateStore:
                     move=move, at=time.time(), step=step, kind="info", message=mask_secrets(event)))
         return merged
 
+    def update_data_if(self, move: str, step: str, *, phase_in: tuple[str | None, ...],
+                       event: str | None = None, **data: Any) -> bool:
+        """Merge keys into a step's data only if its `phase` is one of phase_in; False if not.
+
+        A compare-and-set, for two processes that must not both decide: the tool crossing
+        the point of no return and its watchdog giving traffic back to the old side. The
+        UPDATE matches the exact text read, so a concurrent writer makes it match nothing
+        (then read again), on SQLite and Postgres alike."""
+        while True:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(steps.c.data).where(
+                    steps.c.move == move, steps.c.step == step)).first()
+            if row is None:
+                return False
+            current = json.loads(row.data or "{}")
+            if current.get("phase") not in phase_in:
+                return False
+            merged = json.dumps({**current, **data}, default=str)
+            with self.engine.begin() as conn:
+                won = conn.execute(steps.update().where(
+                    steps.c.move == move, steps.c.step == step, steps.c.data == row.data,
+                ).values(data=merged)).rowcount == 1
+                if won and event:
+                    conn.execute(events.insert().values(
+                        move=move, at=time.time(), step=step, kind="info", message=mask_secrets(event)))
+            if won:
+                return True
+
     def _upsert_step(self, move: str, step: str, values: dict) -> None:
         self.ensure_move(move)
         with self.engine.begin() as conn:

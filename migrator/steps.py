@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from migrator import names, replication
-from migrator.cutover import Cutover, Direction, entry_value, finish_switch, original_entries
+from migrator.cutover import Cutover, CutoverAborted, Direction, entry_value, finish_switch, original_entries
 from migrator.dsn import connect, first_line
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.pgbouncer import PgBouncerConsole, read_entry, rewrite_entry
@@ -364,7 +364,14 @@ def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
 
     def checkpoint(**data) -> None:
         event = f"{direction.name} cutover: {data['phase']}" if "phase" in data else None
-        ctx.store.update_data(ctx.move, "cutover", event=event, direction=direction.name, **data)
+        if data.get("phase") == "point_of_no_return":
+            # Only from "pausing": the watchdog records going back with the same
+            # compare-and-set, so exactly one of them decides.
+            if not ctx.store.update_data_if(ctx.move, "cutover", phase_in=("pausing",), event=event, **data):
+                raise CutoverAborted("the watchdog gave traffic back to the "
+                                     f"{direction.old_label} before the point of no return")
+        else:
+            ctx.store.update_data(ctx.move, "cutover", event=event, direction=direction.name, **data)
         if "phase" in data:
             hold("cutover", f"{direction.name}-{data['phase']}")
 

@@ -7,6 +7,9 @@ which `ps` shows), and then waits for one of:
   routing to the new side;
 - end of input (the tool died) or the deadline (the tool hangs): act at once.
 
+Which way to act is what the durable checkpoint says (the tool records the point of
+no return before it tells the watchdog "pnr", and can die in between), and going back
+is itself recorded first, so the tool and the next run never decide otherwise.
 Acting before the point of no return: give the app roles back their privileges on
 the old side, RESUME. After it: rewrite and RELOAD the config to the new side, grant
 there, RESUME. Every action is idempotent, so the tool and the watchdog may both do
@@ -77,9 +80,51 @@ class Watchdog:
         except OSError:
             pass
 
+    def take_over(self) -> None:
+        """Make it act now (as if the tool had died): past the point of no return,
+        when the tool cannot finish the reroute itself."""
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        except OSError:
+            pass
+
     def fired(self) -> bool:
         """Did the watchdog act (exit code 3) instead of standing down?"""
         return self.process.poll() == 3
+
+
+# Recorded by the watchdog when it gives traffic back to the old side; the next run
+# reads it like any phase before the point of no return, and reverts.
+REVERTED_PHASE = "watchdog_reverted"
+
+
+def decide(orders: WatchdogOrders, store, told_forward: bool) -> bool:
+    """Forward (route to the new side) or back? The durable checkpoint decides, not the
+    "pnr" line: the tool records the point of no return before it tells us, and may die
+    in between; the next run then finishes forward, so must we. Going back is recorded
+    first, with a compare-and-set on the phase, so a tool that is alive but late cannot
+    record the point of no return after we gave the old side its traffic back."""
+    if store is None:
+        return told_forward
+    try:
+        if store.update_data_if(orders.move, "cutover", phase_in=("pausing",), phase=REVERTED_PHASE,
+                                event="watchdog: gave traffic back to the old side"):
+            return False
+        return store.step(orders.move, "cutover").data.get("phase") == "point_of_no_return"
+    except Exception:  # noqa: BLE001 - an unreadable store must not stop the RESUME
+        return told_forward
+
+
+def _open_store(orders: WatchdogOrders):
+    if not orders.state_url:
+        return None
+    try:
+        from migrator.state import StateStore
+
+        return StateStore(orders.state_url)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
@@ -134,11 +179,15 @@ def _log(orders: WatchdogOrders, message: str) -> None:
 
 
 def main() -> int:
+    # Imported now, while the tool is still before its pause: acting must not wait for it.
+    import migrator.state  # noqa: F401
+
     # One reader for every line, on the raw descriptor: a buffered readline() for
     # the orders would swallow the "pnr"/"done" lines that follow them.
     fd = sys.stdin.fileno()
     buffer = ""
     orders: WatchdogOrders | None = None
+    store = None
     forward = False
     while True:
         if orders is None:
@@ -146,7 +195,7 @@ def main() -> int:
         else:
             timeout = orders.deadline - time.time()
             if timeout <= 0:
-                act(orders, forward, "deadline passed")
+                act(orders, decide(orders, store, forward), "deadline passed")
                 return 3
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
@@ -155,13 +204,14 @@ def main() -> int:
         if not chunk:
             if orders is None:
                 return 0  # never armed: nothing was paused
-            act(orders, forward, "the tool exited during the cutover")
+            act(orders, decide(orders, store, forward), "the tool exited during the cutover")
             return 3
         buffer += chunk
         while "\n" in buffer:
             line, buffer = buffer.split("\n", 1)
             if orders is None:
                 orders = WatchdogOrders(**json.loads(line))
+                store = _open_store(orders)
             elif line == "pnr":
                 forward = True
             elif line == "done":
