@@ -306,14 +306,16 @@ def _why_kept(index: Any) -> str:
     return "constraint " + ", ".join(index.constraints)
 
 
-def _subscription(name: str, dsn: str, publication: str, slot: str, *, copy_data: bool) -> sql.Composable:
+def _subscription(name: str, dsn: str, publication: str, slot: str, *, copy_data: bool,
+                  create_slot: bool = True) -> sql.Composable:
     # As replication.create_subscription composes it, with the password masked.
     return sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-        "WITH (copy_data = {}, create_slot = true, slot_name = {}, enabled = true)"
+        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true)"
     ).format(
         _ident(name), sql.Literal(mask_secrets(dsn)), _ident(publication),
-        sql.SQL("true" if copy_data else "false"), sql.Literal(slot),
+        sql.SQL("true" if copy_data else "false"), sql.SQL("true" if create_slot else "false"),
+        sql.Literal(slot),
     )
 
 
@@ -363,6 +365,7 @@ def _prepare_reverse(playbook: Playbook, tables: list[TableFacts]) -> PlannedSte
 
 
 def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
+    """The statements of cutover.Cutover, in its order (keep the two in step)."""
     from migrator.schema import privilege_statements
 
     bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
@@ -372,13 +375,22 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
         _stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
               "before the pause, until the target applies it quickly"),
     ]
+    for _, bouncer in bouncers:
+        s.append(_stmt(str(bouncer.config_file),
+                       f"[databases] {bouncer.database} = "
+                       f"{_entry_value(_current_entry(snapshot, bouncer), playbook.target.dsn)}",
+                       "written beside the file before the pause, put in place at the reroute"))
     s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
     if playbook.app_roles:
         s.append(_stmt("source", sql.SQL(
-            "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity "
-            "WHERE usename = ANY({}) AND ..."
+            "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
+            "WHERE a.usename = ANY({}) AND ..."
         ).format(sql.Literal(list(playbook.app_roles))), "after grace: their queries on the group"))
-    s += [_stmt("source", q) for q in privilege_statements(privileges, grant=False)]
+    revoke = privilege_statements(privileges, grant=False)
+    if revoke:
+        s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause"))
+    s += [_stmt("source", q) for q in revoke]
+    s += [_stmt("target", q) for q in privilege_statements(privileges, grant=True)]
     s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
                    "the sync marker"))
     s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
@@ -391,17 +403,15 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
             sql.SQL("pg_catalog.setval({}, <last_value>, <is_called>)").format(sql.Literal(q.qualified))
             for q in sequences)), "the values just read on the source"))
     s.append(_stmt("target", sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(names.subscription(playbook)))))
+    s.append(_stmt("target", sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(
+        sql.Literal(names.reverse_slot(playbook))), "from here on the target keeps its changes for the source"))
+    for on, _ in bouncers:
+        s.append(_stmt(on, "RELOAD", "after the config file is put in place: the point of no return is passed"))
+    s += [_stmt(on, f"RESUME {b.database}") for on, b in bouncers]
+    s += [_stmt(on, "SHOW DATABASES", "checks that the entry routes to the target") for on, _ in bouncers]
     s.append(_stmt("source", _subscription(
         names.reverse_subscription(playbook), playbook.target.dsn, names.reverse_publication(playbook),
-        names.reverse_slot(playbook), copy_data=False)))
-    s += [_stmt("target", q) for q in privilege_statements(privileges, grant=True)]
-    for on, bouncer in bouncers:
-        current = _current_entry(snapshot, bouncer)
-        s.append(_stmt(str(bouncer.config_file),
-                       f"[databases] {bouncer.database} = {_entry_value(current, playbook.target.dsn)}"))
-        s.append(_stmt(on, "RELOAD"))
-    s += [_stmt(on, f"RESUME {b.database}") for on, b in bouncers]
-    s += [_stmt(on, "SHOW DATABASES") for on, _ in bouncers]
+        names.reverse_slot(playbook), copy_data=False, create_slot=False), "after RESUME"))
     s.append(_stmt("target", sql.SQL("DROP SUBSCRIPTION {}").format(_ident(names.subscription(playbook))),
                    "after RESUME; drops its slot on the source too"))
     cut = playbook.cutover
@@ -411,9 +421,9 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
         f"the application sees one pause, at most max_pause ({format_duration(cut.max_pause)}); "
         f"the app roles' queries still running after grace ({format_duration(cut.grace)}) are cancelled",
         f"{_count(len(sequences), 'sequence', 'sequences')} copied during the pause",
-        "the point of no return is after the reverse subscription: before it any failure or a "
-        "pause past max_pause aborts (privileges restored, RESUME on the source, replication as "
-        "it was); after it the move finishes forward",
+        "the point of no return is the reroute: before it any failure or a pause past max_pause "
+        "aborts (privileges restored, RESUME on the source, replication as it was); after it the "
+        "move finishes forward",
         "a watchdog process resumes PgBouncer if the tool dies or hangs during the pause",
         "`migrator rollback` afterwards moves traffic back with the same protocol",
     )

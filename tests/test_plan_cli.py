@@ -166,6 +166,8 @@ def test_the_readme_documents_every_key_of_the_json_document():
     assert missing == []
 
 
-def test_the_plan_section_follows_set_up():
+def test_the_plan_section_comes_after_set_up_and_before_execute():
     headings = re.findall(r"^## (.+)$", README.read_text(), re.M)
-    assert headings[headings.index("Set up") + 1] == "Plan"
+    plan = headings.index("Plan")
+    assert headings.index("Set up") < plan
+    assert all(plan < i for i, h in enumerate(headings) if h.startswith("Execute"))
