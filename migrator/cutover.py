@@ -203,6 +203,7 @@ class Cutover:
                     for b, entry in entries]
         old_side = connect(self.d.old_dsn, purpose="cutover-privileges", statement_timeout_ms=None)
         watchdog = Watchdog()
+        watchdog.wait_ready()
         self.checkpoint(phase="pausing", pause_started=time.time())
         start = time.monotonic()
         watchdog.arm(WatchdogOrders(

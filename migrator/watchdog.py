@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from migrator.errors import OperationFailed
+
 
 @dataclass
 class WatchdogOrders:
@@ -49,11 +51,22 @@ class Watchdog:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "migrator.watchdog"],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a SIGKILL or Ctrl-C of the tool's group must not reach it
             text=True,
         )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until the process has started and imported what acting needs. On a busy
+        machine that takes seconds, and a watchdog still starting up could not resume
+        a pause whose tool died: no PAUSE before it says "ready"."""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready or self.process.stdout.readline().strip() != "ready":
+            self.process.kill()
+            raise OperationFailed(f"the watchdog process did not start within {timeout:.0f}s; "
+                                  "nothing was paused", hint="try again when the machine is less busy")
 
     def arm(self, orders: WatchdogOrders) -> None:
         """From now on the watchdog resumes traffic unless told "done" in time."""
@@ -180,7 +193,10 @@ def _log(orders: WatchdogOrders, message: str) -> None:
 
 def main() -> int:
     # Imported now, while the tool is still before its pause: acting must not wait for it.
+    import migrator.pgbouncer  # noqa: F401
     import migrator.state  # noqa: F401
+
+    print("ready", flush=True)
 
     # One reader for every line, on the raw descriptor: a buffered readline() for
     # the orders would swallow the "pnr"/"done" lines that follow them.
