@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -403,7 +403,7 @@ def inspect_move(
         )
         on_target = target_tables(conn, playbook.tables)
     tables = {
-        name: _replace(facts, on_target=on_target.get(name, "absent"))
+        name: replace(facts, on_target=on_target.get(name, "absent"))
         for name, facts in tables.items()
     }
     bouncers = tuple(
@@ -460,12 +460,6 @@ def _read_only(dsn: str, side: str) -> Iterator[psycopg.Connection]:
         ) from exc
     finally:
         conn.close()
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -7,6 +7,7 @@ import time
 
 import psycopg
 import pytest
+import yaml
 
 from migrator import names
 from migrator.dsn import connect
@@ -18,6 +19,7 @@ from migrator.inspection import (
     sequences_used,
     table_facts,
 )
+from migrator.pgbouncer import PgBouncerConsole
 from migrator.playbook import TableName, parse_playbook
 from migrator.sandbox import APP_DB, APP_ROLE, GROUP_TABLES, create_demo_schema
 
@@ -49,8 +51,6 @@ CREATE TABLE public.audit (id int PRIMARY KEY, line_id bigint REFERENCES public.
 def playbook_for(move, tables, **changes):
     doc = move.playbook_doc(tables)
     doc.update(changes)
-    import yaml
-
     return parse_playbook(yaml.safe_dump(doc), env={})
 
 
@@ -346,8 +346,6 @@ def test_pgbouncer_config_problems_block(move, tmp_path):
         {**entry, "database": "app_nope", "config_file": str(elsewhere)},
         {**entry, "database": "app", "config_file": str(elsewhere)},
     ]
-    import yaml
-
     book = parse_playbook(yaml.safe_dump(doc), env={})
     findings = check(inspect_move(book), book)
 
@@ -381,3 +379,28 @@ def test_an_unreachable_pgbouncer_does_not_slow_the_plan_down(move):
     assert not snapshot.pgbouncers[0].reachable
     assert "unreachable" in snapshot.pgbouncers[0].error
     assert APP_ROLE in snapshot.source.app_roles
+
+
+def test_same_cluster_a_paused_entry_and_an_invalid_index_are_reported(move):
+    create_demo_schema(move.source.dsn(APP_DB))
+    run(move, "source", "CREATE DATABASE app_copy")
+    run(move, "source", "ALTER TABLE public.files ADD COLUMN code int DEFAULT 1")
+    run(move, "source", "INSERT INTO public.files (owner_id, name) VALUES (1, 'a'), (1, 'b')")
+    with psycopg.connect(move.source.dsn(APP_DB), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY files_code_key ON public.files (code)")
+    doc = move.playbook_doc(GROUP_TABLES)
+    doc["target"]["dsn"] = move.source.url("app_copy")
+    book = parse_playbook(yaml.safe_dump(doc), env={})
+    with PgBouncerConsole(move.pgbouncer.admin_dsn()) as console:
+        console.pause("app_files")
+        try:
+            findings = check(inspect_move(book), book)
+        finally:
+            console.resume("app_files")
+
+    assert [(f.level, f.subject) for f in by_code(findings, "server.same_cluster")] == [("block", "target")]
+    invalid = by_code(findings, "index.invalid")
+    assert [(f.level, f.subject) for f in invalid] == [("warn", "public.files_code_key")]
+    paused = by_code(findings, "pgbouncer.entry_paused")
+    assert [f.level for f in paused] == ["warn"] and "app_files paused right now" in paused[0].message
