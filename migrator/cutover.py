@@ -199,8 +199,15 @@ class Cutover:
         # Everything that can be done before the pause is: the new config files are
         # written beside the old ones (which also proves they can be written), a
         # second connection to each side is open, the watchdog process is running.
-        rewrites = [prepare_rewrite(b.config_file, entry, self._new_entry(str(b.config_file)))
-                    for b, entry in entries]
+        rewrites = []
+        try:
+            for b, entry in entries:
+                rewrites.append(prepare_rewrite(b.config_file, entry, self._new_entry(str(b.config_file))))
+        except OperationFailed as exc:
+            for rewrite in rewrites:
+                rewrite.discard()
+            raise OperationFailed(f"the cutover did not start: {exc.message}; nothing was paused",
+                                  hint=exc.hint) from exc
         old_side = connect(self.d.old_dsn, purpose="cutover-privileges", statement_timeout_ms=None)
         watchdog = Watchdog()
         watchdog.wait_ready()

@@ -204,6 +204,15 @@ def prepare_rewrite(config_file: Path, entry: str, value: str) -> PreparedRewrit
             out.append(line)
     if old is None:
         raise OperationFailed(f"{config_file}: no [databases] entry {entry!r} to rewrite")
+    # A writable directory is not enough: an immutable file, or a sticky directory and
+    # a file of another owner, refuse the rename itself. Renaming an identical copy
+    # over the file proves the rename works while giving up is still free.
+    try:
+        os.replace(write_beside(config_file, "".join(lines)), config_file)
+    except OSError as exc:
+        raise OperationFailed(f"cannot replace {config_file}: {exc.strerror}",
+                              hint="the tool rewrites the PgBouncer config file by renaming a new version "
+                              "over it: the file must be replaceable (not immutable, not read-only)") from exc
     return PreparedRewrite(config_file, write_beside(config_file, "".join(out)), old)
 
 
