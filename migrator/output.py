@@ -266,6 +266,71 @@ class Output:
             self.pause_window(report.last_cutover)
         self.markup(f"[bold]next:[/] {_escape(report.next_command)}")
 
+    # verify -------------------------------------------------------------------
+
+    @contextmanager
+    def verify_progress(self):
+        """A bar of table bytes compared; yields the progress callback verify() takes."""
+        if self.json_mode or not self.err.is_terminal:
+            yield None
+            return
+        from rich.progress import TransferSpeedColumn
+
+        with Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=self.err,
+                      transient=True) as bar:
+            task = bar.add_task("verify", total=None)
+
+            def update(done: int, total: int, table: str) -> None:
+                bar.update(task, completed=done, total=total, description=table)
+
+            yield update
+
+    def verify_report(self, report) -> None:
+        from migrator.playbook import format_duration, format_size
+
+        if self.json_mode:
+            self.document({"ok": report.identical, **report.to_dict()})
+            return
+        table = Table(title=f"verify {report.name}: {report.source} ↔ {report.target}",
+                      title_justify="left")
+        for name, justify in (("table", "left"), ("key", "left"), ("rows (source)", "right"),
+                              ("rows (target)", "right"), ("chunks", "right"), ("size", "right"),
+                              ("time", "right"), ("result", "left")):
+            table.add_column(name, justify=justify)
+        for t in report.tables:
+            if t.identical:
+                result = "[green]identical[/]"
+            elif t.problem:
+                result = "[bold red]not compared[/]"
+            else:
+                result = f"[bold red]{len(t.differences)} range(s) differ[/]"
+            table.add_row(_escape(t.table), _escape(", ".join(t.key) or "(none)"),
+                          f"{t.source_rows:,}", f"{t.target_rows:,}", str(t.chunks),
+                          format_size(t.bytes), format_duration(t.seconds), result)
+        self.console.print(table)
+        for t in report.tables:
+            if t.problem:
+                self.markup(f"[bold red]{_escape(t.table)}[/]: {_escape(t.problem)}")
+            for diff in t.differences:
+                keys = ", ".join(_key_text(k) for k in diff.sample_keys)
+                more = diff.differing_keys - len(diff.sample_keys)
+                self.markup(
+                    f"[bold red]{_escape(t.table)}[/] {_escape(diff.range)}: "
+                    f"{diff.source_rows:,} rows on the source, {diff.target_rows:,} on the target; "
+                    f"{diff.differing_keys} differ: {_escape(keys)}" + (f" and {more} more" if more > 0 else "")
+                )
+        for note in report.notes:
+            self.line(f"note: {note}")
+        speed = (f"{format_size(report.bytes)} in {format_duration(report.seconds)} "
+                 f"({report.mb_per_s:g} MB/s); {report.catch_up}")
+        if report.identical:
+            self.markup(f"[bold green]identical[/]: {len(report.tables)} tables, {_escape(speed)}")
+        else:
+            different = sum(not t.identical for t in report.tables)
+            self.markup(f"[bold red]different[/]: {different} of {len(report.tables)} tables; "
+                        f"{_escape(speed)}")
+
 
 
 _LEVEL_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "block": "[bold red]block[/]"}
@@ -276,6 +341,11 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _key_text(key) -> str:
+    """A verify sample key: '42', or '(7, b)' for a key of several columns."""
+    return f"({', '.join(map(str, key))})" if isinstance(key, list | tuple) else str(key)
 
 
 class StepReporter:

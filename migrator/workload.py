@@ -1,0 +1,319 @@
+"""A write load through PgBouncer: what the application does while its tables move.
+
+The integration tests, the cutover benchmark and `migrator demo` all measure the move
+by what a client sees: transactions that failed (the product promises none) and the
+longest stretch without a completed transaction (the client-visible pause).
+
+Each client thread holds one connection to a PgBouncer entry and runs short
+transactions on a fixed schedule, so the rate is the same whatever the latency and a
+pause shows up as a gap, not as a slower busy loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import psycopg
+
+from migrator.dsn import first_line, with_options
+
+__all__ = ["MIXES", "Workload", "WorkloadResult"]
+
+Mix = Callable[[psycopg.Connection, random.Random, "_Shared"], None]
+
+
+@dataclasses.dataclass
+class WorkloadResult:
+    """What the clients saw during a window of a workload's run."""
+
+    mix: str
+    clients: int
+    target_tps: float
+    seconds: float
+    transactions: int
+    failures: int
+    failure_kinds: dict[str, int]
+    reconnects: int
+    tps: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    longest_gap_s: float
+    longest_gap_at_s: float | None   # when that gap began, seconds after the start
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Shared:
+    """What the clients of one workload know together: the range of file ids."""
+
+    def __init__(self) -> None:
+        self.max_file_id = 0
+        self.lock = threading.Lock()
+
+    def saw_file(self, file_id: int) -> None:
+        with self.lock:
+            self.max_file_id = max(self.max_file_id, file_id)
+
+    def random_file(self, rng: random.Random) -> int:
+        # An id at or below which a file probably exists; queries take the next one.
+        return rng.randint(1, max(self.max_file_id, 1))
+
+
+# --------------------------------------------------------------------------- mixes
+# Every statement touches one existing files row at most, so concurrent clients
+# cannot deadlock; none can fail on a row another client deleted meanwhile.
+
+_NEXT_FILE = "(SELECT id FROM public.files WHERE id >= %s ORDER BY id LIMIT 1)"
+
+
+def _group_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
+    """The moved group only: new files with versions, edits, comments, deletions."""
+    if shared.max_file_id == 0:
+        shared.saw_file(conn.execute("SELECT coalesce(max(id), 0) FROM public.files").fetchone()[0])
+    roll = rng.random()
+    if roll < 0.30:
+        kind = rng.choice(("document", "image", "video", "other"))
+        file_id = conn.execute(
+            "INSERT INTO public.files (owner_id, kind, name, size_bytes, metadata) "
+            "VALUES (%s, %s, %s, %s, jsonb_build_object('load', true, 'n', %s)) RETURNING id",
+            (rng.randint(1, 500), kind, f"load-{rng.getrandbits(32):08x}", rng.randint(0, 10**7),
+             rng.randint(0, 99)),
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO public.file_versions (file_id, version, content_hash, size_bytes) "
+            "SELECT %s, v, sha256(convert_to(%s || v, 'UTF8')), %s FROM generate_series(1, %s) v",
+            (file_id, str(file_id), rng.randint(0, 10**6), rng.randint(1, 2)),
+        )
+        shared.saw_file(file_id)
+    elif roll < 0.65:
+        conn.execute(
+            "UPDATE public.files SET updated_at = now(), "
+            f"metadata = metadata || jsonb_build_object('rev', %s) WHERE id = {_NEXT_FILE}",
+            (rng.randint(0, 10**6), shared.random_file(rng)),
+        )
+    elif roll < 0.90:
+        # FOR KEY SHARE: a file deleted meanwhile gives no row instead of a foreign key error.
+        conn.execute(
+            "INSERT INTO public.file_comments (file_id, author_id, body) "
+            "SELECT id, %s, %s FROM public.files WHERE id >= %s ORDER BY id LIMIT 1 FOR KEY SHARE",
+            (rng.randint(1, 500), f"comment {rng.getrandbits(24)}", shared.random_file(rng)),
+        )
+    else:
+        conn.execute(f"DELETE FROM public.files WHERE id = {_NEXT_FILE}", (shared.random_file(rng),))
+
+
+def _app_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
+    """The rest of the application (outside the group): read a user, sometimes write it."""
+    user_id = rng.randint(1, 500)
+    conn.execute(
+        "SELECT u.email, t.name FROM public.users u JOIN public.teams t ON t.id = u.team_id "
+        "WHERE u.id = %s", (user_id,),
+    ).fetchall()
+    if rng.random() < 0.5:
+        conn.execute("UPDATE public.users SET email = email WHERE id = %s", (user_id,))
+
+
+MIXES: dict[str, Mix] = {"group": _group_mix, "app": _app_mix}
+
+
+# --------------------------------------------------------------------------- the load
+
+
+class Workload:
+    """N clients running a mix of short transactions at a total rate, until stopped.
+
+    with Workload(move.app_dsn("app_files"), rate=600) as load:
+        ...                          # pause, cut over, ...
+    print(load.stop().longest_gap_s)
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        mix: str = "group",
+        clients: int = 16,
+        rate: float = 600.0,
+        duration: float | None = None,
+        seed: int = 1,
+        connect_timeout: int = 5,
+    ) -> None:
+        if mix not in MIXES:
+            raise ValueError(f"unknown mix {mix!r}; choose one of {', '.join(MIXES)}")
+        self.dsn = with_options(dsn, application_name=f"migrator-workload-{mix}",
+                                connect_timeout=connect_timeout)
+        self.mix = mix
+        self.clients = clients
+        self.rate = rate
+        self.duration = duration
+        self.seed = seed
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._connections: list[psycopg.Connection | None] = [None] * clients
+        self._done: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
+        self._failures: list[tuple[float, str]] = []
+        self._reconnects = 0
+        self._lock = threading.Lock()
+        self._shared = _Shared()
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+        self._result: WorkloadResult | None = None
+
+    # lifecycle ----------------------------------------------------------------
+
+    def start(self) -> Workload:
+        self.started_at = time.monotonic()
+        for index in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(index,), daemon=True,
+                                      name=f"workload-{self.mix}-{index}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def wait(self) -> WorkloadResult:
+        """Until the duration has passed (or stop() was called), then stop."""
+        for thread in self._threads:
+            thread.join()
+        return self.stop()
+
+    def stop(self, timeout: float = 10.0) -> WorkloadResult:
+        """Stop every client (cancelling a query held by a paused PgBouncer after timeout)."""
+        if self._result is not None:
+            return self._result
+        self._stop.set()
+        self.stopped_at = self._end()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for index, thread in enumerate(self._threads):
+            conn = self._connections[index]
+            if thread.is_alive() and conn is not None:
+                conn.cancel_safe(timeout=2)
+                thread.join(2)
+        self._result = self.result()
+        return self._result
+
+    def __enter__(self) -> Workload:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # the clients --------------------------------------------------------------
+
+    def _client(self, index: int) -> None:
+        rng = random.Random(self.seed * 10_007 + index)
+        mix = MIXES[self.mix]
+        interval = self.clients / self.rate
+        next_at = self.started_at + rng.random() * interval
+        deadline = self.started_at + self.duration if self.duration else None
+        conn: psycopg.Connection | None = None
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if next_at > now:
+                    if self._stop.wait(next_at - now):
+                        break
+                elif now - next_at > interval:
+                    next_at = now  # behind (after a pause): carry on, without a burst
+                next_at += interval
+                began = time.monotonic()
+                try:
+                    if conn is None:
+                        conn = self._connect(index)
+                    mix(conn, rng, self._shared)
+                    conn.commit()
+                except psycopg.Error as exc:
+                    self._failed(exc)
+                    conn = self._recover(index, conn)
+                    continue
+                self._done[index].append((time.monotonic(), time.monotonic() - began))
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self, index: int) -> psycopg.Connection:
+        # Transaction pooling: a server connection is not ours between transactions,
+        # so it cannot keep a prepared statement.
+        conn = psycopg.connect(self.dsn, autocommit=False, prepare_threshold=None)
+        self._connections[index] = conn
+        return conn
+
+    def _recover(self, index: int, conn: psycopg.Connection | None) -> psycopg.Connection | None:
+        if conn is None:
+            return None
+        if not conn.broken and not conn.closed:
+            try:
+                conn.rollback()
+                return conn
+            except psycopg.Error:
+                pass
+        conn.close()
+        self._connections[index] = None
+        with self._lock:
+            self._reconnects += 1
+        return None
+
+    def _failed(self, exc: psycopg.Error) -> None:
+        with self._lock:
+            self._failures.append((time.monotonic(), f"{type(exc).__name__}: {first_line(exc)}"))
+
+    # results ------------------------------------------------------------------
+
+    def _end(self) -> float:
+        if self.stopped_at is not None:
+            return self.stopped_at
+        now = time.monotonic()
+        if self.duration is not None and self.started_at is not None:
+            return min(now, self.started_at + self.duration)
+        return now
+
+    def result(self, since: float | None = None, until: float | None = None) -> WorkloadResult:
+        """What clients saw between two time.monotonic() instants (default: the whole run).
+
+        The longest gap is measured from the first completed transaction in the window
+        (connecting is not a stall) to its end, so a pause still going on counts.
+        """
+        start = since if since is not None else self.started_at or time.monotonic()
+        end = until if until is not None else self._end()
+        done = sorted(item for per_client in self._done for item in list(per_client)
+                      if start <= item[0] <= end)
+        with self._lock:
+            failures = [kind for at, kind in self._failures if start <= at <= end]
+            reconnects = self._reconnects
+        times = [at for at, _ in done]
+        latencies = sorted(latency for _, latency in done)
+        gap, gap_at = 0.0, None
+        for earlier, later in zip(times, [*times[1:], end]):
+            if later - earlier > gap:
+                gap, gap_at = later - earlier, earlier - (self.started_at or start)
+        seconds = max(end - start, 1e-9)
+        return WorkloadResult(
+            mix=self.mix,
+            clients=self.clients,
+            target_tps=self.rate,
+            seconds=round(seconds, 3),
+            transactions=len(done),
+            failures=len(failures),
+            failure_kinds=dict(Counter(failures)),
+            reconnects=reconnects,
+            tps=round(len(done) / seconds, 1),
+            latency_p50_ms=_percentile_ms(latencies, 0.50),
+            latency_p99_ms=_percentile_ms(latencies, 0.99),
+            longest_gap_s=round(gap, 4),
+            longest_gap_at_s=round(gap_at, 3) if gap_at is not None else None,
+        )
+
+
+def _percentile_ms(ordered: list[float], fraction: float) -> float | None:
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
