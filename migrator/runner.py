@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from migrator.dsn import describe
+from migrator.dsn import connect, describe
 from migrator.errors import MigratorError, OperationFailed
 from migrator.playbook import Playbook
 from migrator.state import MoveStatus, StateStore, StepStatus
@@ -112,7 +112,7 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
         hold(name, f"{undo}end")
     except (MigratorError, Exception) as exc:
         seconds = time.monotonic() - started
-        failure = _server_error(ctx, name, exc, undo=bool(undo)) if isinstance(exc, psycopg.Error) else exc
+        failure = _server_error(ctx, exc, undo=bool(undo)) if isinstance(exc, psycopg.Error) else exc
         store.set_step(move, name, StepStatus.FAILED if during == StepStatus.RUNNING else StepStatus.UNDOING,
                        error=describe_failure(failure), finished=True)
         store.log(move, "error", f"{name} failed: {describe_failure(failure)}", step=name, seconds=seconds)
@@ -127,12 +127,21 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
     return summary, seconds
 
 
-def _server_error(ctx: MoveContext, step: str, exc: psycopg.Error, *, undo: bool) -> OperationFailed:
+def _server_error(ctx: MoveContext, exc: psycopg.Error, *, undo: bool) -> OperationFailed:
     """A driver error mid-step (a server restarted, a connection dropped, a statement
     refused) as one line that names the server; every step is safe to run again."""
     server = "a server"
     pgconn = getattr(exc, "pgconn", None)
-    if pgconn is not None and pgconn.host:
+    if isinstance(exc, psycopg.OperationalError) and (pgconn is None or not pgconn.host):
+        # A connection that broke no longer says where it went: ask both sides.
+        down = [label for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn))
+                if not _answers(dsn)]
+        if len(down) == 1:
+            dsn = ctx.playbook.source.dsn if down[0] == "source" else ctx.playbook.target.dsn
+            server = f"the {down[0]} ({describe(dsn)})"
+        elif not down:
+            server = "a connection (source and target both answer now)"
+    elif pgconn is not None and pgconn.host:
         host, port = pgconn.host.decode(), pgconn.port.decode()
         server = f"{host}:{port}"
         for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn)):
@@ -142,9 +151,17 @@ def _server_error(ctx: MoveContext, step: str, exc: psycopg.Error, *, undo: bool
     verb = "rollback" if undo else "execute"
     lost = isinstance(exc, psycopg.OperationalError)
     return OperationFailed(
-        f"{step} failed: {'lost ' if lost else ''}{server}: {describe_failure(exc)}",
+        f"{'lost ' if lost else ''}{server}: {describe_failure(exc)}",
         hint=("once it is reachable again, " if lost else "fix the cause, then ")
         + f"run `migrator {verb}` again: it resumes from this step")
+
+
+def _answers(dsn: str) -> bool:
+    try:
+        connect(dsn, purpose="probe", connect_timeout=2).close()
+        return True
+    except OperationFailed:
+        return False
 
 
 def _same_server(conninfo: str, dsn: str) -> bool:
