@@ -1,0 +1,415 @@
+"""The fault matrix (DESIGN sections 4, 5 and 7): real processes, real failures.
+
+Each test breaks something for real (SIGKILL of the tool, a server stopped, PgBouncer
+killed, a lock held, a config file made immutable) and ends the same way: no row lost
+or duplicated (both sides compared row by row), traffic served, a clear message,
+`status` naming the state and the next command, and a run that completes from there.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from faultkit import (ToolProcess, assert_like_before, config_texts, leftover_slots, routes, snapshot_everything,
+                      unwritable, wait_for, wait_unpaused)
+from migrator.sandbox import APP_DB, GROUP_ENTRY
+from migrator.workload import Workload
+from movekit import assert_sides_identical, demo_move, wait_sides_identical
+
+pytestmark = pytest.mark.slow
+
+
+def status_of(demo) -> dict:
+    code, doc = demo.cli_json("status")
+    assert code == 0, doc
+    return doc
+
+
+def step_statuses(status: dict) -> dict[str, str]:
+    return {s["step"]: s["status"] for s in status["steps"]}
+
+
+class MarkerHeld:
+    """The target's apply worker held behind a lock exactly when the cutover's own sync
+    marker (not the warm-up ones) arrives, as a lock held by someone on the target would.
+
+    A trigger that replication fires (ENABLE ALWAYS) waits on an advisory lock that this
+    object holds until released."""
+
+    KEY = 4242
+
+    def __init__(self, move, direction: str = "forward"):
+        self.dsn = move.target.dsn(APP_DB)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f"""
+                CREATE FUNCTION public.hold_marker() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.direction = '{direction}' THEN PERFORM pg_advisory_xact_lock({self.KEY}); END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER hold_marker BEFORE INSERT ON migrator.sync_marker
+                    FOR EACH ROW EXECUTE FUNCTION public.hold_marker();
+                ALTER TABLE migrator.sync_marker ENABLE ALWAYS TRIGGER hold_marker;
+            """)
+        self.holder = psycopg.connect(self.dsn, autocommit=True)
+        self.holder.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
+
+    def release(self) -> None:
+        if not self.holder.closed:
+            self.holder.close()
+
+    def remove(self) -> None:
+        self.release()
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS hold_marker ON migrator.sync_marker; "
+                         "DROP FUNCTION IF EXISTS public.hold_marker()")
+
+
+def assert_moved(demo) -> None:
+    status = status_of(demo)
+    assert status["state"].startswith("moved"), status["state"]
+    assert [r["points_to"] for r in status["routes"]] == ["target"] * len(status["routes"])
+    assert not any(r["paused"] for r in status["routes"])
+    assert status["replication"]["direction"] == "reverse"
+    assert status["replication"]["orphaned_slots"] == []
+
+
+# --------------------------------------------------------------------------- 1. SIGKILL of the tool
+
+
+@pytest.mark.parametrize("point", [
+    "schema:end",            # the DDL committed, `done` not recorded
+    "defer-indexes:end",     # the indexes dropped, `done` not recorded
+    "replicate:copying",     # subscription made, the initial copy in flight
+    "rebuild-indexes:end",   # the indexes rebuilt, `done` not recorded
+])
+def test_sigkill_inside_a_step_then_execute_resumes(make_move, tmp_path, point):
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=10)
+    step = point.split(":")[0]
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
+        tool = ToolProcess(demo, "execute", hold=point)
+        tool.wait_held()
+        tool.kill()
+
+        status = status_of(demo)
+        assert step_statuses(status)[step] == "running"
+        assert status["state"].startswith(f"{step} running")
+        assert status["next_command"].startswith(f"migrator execute {demo.path}")
+        assert [r["points_to"] for r in status["routes"]] == ["source"]
+
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    assert seen.transactions > 50
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_sigkill_after_the_point_of_no_return_finishes_forward(make_move, tmp_path):
+    """Killed with the point of no return recorded, PgBouncer paused, not yet rerouted:
+    the watchdog must finish forward (the record says so), within max_pause + margin."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2, max_pause="2s")
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        time.sleep(0.3)
+        tool = ToolProcess(demo, "execute", hold="cutover:forward-point_of_no_return")
+        tool.wait_held()
+        assert routes(move) == [("source", True)]
+        tool.kill()
+        resumed_after = wait_unpaused(move, timeout=10)
+        assert resumed_after < 2.0 + 1.0, resumed_after  # max_pause + a generous margin
+        assert routes(move) == [("target", False)]
+        time.sleep(1.0)  # the application writes on the target, the tool still dead
+
+        status = status_of(demo)
+        assert "interrupted inside a cutover (forward, phase point_of_no_return)" in status["state"]
+        assert status["next_command"].startswith(f"migrator execute {demo.path}")
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        assert "was finished" in result.output
+        time.sleep(0.5)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    assert seen.longest_gap_s < 2.0 + 1.5, seen
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_sigkill_while_paused_before_the_point_of_no_return_reverts(make_move, tmp_path):
+    """Killed while PgBouncer is paused and the sync marker is awaited: the watchdog gives
+    traffic back to the source at once; the next run reverts the rest and cuts over."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2, max_pause="4s")
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    held = MarkerHeld(move)
+    try:
+        with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+            time.sleep(0.3)
+            tool = ToolProcess(demo, "execute")
+            wait_for(lambda: routes(move) == [("source", True)], timeout=60, interval=0.02,
+                     what="the cutover's PAUSE")
+            tool.kill()
+            resumed_after = wait_unpaused(move, timeout=10)
+            assert resumed_after < 1.5, resumed_after  # the watchdog saw the tool die
+            assert routes(move) == [("source", False)]
+            held.release()
+            time.sleep(0.5)
+
+            status = status_of(demo)
+            assert "interrupted inside a cutover (forward, phase watchdog_reverted)" in status["state"]
+            assert status["next_command"].startswith(f"migrator execute {demo.path}")
+            result = demo.cli("execute")
+            assert result.exit_code == 0, result.output
+            assert "was reverted" in result.output
+            time.sleep(0.5)
+        seen = load.stop()
+    finally:
+        held.remove()
+    assert seen.failures == 0, seen.failure_kinds
+    assert seen.longest_gap_s < 4.0, seen
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_sigkill_after_resume_finishes_the_replication_switch(make_move, tmp_path):
+    """Killed right after RESUME on the target, before the reverse subscription exists:
+    the slot made in the pause keeps every change, and the next run subscribes to it."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        tool = ToolProcess(demo, "execute", hold="cutover:forward-resumed")
+        tool.wait_held()
+        tool.kill()
+        assert routes(move) == [("target", False)]
+        time.sleep(1.0)  # writes on the target that only the slot remembers
+        status = status_of(demo)
+        assert step_statuses(status)["cutover"] == "running"
+        assert status["next_command"].startswith(f"migrator execute {demo.path}")
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.5)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_sigkill_during_rollback_then_rollback_completes(make_move, tmp_path):
+    """Killed inside the reverse cutover after its point of no return: the watchdog
+    routes back to the source; `rollback` afterwards finishes, down to nothing left."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    before = snapshot_everything(move)
+    assert demo.cli("execute").exit_code == 0
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        time.sleep(0.3)
+        tool = ToolProcess(demo, "rollback", hold="cutover:reverse-point_of_no_return")
+        tool.wait_held()
+        assert routes(move) == [("target", True)]
+        tool.kill()
+        assert wait_unpaused(move, timeout=10) < 2.0 + 1.0
+        assert routes(move) == [("source", False)]
+        time.sleep(0.5)
+
+        status = status_of(demo)
+        assert "interrupted inside a cutover (reverse, phase point_of_no_return)" in status["state"]
+        assert f"migrator rollback {demo.path}" in status["next_command"]
+        result = demo.cli("rollback", "--to", "prepare-reverse")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.5)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    wait_sides_identical(move)  # forward replication again: the target keeps up
+
+    result = demo.cli("rollback")
+    assert result.exit_code == 0, result.output
+    assert leftover_slots(move) == []
+    assert_like_before(move, before)
+    assert status_of(demo)["state"] == "rolled back"
+
+
+# --------------------------------------------------------------------------- 5. the sync marker is late
+
+
+def test_sync_marker_not_arriving_within_max_pause_aborts(make_move, tmp_path):
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2, max_pause="1s")
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    held = MarkerHeld(move)
+    try:
+        with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+            time.sleep(0.3)
+            result = demo.cli("execute")
+            assert result.exit_code == 1, result.output
+            assert "cutover aborted before the point of no return: the sync marker did not arrive" \
+                in result.output
+            assert "traffic resumed on the source" in result.output
+            assert "Traceback" not in result.output
+            assert routes(move) == [("source", False)]
+
+            status = status_of(demo)
+            assert status["last_cutover"]["outcome"] == "aborted"
+            assert status["last_cutover"]["total"] < 1.0 + 1.0, status["last_cutover"]
+            assert status["state"].startswith("cutover failed: cutover aborted")
+            assert status["next_command"].startswith(f"migrator execute {demo.path}")
+            assert status["replication"]["direction"] == "forward"
+
+            held.release()  # the lock goes; the apply worker catches up
+            time.sleep(0.5)
+            result = demo.cli("execute")
+            assert result.exit_code == 0, result.output
+            time.sleep(0.5)
+        seen = load.stop()
+    finally:
+        held.remove()
+    assert seen.failures == 0, seen.failure_kinds
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+# --------------------------------------------------------------------------- 6. PgBouncer's config file
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_move, tmp_path, what):
+    """The reroute rewrites the config after the point of no return, where failing is no
+    longer an option: the cutover proves it can replace the file before it pauses."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    config = move.pgbouncer.config_file
+    before = config_texts(move)
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        time.sleep(0.3)
+        with unwritable(config if what == "file" else config.parent):
+            result = demo.cli("execute")
+            assert result.exit_code == 1, result.output
+            assert str(config) in result.output
+            assert "nothing was paused" in result.output
+            assert "Traceback" not in result.output
+            assert routes(move) == [("source", False)]
+            assert config_texts(move) == before
+            status = status_of(demo)
+            assert status["state"].startswith("cutover failed")
+            assert status["next_command"].startswith(f"migrator execute {demo.path}")
+            assert (status["last_cutover"] or {}).get("outcome") != "completed"
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    assert seen.longest_gap_s < 2.0, seen  # one cutover's pause, no stuck one
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+# --------------------------------------------------------------------------- 2. one of two PgBouncers
+
+
+def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(make_move, tmp_path):
+    move = make_move(pgbouncers=2)
+    demo = demo_move(move, tmp_path, scale=2)
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    first, second = move.pgbouncers
+    with Workload(move.app_dsn(GROUP_ENTRY, first), clients=8, rate=300) as load:
+        time.sleep(0.3)
+        second.kill()
+        result = demo.cli("execute")
+        assert result.exit_code == 1, result.output
+        assert f"127.0.0.1:{second.port}" in result.output and "unreachable" in result.output
+        assert "Traceback" not in result.output
+        status = status_of(demo)
+        assert status["routes"][0]["points_to"] == "source" and not status["routes"][0]["paused"]
+        assert status["routes"][1]["points_to"] == "unknown" and "unreachable" in status["routes"][1]["error"]
+        assert status["state"].startswith("cutover failed")
+        assert status["next_command"].startswith(f"migrator execute {demo.path}")
+
+        second.start()
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds  # the other PgBouncer's traffic never noticed
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, tmp_path):
+    move = make_move(pgbouncers=2)
+    demo = demo_move(move, tmp_path, scale=2, max_pause="1s", grace="200ms")
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    first, second = move.pgbouncers
+    # An idle transaction on the second PgBouncer's entry: its PAUSE waits for it.
+    holder = psycopg.connect(move.app_dsn(GROUP_ENTRY, second), prepare_threshold=None)
+    holder.execute("SELECT count(*) FROM public.files")
+    with Workload(move.app_dsn(GROUP_ENTRY, first), clients=8, rate=300) as load:
+        time.sleep(0.3)
+        result = demo.cli("execute")
+        assert result.exit_code == 1, result.output
+        assert "cutover aborted before the point of no return" in result.output
+        assert "did not pause within max_pause" in result.output
+        assert routes(move) == [("source", False), ("source", False)]
+        status = status_of(demo)
+        assert status["last_cutover"]["outcome"] == "aborted"
+        assert status["last_cutover"]["total"] < 1.0 + 1.0
+        assert status["next_command"].startswith(f"migrator execute {demo.path}")
+
+        holder.execute("INSERT INTO public.files (owner_id, name) VALUES (1, 'held through the abort')")
+        holder.commit()
+        holder.close()
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    assert seen.longest_gap_s < 1.0 + 1.0, seen
+    wait_sides_identical(move)
+    assert_moved(demo)
+    with psycopg.connect(move.target.dsn(APP_DB)) as conn:
+        assert conn.execute("SELECT count(*) FROM public.files WHERE name = 'held through the abort'").fetchone() == (1,)
+
+
+# --------------------------------------------------------------------------- 3. and 4. a server goes away
+
+
+def copy_states(move) -> dict[str, str]:
+    with psycopg.connect(move.target.dsn(APP_DB)) as conn:
+        return dict(conn.execute(
+            "SELECT srrelid::regclass::text, srsubstate FROM pg_subscription_rel").fetchall())
+
+
+def test_target_stops_during_the_initial_copy_then_comes_back(make_move, tmp_path):
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=20)
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
+        tool = ToolProcess(demo, "execute", hold="replicate:copying")
+        tool.wait_held()
+        assert any(state != "r" for state in copy_states(move).values()), copy_states(move)
+        move.target.stop(mode="immediate")  # a crash, mid-copy
+        tool.release()
+        assert tool.wait() == 1, tool.output
+        assert "error: lost the target" in tool.output, tool.output
+        assert "run `migrator execute` again" in tool.output
+        assert "Traceback" not in tool.output
+
+        status = status_of(demo)
+        assert status["state"].startswith("replicate failed: lost the target")
+        assert status["next_command"].startswith(f"migrator execute {demo.path}")
+        assert status["routes"][0]["points_to"] == "source"
+
+        move.target.start()
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds  # the application only uses the source
+    wait_sides_identical(move)
+    assert_moved(demo)
