@@ -218,9 +218,20 @@ def _build_indexes(ctx: MoveContext, step: str, indexes: list[IndexDef]) -> None
     if not indexes:
         return
     done = 0
+    purpose = f"index-build {ctx.playbook.slug}"
+    with ctx.target(step) as conn:
+        # A run killed mid-build leaves its CREATE INDEX running on the server (which
+        # does not notice a client that is gone) and racing ours for the same name;
+        # only one run holds the move's lock, so any such build is a dead run's.
+        rows = conn.execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid, 10000) FROM pg_catalog.pg_stat_activity "
+            "WHERE application_name = %s AND datname = pg_catalog.current_database() "
+            "AND pid <> pg_catalog.pg_backend_pid()", (f"migrator {purpose}",)).fetchall()
+        if rows:
+            ctx.log(step, f"stopped {len(rows)} index builds left running by an interrupted run")
 
     def build(index: IndexDef) -> None:
-        with ctx.target(step) as conn:
+        with ctx.target(purpose) as conn:
             conn.execute("SET maintenance_work_mem = '256MB'")
             statement = index.create_if_missing()
             conn.execute(statement)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import pytest
 
 from faultkit import (ToolProcess, assert_like_before, config_texts, leftover_slots, routes, snapshot_everything,
                       unwritable, wait_for, wait_unpaused)
+from migrator.pgbouncer import PgBouncerConsole
 from migrator.sandbox import APP_DB, GROUP_ENTRY
 from migrator.workload import Workload
 from movekit import assert_sides_identical, demo_move, wait_sides_identical
@@ -110,6 +111,42 @@ def test_sigkill_inside_a_step_then_execute_resumes(make_move, tmp_path, point):
     wait_sides_identical(move)
     assert_moved(demo)
 
+
+
+def index_builds(move) -> set[int]:
+    """Backends on the target running the tool's CREATE INDEX, waiting for a lock."""
+    with psycopg.connect(move.target.dsn(APP_DB)) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE%%INDEX%%' AND wait_event_type = 'Lock' "
+            "AND application_name LIKE 'migrator%%'")}
+
+
+def test_sigkill_during_an_index_build_then_execute_resumes(make_move, tmp_path):
+    """Killed while its CREATE INDEX runs: the server goes on building for a dead client
+    (it does not notice the client left), so the next run must not race that build."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    assert demo.cli("execute", "--until", "rebuild-indexes").exit_code == 0
+    # Someone's transaction on the target holds the group's tables: the builds wait.
+    blocker = psycopg.connect(move.target.dsn(APP_DB))
+    blocker.execute("LOCK TABLE public.files, public.file_versions, public.file_comments IN ROW EXCLUSIVE MODE")
+    try:
+        tool = ToolProcess(demo, "execute")
+        orphans = wait_for(lambda: index_builds(move), timeout=60, what="the index builds")
+        tool.kill()
+        again = ToolProcess(demo, "execute")
+        wait_for(lambda: index_builds(move) and not index_builds(move) & orphans, timeout=60,
+                 what="the new run's own builds (and not the dead run's)")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert again.wait() == 0, again.output
+    wait_sides_identical(move)
+    assert_moved(demo)
+    with psycopg.connect(move.target.dsn(APP_DB)) as conn:
+        built = {r[0] for r in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indisvalid AND indrelid = 'public.files'::regclass")}
+    assert built == {"files_pkey", "files_uuid_key", "files_owner_idx", "files_name_idx"}
 
 def test_sigkill_after_the_point_of_no_return_finishes_forward(make_move, tmp_path):
     """Killed with the point of no return recorded, PgBouncer paused, not yet rerouted:
@@ -413,3 +450,97 @@ def test_target_stops_during_the_initial_copy_then_comes_back(make_move, tmp_pat
     assert seen.failures == 0, seen.failure_kinds  # the application only uses the source
     wait_sides_identical(move)
     assert_moved(demo)
+
+
+def test_source_restarts_during_replication(make_move, tmp_path):
+    """The source restarts while the move replicates (the tool waiting at the index
+    rebuild): the subscription reconnects by itself and the run goes on to cut over."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    # PgBouncer retries a failed server login after server_login_retry (15 s by
+    # default); the restart is short, so is the retry here.
+    with open(move.pgbouncer.config_file, "a") as config:
+        config.write("server_login_retry = 1\n")
+    with PgBouncerConsole(move.pgbouncer.admin_dsn()) as console:
+        console.reload()
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        tool = ToolProcess(demo, "execute", hold="rebuild-indexes:start")
+        tool.wait_held()
+        move.source.restart()
+        wait_for(lambda: load.result(since=time.monotonic() - 0.5).transactions > 10, timeout=20,
+                 what="the application to be served again after the restart")
+        recovered = time.monotonic()
+        status = status_of(demo)  # readable while the tool runs
+        assert step_statuses(status)["replicate"] == "done"
+        tool.release()
+        assert tool.wait() == 0, tool.output
+        assert "pause window" in tool.output
+        time.sleep(0.5)
+    seen = load.stop()
+    # Clients fail while the source itself is down (PgBouncer cannot hide a restart),
+    # never after it, and none because of the move.
+    after = load.result(since=recovered)
+    assert after.failures == 0, after.failure_kinds
+    assert after.transactions > 100, after
+    assert all("permission denied" not in kind for kind in seen.failure_kinds), seen.failure_kinds
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+# --------------------------------------------------------------------------- 7. and 8. refusals
+
+
+def test_a_second_execute_or_rollback_is_refused_while_one_runs(make_move, tmp_path):
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
+        first = ToolProcess(demo, "execute", hold="replicate:copying")
+        first.wait_held()
+        second = ToolProcess(demo, "execute")
+        assert second.wait() == 1, second.output
+        assert f"move 'files-partition' is locked: execute by pid {first.pid}" in second.output
+        assert "Traceback" not in second.output
+        third = ToolProcess(demo, "rollback")
+        assert third.wait() == 1, third.output
+        assert f"is locked: execute by pid {first.pid}" in third.output
+
+        status = status_of(demo)  # status takes no lock
+        assert step_statuses(status)["replicate"] == "running"
+
+        first.release()
+        assert first.wait() == 0, first.output
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_rollback_after_complete_is_refused_with_an_explanation(make_move, tmp_path):
+    from migrator.complete import complete  # noqa: F401 - the command this case needs
+
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2)
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        assert demo.cli("execute").exit_code == 0
+        time.sleep(0.3)
+    assert load.stop().failures == 0
+    wait_sides_identical(move)
+
+    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+        result = demo.cli("complete")
+        assert result.exit_code == 0, result.output
+        result = demo.cli("rollback")
+        assert result.exit_code == 1, result.output
+        assert "was completed" in result.output and "nothing to roll back to" in result.output
+        assert "source and target swapped" in result.output  # what to do instead
+        assert "Traceback" not in result.output
+        assert routes(move) == [("target", False)]
+        time.sleep(0.3)
+    seen = load.stop()
+    assert seen.failures == 0, seen.failure_kinds
+    assert seen.transactions > 50
+    status = status_of(demo)
+    assert status["state"] == "completed"
+    assert status["next_command"] == "nothing: the move is finished"
+    assert leftover_slots(move) == []
