@@ -99,7 +99,7 @@ def postgres_bindir(version: int | None = None) -> Path:
 def available_majors() -> list[int]:
     """Installed PostgreSQL majors this machine can start clusters of."""
     majors = {
-        int(p.parent.name)
+        int(p.parent.parent.name)
         for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")
         if p.parent.parent.name.isdigit()
     }

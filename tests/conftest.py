@@ -122,6 +122,8 @@ def make_move(request, workdir, templates):
         if failed:
             request.node.add_report_section("teardown", "server logs", move.topology.logs(40))
         move.topology.stop()
+        # Data directories add up over a session: remove each once its servers stopped.
+        topology.remove_tree(move.topology.root)
 
 
 @pytest.fixture

@@ -265,3 +265,27 @@ def test_state_store_on_postgres(make_move, tmp_path):
     assert rows == {"preflight": "done", "schema": "done", "defer-indexes": "done"}
     code, status = demo.cli_json("status")
     assert code == 0 and status["steps"][2]["status"] == "done"
+
+
+def test_no_password_in_output_state_or_event_log(make_move, tmp_path):
+    """DESIGN 7: secrets never appear in output, logs, state or errors."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=0)
+    secret = move.source.password
+    assert secret in demo.path.read_text()  # the playbook's DSNs carry it (URL form)
+    outputs = [demo.cli("execute"), demo.cli("status"), demo.cli("status", "--json"),
+               demo.cli("rollback", "--to", "prepare-reverse")]
+    move.target.stop()  # an error path that names the target's DSN
+    outputs.append(demo.cli("execute"))
+    assert outputs[-1].exit_code == 1
+    for result in outputs:
+        assert secret not in result.output, result.output
+    state_file = tmp_path / "state.db"
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    assert state_file.exists() and secret.encode() not in raw
+    import sqlite3
+
+    with sqlite3.connect(state_file) as db:
+        logged = " ".join(str(row) for row in db.execute("SELECT message, sql FROM migrator_events"))
+    assert "CREATE SUBSCRIPTION" in logged and "****" in logged
+    assert secret not in logged

@@ -94,3 +94,10 @@ def test_config_entry_is_rewritten_atomically_and_reload_reroutes(move):
 def test_missing_server_binaries_name_the_package():
     with pytest.raises(MissingBinary, match="apt-get install postgresql-99"):
         postgres_bindir(99)
+
+
+def test_available_majors_lists_the_installed_postgres():
+    from migrator.topology import available_majors
+
+    majors = available_majors()
+    assert 15 in majors

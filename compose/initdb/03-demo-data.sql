@@ -8,7 +8,7 @@ INSERT INTO public.files (owner_id, kind, name, size_bytes, metadata, created_at
     SELECT 1 + g % 500,
            (ARRAY['document','image','video','other'])[1 + g % 4]::public.file_kind,
            'file-' || g || '.' || (ARRAY['doc','png','mp4','bin'])[1 + g % 4],
-           (g * 7919) % 10000000,
+           (g::bigint * 7919) % 10000000,
            jsonb_build_object('tags', jsonb_build_array('t' || g % 7), 'rev', g % 13),
            now() - (g % 1000) * interval '1 hour'
     FROM generate_series(1, 10000) g;
