@@ -123,7 +123,9 @@ def make_move(request, workdir, templates):
             request.node.add_report_section("teardown", "server logs", move.topology.logs(40))
         move.topology.stop()
         # Data directories add up over a session: remove each once its servers stopped.
-        topology.remove_tree(move.topology.root)
+        root = getattr(move.topology, "root", None)
+        if root is not None:
+            topology.remove_tree(root)
 
 
 @pytest.fixture
