@@ -276,7 +276,7 @@ class Output:
             return
         from rich.progress import TransferSpeedColumn
 
-        with Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
+        with Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=self.err,
                       transient=True) as bar:
             task = bar.add_task("verify", total=None)
@@ -292,12 +292,15 @@ class Output:
         if self.json_mode:
             self.document({"ok": report.identical, **report.to_dict()})
             return
-        table = Table(title=f"verify {report.name}: {report.source} ↔ {report.target}",
-                      title_justify="left")
-        for name, justify in (("table", "left"), ("key", "left"), ("rows (source)", "right"),
-                              ("rows (target)", "right"), ("chunks", "right"), ("size", "right"),
-                              ("time", "right"), ("result", "left")):
-            table.add_column(name, justify=justify)
+        from rich import box
+
+        self.markup(f"[bold]verify {_escape(report.name)}[/]: source {_escape(report.source)}, "
+                    f"target {_escape(report.target)}")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for name, justify in (("table", "left"), ("key", "left"), ("rows", "right"),
+                              ("ranges", "right"), ("size", "right"), ("time", "right"),
+                              ("result", "left")):
+            table.add_column(name, justify=justify, overflow="fold")
         for t in report.tables:
             if t.identical:
                 result = "[green]identical[/]"
@@ -305,9 +308,10 @@ class Output:
                 result = "[bold red]not compared[/]"
             else:
                 result = f"[bold red]{len(t.differences)} range(s) differ[/]"
-            table.add_row(_escape(t.table), _escape(", ".join(t.key) or "(none)"),
-                          f"{t.source_rows:,}", f"{t.target_rows:,}", str(t.chunks),
-                          format_size(t.bytes), format_duration(t.seconds), result)
+            rows = (f"{t.source_rows:,}" if t.source_rows == t.target_rows
+                    else f"{t.source_rows:,} ≠ {t.target_rows:,}")
+            table.add_row(_escape(t.table), _escape(", ".join(t.key) or "(none)"), rows,
+                          str(t.chunks), format_size(t.bytes), format_duration(t.seconds), result)
         self.console.print(table)
         for t in report.tables:
             if t.problem:

