@@ -151,7 +151,7 @@ def _server_error(ctx: MoveContext, exc: psycopg.Error, *, undo: bool) -> Operat
     verb = "rollback" if undo else "execute"
     lost = isinstance(exc, psycopg.OperationalError)
     return OperationFailed(
-        f"{'lost ' if lost else ''}{server}: {describe_failure(exc)}",
+        f"lost {server}: {describe_failure(exc)}" if lost else describe_failure(exc),
         hint=("once it is reachable again, " if lost else "fix the cause, then ")
         + f"run `migrator {verb}` again: it resumes from this step")
 

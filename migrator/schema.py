@@ -63,15 +63,19 @@ class GroupSchema:
     triggers: list[sql.Composable] = field(default_factory=list)
     owned_by: list[sql.Composable] = field(default_factory=list)
     grants: list[sql.Composable] = field(default_factory=list)
+    # The ACL of each schema in `schemas` (USAGE for the app above all): a schema made
+    # on the target without it would refuse every query on the moved tables.
+    schema_grants: dict[str, list[sql.Composable]] = field(default_factory=dict)
     # The app roles' privileges are granted on the target only at the cutover and
     # revoked on the source then: recorded here as (kind, schema, name, role, privilege).
     app_privileges: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     def statements(self) -> list[sql.Composable]:
         """The DDL, in an order where every object exists before what needs it."""
-        out: list[sql.Composable] = [
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s)) for s in self.schemas
-        ]
+        out: list[sql.Composable] = []
+        for schema in self.schemas:
+            out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            out += self.schema_grants.get(schema, [])
         out += [create for _, _, create in self.types]
         out += [s.create for s in self.sequences if not s.identity]
         out += [sql.SQL(create) for _, _, create in self.functions]
@@ -126,7 +130,25 @@ def _read(conn: psycopg.Connection, tables: list[TableName], app_roles: list[str
     _replica_identity(conn, group, out)
     _triggers(conn, group, out)
     _grants(conn, group, out, set(app_roles))
+    _schema_grants(conn, out)
     return out
+
+
+def _schema_grants(conn: psycopg.Connection, out: GroupSchema) -> None:
+    rows = conn.execute(
+        """
+        SELECT n.nspname, CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END,
+               x.privilege_type, x.is_grantable
+        FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) x
+        WHERE n.nspname = ANY(%s) AND x.grantee <> n.nspowner
+        ORDER BY 1, 2, 3
+        """,
+        (out.schemas,),
+    ).fetchall()
+    for schema, grantee, privilege, grantable in rows:
+        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+        out.schema_grants.setdefault(schema, []).append(sql.SQL("GRANT {} ON SCHEMA {} TO {}{}").format(
+            sql.SQL(privilege), sql.Identifier(schema), who, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
 
 
 def _ident(schema: str, name: str) -> sql.Identifier:

@@ -132,10 +132,13 @@ def schema_do(ctx: MoveContext) -> str:
         group.types = [t for t in group.types if (t[0], t[1]) not in existing_types]
         group.functions = [f for f in group.functions if f[1] not in existing_functions]
         group.sequences = [s for s in group.sequences if s.qualified not in existing_sequences]
+        # A schema the target has already is not ours to create, grant on or drop.
+        group.schemas = [s for s in group.schemas if not _exists(dst, "SELECT to_regnamespace(%s)", s)]
         # What this move creates, recorded before creating it: undo drops exactly this.
         ctx.save(
             "schema",
             intent=True,
+            created_schemas=group.schemas,
             created_types=[f"{s}.{n}" for s, n, _ in group.types],
             created_functions=[sig for _, sig, _ in group.functions],
             created_sequences=[s.qualified for s in group.sequences if not s.identity],
@@ -169,9 +172,18 @@ def schema_undo(ctx: MoveContext) -> str:
                 for qualified in data.get("created_types", []):
                     ctx.run_sql("schema", dst, sql.SQL("DROP TYPE IF EXISTS {}").format(
                         sql.Identifier(*qualified.split(".", 1))))
+                for schema in data.get("created_schemas", []):
+                    # Only if nothing else was put there since (every object in a schema
+                    # depends on it).
+                    if not _exists(dst, "SELECT 1 FROM pg_catalog.pg_depend WHERE refclassid = "
+                                   "'pg_catalog.pg_namespace'::regclass AND refobjid = to_regnamespace(%s)", schema):
+                        ctx.run_sql("schema", dst, sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
         replication.drop_marker_table(dst, ctx.move)
     with ctx.source("schema-undo") as src:
         replication.drop_marker_table(src, ctx.move)
+    # Whatever stays on the target (--keep-target) is no longer this move's: a new run
+    # must not take it for its own half-finished work.
+    ctx.save("schema", intent=False)
     return "kept the target's tables" if ctx.keep_target else "dropped the group on the target"
 
 
