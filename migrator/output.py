@@ -297,19 +297,21 @@ class Output:
         self.markup(f"[bold]verify {_escape(report.name)}[/]: source {_escape(report.source)}, "
                     f"target {_escape(report.target)}")
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        names = min(40, max((len(t.table) for t in report.tables), default=5))
         for name, justify in (("table", "left"), ("key", "left"), ("rows", "right"),
                               ("ranges", "right"), ("size", "right"), ("time", "right"),
                               ("result", "left")):
-            table.add_column(name, justify=justify, overflow="fold")
+            table.add_column(name, justify=justify, overflow="fold",
+                             min_width=names if name == "table" else None)
         for t in report.tables:
             if t.identical:
                 result = "[green]identical[/]"
             elif t.problem:
                 result = "[bold red]not compared[/]"
             else:
-                result = f"[bold red]{len(t.differences)} range(s) differ[/]"
+                result = "[bold red]different[/]"
             rows = (f"{t.source_rows:,}" if t.source_rows == t.target_rows
-                    else f"{t.source_rows:,} ≠ {t.target_rows:,}")
+                    else f"{t.source_rows:,}≠{t.target_rows:,}")
             table.add_row(_escape(t.table), _escape(", ".join(t.key) or "(none)"), rows,
                           str(t.chunks), format_size(t.bytes), format_duration(t.seconds), result)
         self.console.print(table)

@@ -42,6 +42,7 @@ __all__ = ["ChunkDifference", "TableReport", "VerifyReport", "verify"]
 
 DEFAULT_CHUNK_ROWS = 100_000
 SAMPLE_KEYS = 10
+_RECHECK_KEYS = 1000   # suspect keys re-read one by one; more: the whole range again
 
 Progress = Callable[[int, int, str], None]   # (bytes done, bytes in all, table)
 Key = tuple[str, ...]                         # a primary key's columns, as text
@@ -436,14 +437,25 @@ class _Comparison:
         return len(suspects)
 
     def _compare_keys(self, table: _Table, chunk: _Chunk) -> None:
-        """Per-key hashes of a range on both sides; keep the keys that differ every time."""
-        where, params = table.where(chunk.lower, chunk.upper)
-        if table.key:
-            query = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
-                table.key_text(), table.row_hash(self.native), table.ident(), where)
-        else:   # no key: the rows themselves, as a multiset of hashes
+        """Per-key hashes on both sides; keep the keys that differ every time.
+
+        The first round reads the range; later rounds only the keys still suspect.
+        """
+        whole = chunk.keys is None or len(chunk.keys) > _RECHECK_KEYS or not table.key
+        if not table.key:   # no key: the rows themselves, as a multiset of hashes
             query = sql.SQL("SELECT h, count(*) FROM (SELECT {} AS h FROM {}) s GROUP BY h").format(
                 table.row_hash(self.native), table.ident())
+            params: list[str] = []
+        else:
+            if whole:
+                where, params = table.where(chunk.lower, chunk.upper)
+            else:
+                one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(table.key)))
+                where = sql.SQL("({}) IN ({})").format(
+                    table.key_list(), sql.SQL(", ").join([one] * len(chunk.keys)))
+                params = [part for key in chunk.keys for part in key]
+            query = sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
+                table.key_text(), table.row_hash(self.native), table.ident(), where)
 
         def pairs(conn: psycopg.Connection) -> dict:
             rows = conn.execute(query, params).fetchall()
@@ -452,12 +464,10 @@ class _Comparison:
         on_source, on_target = self._both(pairs)
         differing = {k for k in on_source.keys() | on_target.keys() if on_source.get(k) != on_target.get(k)}
         chunk.keys = differing if chunk.keys is None else chunk.keys & differing
-        if table.key:
-            chunk.source = (len(on_source), chunk.source[1])
-            chunk.target = (len(on_target), chunk.target[1])
-        else:
-            chunk.source = (sum(on_source.values()), chunk.source[1])
-            chunk.target = (sum(on_target.values()), chunk.target[1])
+        if whole:
+            count = len if table.key else (lambda found: sum(found.values()))
+            chunk.source = (count(on_source), chunk.source[1])
+            chunk.target = (count(on_target), chunk.target[1])
 
     def _subscriptions(self) -> list[tuple[str, psycopg.Connection, psycopg.Connection]]:
         """(name, publisher, subscriber) of the move's forward or reverse replication.
