@@ -307,6 +307,68 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int) -> None:
         click.get_current_context().exit(1)
 
 
+@cli.command()
+@_playbook_argument
+@click.option("--drop-source", is_flag=True,
+              help="Also drop the group's old tables on the source (the last way back).")
+@click.option("--yes", is_flag=True, help="Do not ask for the typed confirmation of --drop-source.")
+@_state_option
+@json_option
+def complete(out: Output, playbook: Path, drop_source: bool, yes: bool, state_url: str | None) -> None:
+    """End a finished move: stop reverse replication and remove the tool's objects.
+
+    Afterwards `rollback` is refused. The source's old copy stays unless
+    --drop-source is given and confirmed by typing the move's name (or --yes).
+
+    \b
+    Example:
+      migrator complete playbook.yaml
+      migrator complete playbook.yaml --drop-source --yes
+    """
+    from migrator.complete import check_completable
+    from migrator.complete import complete as run_complete
+    from migrator.errors import PlaybookError
+
+    book, store = _open(playbook, state_url)
+    check_completable(book, store)
+    if drop_source and not yes:
+        if not sys.stdin.isatty():
+            raise PlaybookError("--drop-source needs a typed confirmation: run it in a terminal or add --yes")
+        typed = click.prompt(
+            f"This drops {', '.join(t.qualified for t in book.tables)} on the source for good.\n"
+            f"Type the move's name ({book.name}) to confirm", default="", show_default=False)
+        if typed.strip() != book.name:
+            raise PlaybookError("confirmation did not match the move's name; nothing was changed")
+    out.complete_result(run_complete(book, store, drop_source=drop_source))
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to put the sandbox [default: a new temporary directory].")
+@click.option("--scale", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Demo data size, in thousands of files.")
+@click.option("--keep", is_flag=True, help="Leave the sandbox up afterwards.")
+@json_option
+def demo(out: Output, directory: Path | None, scale: int, keep: bool) -> None:
+    """Show the whole story on a fresh local sandbox, under a write load.
+
+    Sandbox up, a load through PgBouncer, then plan, execute, verify, rollback,
+    execute again, verify, complete, and the figures (pause windows, failed
+    client transactions, rows compared). The sandbox goes away unless --keep.
+
+    \b
+    Example:
+      migrator demo
+      migrator demo --scale 100 --keep --dir ./sandbox
+    """
+    from migrator.demo import run_demo
+    from migrator.errors import OperationFailed
+
+    figures = run_demo(out, directory=directory, scale=scale, keep=keep)
+    if not figures.ok:
+        raise OperationFailed("the demo finished but found a problem (see the figures above)")
+
+
 def main() -> None:
     cli(prog_name="migrator")
 

@@ -229,6 +229,69 @@ class Output:
             bar = "█" * max(1, round(width * seconds / total)) if total else ""
             self.line(f"  {part:<20} {seconds * 1000:7.1f} ms  {bar}")
 
+    def complete_result(self, result) -> None:
+        if self.json_mode:
+            self.document({"ok": True, **result.to_dict()})
+            return
+        self.markup(f"[bold green]move {_escape(result.move)} completed[/]")
+        for item in result.removed:
+            self.line(f"  removed {item}")
+        if result.dropped_source_tables:
+            self.line(f"  dropped on the source: {', '.join(result.dropped_source_tables)}")
+        else:
+            self.line("  the source's old copy of the group is still there (drop it with --drop-source)")
+
+    # demo ---------------------------------------------------------------------
+
+    def demo_heading(self, text: str) -> None:
+        if not self.json_mode:
+            self.err.rule(f"[bold cyan]{_escape(text)}[/]", align="left")
+
+    def demo_phase(self, name: str, seconds: float) -> None:
+        if not self.json_mode:
+            self.err.print(f"[dim]{_escape(name)} took {seconds:.1f}s[/]")
+
+    def plan_summary(self, plan) -> None:
+        if self.json_mode:
+            return
+        from migrator.playbook import format_duration, format_size
+
+        levels = {level: sum(1 for f in plan.findings if f.level == level) for level in ("ok", "warn", "block")}
+        self.err.print(f"  findings: [green]{levels['ok']} ok[/], [yellow]{levels['warn']} warn[/], "
+                       f"[red]{levels['block']} block[/]; steps: {', '.join(s.name for s in plan.steps)}")
+        est = plan.estimate
+        self.err.print(f"  to copy: {format_size(est.bytes_to_copy)} in {est.tables} tables, "
+                       f"about {format_duration(est.copy_seconds)}")
+
+    def demo_figures(self, figures, *, kept: bool) -> None:
+        if self.json_mode:
+            self.document({"ok": figures.ok, **figures.to_dict()})
+            return
+        self.err.rule("[bold]the figures[/]", align="left")
+        timeline = Table(title="timeline", title_justify="left")
+        timeline.add_column("phase")
+        timeline.add_column("seconds", justify="right")
+        for item in figures.timeline:
+            timeline.add_row(item["phase"], f"{item['seconds']:.1f}")
+        self.console.print(timeline)
+        self.line("pause windows, drawn to scale (one █ = 10 ms):")
+        for window in figures.pause_windows:
+            total = window.get("total") or 0
+            bar = "█" * max(1, round(total * 100))
+            self.line(f"  {window.get('direction'):<8} {window.get('outcome'):<9} {total * 1000:6.0f} ms  {bar}")
+        group, other = figures.group_load, figures.other_load
+        failed = (group.get("failures") or 0) + (other.get("failures") or 0)
+        style = "bold green" if failed == 0 else "bold red"
+        self.markup(f"client transactions: {group.get('transactions', 0) + other.get('transactions', 0)}, "
+                    f"[{style}]failed: {failed}[/]; longest stall on the group's entry "
+                    f"{(group.get('longest_gap_s') or 0) * 1000:.0f} ms, on the other entry "
+                    f"{(other.get('longest_gap_s') or 0) * 1000:.0f} ms")
+        for number, check in enumerate(figures.verified, start=1):
+            self.line(f"verify #{number}: {'identical' if check['identical'] else 'DIFFERENT'}, "
+                      f"{check['rows_compared']} rows compared per side")
+        verdict = "[bold green]demo passed[/]" if figures.ok else "[bold red]demo found a problem[/]"
+        self.markup(verdict + (f" — the sandbox is still up in {_escape(figures.directory)}" if kept else ""))
+
     def move_report(self, report) -> None:
         if self.json_mode:
             self.document({"ok": True, **report.to_dict()})
