@@ -6,6 +6,7 @@ crash converges instead of failing on "already exists".
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -112,6 +113,29 @@ def tablesync_slots(conn: psycopg.Connection, subscription_oid: int) -> list[str
         (f"pg_{subscription_oid}_sync_%",),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+_TABLESYNC_SLOT = re.compile(r"^pg_(\d+)_sync_(\d+)_(\d+)$")
+
+
+def drop_orphaned_tablesync_slots(publisher: psycopg.Connection, subscriber: psycopg.Connection) -> list[str]:
+    """Drop the publisher's table-sync slots left by subscriptions of this subscriber that
+    no longer exist (dropped while the publisher was down, mid-copy).
+
+    Such a slot is named pg_<subscription oid>_sync_<relation oid>_<subscriber's system
+    identifier>; nothing would ever drop it, and it retains WAL forever."""
+    sysid = str(subscriber.execute("SELECT system_identifier FROM pg_catalog.pg_control_system()").fetchone()[0])
+    # pg_subscription is shared: every database's subscriptions of that cluster.
+    alive = {str(r[0]) for r in subscriber.execute("SELECT oid FROM pg_catalog.pg_subscription")}
+    dropped = []
+    for (name,) in publisher.execute(
+            "SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE 'pg\\_%\\_sync\\_%'"
+    ).fetchall():
+        match = _TABLESYNC_SLOT.match(name)
+        if match and match.group(3) == sysid and match.group(1) not in alive:
+            drop_slot(publisher, name)
+            dropped.append(name)
+    return dropped
 
 
 # --------------------------------------------------------------------------- subscriptions

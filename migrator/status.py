@@ -163,9 +163,11 @@ def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict)
     failed = [s for s in steps if s["status"] in ("failed", "undoing", "running")]
     if failed:
         s = failed[0]
-        verb = "rollback" if s["status"] == "undoing" else "execute"
-        return (f"{s['step']} {s['status']}" + (f": {s['error']}" if s["error"] else ""),
-                f"migrator {verb} {path} (resumes), or migrator rollback {path}")
+        if s["status"] == "undoing":
+            next_command = f"migrator rollback {path} (resumes)"
+        else:
+            next_command = f"migrator execute {path} (resumes), or migrator rollback {path}"
+        return (f"{s['step']} {s['status']}" + (f": {s['error']}" if s["error"] else ""), next_command)
     if all(s == "undone" or s == "pending" for s in statuses.values()):
         return "rolled back", f"migrator execute {path} to start again"
     if statuses["cutover"] == "done":

@@ -345,6 +345,9 @@ def replicate_undo(ctx: MoveContext) -> str:
             ctx.log("replicate", f"dropped subscription {sub}")
             if src is not None:
                 replication.drop_slot(src, slot)
+                for orphan in replication.drop_orphaned_tablesync_slots(src, dst):
+                    ctx.log("replicate", f"dropped table-sync slot {orphan}, orphaned by a subscription "
+                            "dropped while the source was down")
                 replication.drop_publication(src, pub)
                 ctx.log("replicate", f"dropped publication {pub}")
         finally:

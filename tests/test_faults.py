@@ -89,8 +89,8 @@ def assert_moved(demo) -> None:
 ])
 def test_sigkill_inside_a_step_then_execute_resumes(make_move, tmp_path, point):
     move = make_move()
-    demo = demo_move(move, tmp_path, scale=10)
     step = point.split(":")[0]
+    demo = demo_move(move, tmp_path, scale=10 if step == "replicate" else 2)  # a copy long enough to be in
     with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
         tool = ToolProcess(demo, "execute", hold=point)
         tool.wait_held()

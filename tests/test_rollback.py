@@ -15,7 +15,8 @@ import pytest
 
 from click.testing import CliRunner
 
-from faultkit import assert_like_before, config_texts, leftover_slots, routes, snapshot_everything
+from faultkit import (ToolProcess, assert_like_before, config_texts, leftover_slots, routes, snapshot_everything,
+                      wait_for)
 from migrator.cli import cli
 from migrator.sandbox import APP_DB, GROUP_ENTRY
 from migrator.workload import Workload
@@ -207,15 +208,25 @@ def test_rollback_keep_target_keeps_the_tables_and_removes_the_rest(make_move, t
     assert "public.files already holds rows on the target" in result.output
 
 
-def test_rollback_with_the_source_down_leaves_no_slot_behind(make_move, tmp_path):
-    """The source is unreachable while rollback drops replication: the subscription goes,
-    its slot cannot yet; status and plan report the slot (it retains WAL) until the
-    next rollback, with the source back, drops it."""
+def tablesync_slots(move) -> list[str]:
+    with psycopg.connect(move.source.dsn(APP_DB)) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'pg\\_%\\_sync\\_%'")]
+
+
+def test_rollback_with_the_source_down_mid_copy_leaves_no_slot_behind(make_move, tmp_path):
+    """The tool dies during the initial copy, then the source goes down: rollback drops
+    the subscription but not yet its slots (the main one and the table-sync ones of the
+    copy in flight). status and plan report them (they retain WAL) until the next
+    rollback, with the source back, drops every one."""
     move = make_move()
-    demo = demo_move(move, tmp_path, scale=1)
+    demo = demo_move(move, tmp_path, scale=20)
     before = snapshot_everything(move)
-    assert demo.cli("execute", "--until", "cutover").exit_code == 0
-    move.source.stop()
+    tool = ToolProcess(demo, "execute", hold="replicate:copying")
+    tool.wait_held()
+    wait_for(lambda: tablesync_slots(move), timeout=30, what="a table-sync slot of the copy")
+    tool.kill()
+    move.source.stop(mode="immediate")
     result = demo.cli("rollback")
     assert result.exit_code == 1, result.output
     assert "the source is unreachable" in result.output
@@ -224,8 +235,10 @@ def test_rollback_with_the_source_down_leaves_no_slot_behind(make_move, tmp_path
 
     status = status_of(demo)
     assert status["state"].startswith("replicate undoing")
-    assert status["next_command"].startswith(f"migrator rollback {demo.path}")
-    assert any(s.startswith("migrator_files_partition on") for s in status["replication"]["orphaned_slots"])
+    assert status["next_command"] == f"migrator rollback {demo.path} (resumes)"
+    orphans = status["replication"]["orphaned_slots"]
+    assert any(s.startswith("migrator_files_partition on") for s in orphans), orphans
+    assert any(s.startswith("pg_") and "_sync_" in s for s in orphans), orphans
     text = demo.cli("status").output
     assert "inactive replication slots (they retain WAL)" in text
     plan = CliRunner().invoke(cli, ["plan", str(demo.path), "--json"])
