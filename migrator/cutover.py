@@ -110,6 +110,13 @@ def entry_value(original: str, dsn: str) -> str:
     return " ".join(out)
 
 
+def entry_for_side(original: str, playbook: Playbook, side: str) -> str:
+    """The [databases] value routing to `side` ("source" or "target"). Back to the source
+    it is the entry exactly as it was before the move, whatever spelling of the host the
+    playbook's DSN uses: a full rollback leaves the config file as it found it."""
+    return original if side == "source" else entry_value(original, playbook.target.dsn)
+
+
 class Cutover:
     """One cutover attempt. `run()` returns the PauseWindow or raises CutoverAborted."""
 
@@ -145,7 +152,7 @@ class Cutover:
         return privilege_statements(self.app_privileges, grant=grant)
 
     def _new_entry(self, config_file: str) -> str:
-        return entry_value(self.original_entries[config_file], self.d.new_dsn)
+        return entry_for_side(self.original_entries[config_file], self.playbook, self.d.new_label)
 
     # -- the protocol ------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import psycopg
 from psycopg import sql
 
 from migrator import names, replication
-from migrator.cutover import Cutover, CutoverAborted, Direction, entry_value, finish_switch, original_entries
+from migrator.cutover import (Cutover, CutoverAborted, Direction, entry_for_side, finish_switch,
+                              original_entries)
 from migrator.dsn import connect, first_line
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.pgbouncer import PgBouncerConsole, read_entry, rewrite_entry
@@ -448,9 +449,9 @@ def reconcile(ctx: MoveContext) -> str:
         with other_conn.transaction():
             for stmt in privilege_statements(privileges, grant=False):
                 other_conn.execute(stmt)
-        dsn = d.new_dsn if finished else d.old_dsn
+        side = d.new_label if finished else d.old_label
         for bouncer in ctx.playbook.pgbouncers:
-            value = entry_value(originals[str(bouncer.config_file)], dsn)
+            value = entry_for_side(originals[str(bouncer.config_file)], ctx.playbook, side)
             changed = read_entry(bouncer.config_file, bouncer.database) != value
             if changed:
                 rewrite_entry(bouncer.config_file, bouncer.database, value)

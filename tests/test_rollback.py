@@ -12,6 +12,7 @@ import time
 
 import psycopg
 import pytest
+import yaml
 
 from click.testing import CliRunner
 
@@ -108,6 +109,11 @@ def test_full_rollback_after_the_cutover_leaves_catalogs_and_configs_as_before(m
     compared with a snapshot taken before `execute`."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
+    # The playbook names the source differently from PgBouncer's entry: routing back
+    # must restore the entry as it was, not a rewrite of it from the playbook's DSN.
+    doc = yaml.safe_load(demo.path.read_text())
+    doc["source"]["dsn"] = doc["source"]["dsn"].replace("@127.0.0.1:", "@localhost:")
+    demo.path.write_text(yaml.safe_dump(doc, sort_keys=False))
     before = snapshot_everything(move)
     with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
         assert demo.cli("execute").exit_code == 0
