@@ -8,6 +8,8 @@ or duplicated (both sides compared row by row), traffic served, a clear message,
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import psycopg
@@ -214,6 +216,61 @@ def test_sigkill_while_paused_before_the_point_of_no_return_reverts(make_move, t
     wait_sides_identical(move)
     assert_moved(demo)
 
+
+
+def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, tmp_path):
+    """The tool stops responding while paused (SIGSTOP): the watchdog gives traffic back
+    at max_pause + its margin and records it; the tool, woken up later, must not cross
+    the point of no return on its own."""
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=2, max_pause="1s")
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    held = MarkerHeld(move)
+    try:
+        with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+            time.sleep(0.3)
+            tool = ToolProcess(demo, "execute")
+            wait_for(lambda: routes(move) == [("source", True)], timeout=60, interval=0.02,
+                     what="the cutover's PAUSE")
+            os.kill(tool.pid, signal.SIGSTOP)
+            assert wait_unpaused(move, timeout=10) < 1.0 + 1.5
+            assert routes(move) == [("source", False)]
+            held.release()
+            os.kill(tool.pid, signal.SIGCONT)
+            assert tool.wait() == 1, tool.output
+            assert "cutover aborted before the point of no return" in tool.output
+            assert routes(move) == [("source", False)]
+            result = demo.cli("execute")
+            assert result.exit_code == 0, result.output
+            time.sleep(0.3)
+        seen = load.stop()
+    finally:
+        held.remove()
+    assert seen.failures == 0, seen.failure_kinds
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
+def test_the_record_decides_between_the_tool_and_the_watchdog(tmp_path):
+    """Exactly one of them decides, by compare-and-set on the cutover's phase."""
+    from migrator.state import StateStore
+    from migrator.watchdog import REVERTED_PHASE, WatchdogOrders, decide
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    orders = WatchdogOrders(move="m", deadline=0, old_dsn="", new_dsn="", restore_old=[], grant_new=[])
+    store.update_data("m", "cutover", phase="pausing")
+    # The tool said "pnr" but never recorded it: back, and the record says so.
+    assert decide(orders, store, told_forward=True) is False
+    assert store.step("m", "cutover").data["phase"] == REVERTED_PHASE
+    # A tool that wakes up now cannot record the point of no return.
+    assert not store.update_data_if("m", "cutover", phase_in=("pausing",), phase="point_of_no_return")
+    # Recorded (even if the tool died before saying "pnr"): forward.
+    store.update_data("m", "cutover", phase="pausing")
+    assert store.update_data_if("m", "cutover", phase_in=("pausing",), phase="point_of_no_return")
+    assert decide(orders, store, told_forward=False) is True
+    assert store.step("m", "cutover").data["phase"] == "point_of_no_return"
+    # No readable record: the tool's word is all there is.
+    assert decide(orders, None, told_forward=True) is True
 
 def test_sigkill_after_resume_finishes_the_replication_switch(make_move, tmp_path):
     """Killed right after RESUME on the target, before the reverse subscription exists:
