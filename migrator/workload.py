@@ -183,7 +183,7 @@ class Workload:
         return self.stop()
 
     def stop(self, timeout: float = 10.0) -> WorkloadResult:
-        """Stop every client (cancelling a query held by a paused PgBouncer after timeout)."""
+        """Stop every client; one still held after timeout (a paused PgBouncer) is cut off."""
         if self._result is not None:
             return self._result
         self._stop.set()
@@ -191,13 +191,22 @@ class Workload:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        for index, thread in enumerate(self._threads):
+        stuck = [i for i, thread in enumerate(self._threads) if thread.is_alive()]
+        for index in stuck:
+            # Held by a PAUSE that nobody resumes: closing the socket wakes the client
+            # (a cancel request would wait behind the same PAUSE).
             conn = self._connections[index]
-            if thread.is_alive() and conn is not None:
-                conn.cancel_safe(timeout=2)
-                thread.join(2)
+            if conn is not None:
+                conn.close()
+        for index in stuck:
+            self._threads[index].join(2)
         self._result = self.result()
         return self._result
+
+    @property
+    def running(self) -> bool:
+        """Is any client thread still alive?"""
+        return any(thread.is_alive() for thread in self._threads)
 
     def __enter__(self) -> Workload:
         return self.start()

@@ -84,3 +84,21 @@ def test_lost_connections_are_counted_as_failures_and_clients_reconnect(demo):
     # "ProtocolViolation: database removed": exception class, then the server's first line.
     assert all(kind.split(": ")[0].isidentifier() for kind in result.failure_kinds), result
     assert after.transactions > 10 and after.failures == 0, after
+
+
+def test_stop_returns_even_while_the_entry_stays_paused(demo):
+    load = Workload(demo.app_dsn(GROUP_ENTRY), clients=4, rate=100).start()
+    with PgBouncerConsole(demo.pgbouncer.admin_dsn()) as console:
+        time.sleep(0.5)
+        console.pause(GROUP_ENTRY)
+        try:
+            time.sleep(0.3)
+            started = time.monotonic()
+            result = load.stop(timeout=1.0)
+            assert time.monotonic() - started < 5
+            assert not load.running
+        finally:
+            console.resume(GROUP_ENTRY)
+    assert result.transactions > 10 and result.failures == 0, result
+    assert result.longest_gap_s >= 0.25, result   # the pause, up to the moment of stop()
+
