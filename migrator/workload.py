@@ -229,7 +229,7 @@ class Workload:
                 if deadline is not None and now >= deadline:
                     break
                 if next_at > now:
-                    if self._stop.wait(next_at - now):
+                    if self._stop.wait(next_at - now) or (deadline is not None and next_at >= deadline):
                         break
                 elif now - next_at > interval:
                     next_at = now  # behind (after a pause): carry on, without a burst
@@ -244,7 +244,8 @@ class Workload:
                     self._failed(exc)
                     conn = self._recover(index, conn)
                     continue
-                self._done[index].append((time.monotonic(), time.monotonic() - began))
+                finished = time.monotonic()
+                self._done[index].append((finished, finished - began))
         finally:
             if conn is not None:
                 conn.close()
