@@ -71,6 +71,8 @@ CREATE TABLE public.file_versions (
     UNIQUE (file_id, version)
 );
 CREATE INDEX file_versions_created_idx ON public.file_versions (created_at);
+-- Blobs are content-addressed: finding a version by its hash is a random-order index.
+CREATE INDEX file_versions_hash_idx ON public.file_versions (content_hash);
 
 CREATE TABLE public.file_comments (
     id bigserial PRIMARY KEY,

@@ -263,9 +263,22 @@ def rebuild_do(ctx: MoveContext) -> str:
     started = time.monotonic()
     _build_indexes(ctx, "rebuild-indexes", dropped)
     built = time.monotonic() - started
+    _analyze(ctx)
     with ctx.source("lag") as src:
         _wait_for_lag(ctx, src, names.slot(ctx.playbook), "rebuild-indexes")
-    return f"rebuilt {len(dropped)} indexes in {built:.1f}s; lag under max_lag"
+    return f"rebuilt {len(dropped)} indexes in {built:.1f}s, analyzed the group; lag under max_lag"
+
+
+def _analyze(ctx: MoveContext) -> None:
+    """Statistics before the target serves traffic: the copy leaves it with none, and
+    until autovacuum gets there every query on the group is planned blind."""
+    def analyze(table: TableName) -> None:
+        with ctx.target("analyze") as conn:
+            ctx.run_sql("rebuild-indexes", conn, sql.SQL("ANALYZE {}").format(table.identifier))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(analyze, t) for t in ctx.tables]:
+            future.result()
 
 
 def rebuild_undo(ctx: MoveContext) -> str | None:
