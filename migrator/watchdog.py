@@ -23,6 +23,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -129,6 +130,20 @@ def decide(orders: WatchdogOrders, store, told_forward: bool) -> bool:
         return told_forward
 
 
+def decide_within(orders: WatchdogOrders, store, told_forward: bool, timeout: float = 1.0) -> bool:
+    """decide(), but never longer than timeout: a tool hung in the middle of a write to
+    the state store holds its lock, and traffic must not wait for that."""
+    decision = [told_forward]
+
+    def run() -> None:
+        decision[0] = decide(orders, store, told_forward)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return decision[0]
+
+
 def _open_store(orders: WatchdogOrders):
     if not orders.state_url:
         return None
@@ -170,8 +185,11 @@ def _run_sql(dsn: str, statements: list[str], errors: list[str]) -> None:
     if not statements:
         return
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=3,
-                             application_name="migrator watchdog") as conn:
+        # Bounded: a tool that hangs inside its own privilege transaction holds the
+        # rows these GRANTs need, and the RESUME that follows must not wait for it
+        # (its uncommitted REVOKE hides nothing from the clients anyway).
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=2, application_name="migrator watchdog",
+                             options="-c lock_timeout=500 -c statement_timeout=1500") as conn:
             for statement in statements:
                 conn.execute(statement)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
@@ -211,7 +229,7 @@ def main() -> int:
         else:
             timeout = orders.deadline - time.time()
             if timeout <= 0:
-                act(orders, decide(orders, store, forward), "deadline passed")
+                act(orders, decide_within(orders, store, forward), "deadline passed")
                 return 3
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
@@ -220,7 +238,7 @@ def main() -> int:
         if not chunk:
             if orders is None:
                 return 0  # never armed: nothing was paused
-            act(orders, decide(orders, store, forward), "the tool exited during the cutover")
+            act(orders, decide_within(orders, store, forward), "the tool exited during the cutover")
             return 3
         buffer += chunk
         while "\n" in buffer:
