@@ -133,7 +133,7 @@ def test_plan_json_has_stable_keys_and_the_same_facts(move, tmp_path):
     assert estimate["copy_seconds"] == pytest.approx(estimate["bytes_to_copy"] / 1024**2, abs=0.001)
     deferred = {i["name"] for t in doc["tables"] for i in t["indexes"] if i["secondary"]}
     assert deferred == {"files_uuid_key", "files_owner_idx", "files_name_idx",
-                        "file_versions_created_idx", "file_comments_file_idx"}
+                        "file_versions_created_idx", "file_versions_hash_idx", "file_comments_file_idx"}
     assert {s["sequence"] for s in files["sequences"]} == {"public.files_id_seq", "public.file_number_seq"}
     assert files["primary_key"] == "files_pkey" and files["on_target"] == "absent"
     defer = next(s for s in doc["steps"] if s["name"] == "defer-indexes")
@@ -174,7 +174,7 @@ def test_the_schema_sql_of_the_plan_creates_the_group_on_an_empty_server(move, t
         ).fetchone()[0]
         conn.rollback()
     assert columns == 10 + 6 + 5
-    assert indexes == 4 + 3 + 2
+    assert indexes == 4 + 4 + 2  # files: pkey + 3; file_versions: pkey, unique, 2; file_comments: pkey + 1
 
 
 # --------------------------------------------------------------------------- plan changes nothing
@@ -362,7 +362,7 @@ def test_a_target_older_than_the_source_blocks(make_move, tmp_path):
     assert [t["primary_key"] for t in doc["tables"]] == ["files_pkey", "file_versions_pkey", "file_comments_pkey"]
     assert {i["name"] for t in doc["tables"] for i in t["indexes"] if i["secondary"]} == {
         "files_uuid_key", "files_owner_idx", "files_name_idx", "file_versions_created_idx",
-        "file_comments_file_idx"}
+        "file_versions_hash_idx", "file_comments_file_idx"}
     assert doc["estimate"]["estimated_rows"] == 5000
 
 
