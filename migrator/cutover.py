@@ -228,6 +228,7 @@ class Cutover:
             pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "config_file": str(b.config_file),
                          "new_value": self._new_entry(str(b.config_file))} for b, entry in entries],
             state_url=self.state_url,
+            old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
         ))
         pnr_deadline = start + s.max_pause - REROUTE_BUDGET
         mark = start
@@ -243,6 +244,10 @@ class Cutover:
             try:
                 self._pause_all(entries, old, start, pnr_deadline)
                 lap("pause")
+                # A tool descheduled (or stopped) after PAUSE may find the watchdog has
+                # already resumed the old side: revoking there now would fail live clients.
+                if time.monotonic() > pnr_deadline or watchdog.fired():
+                    raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
                 self._switch_privileges(old_side, new, grant_new, pnr_deadline, changed)
                 lap("privileges")
                 marker = replication.commit_marker(old, self.playbook.name, self.d.name)

@@ -42,6 +42,7 @@ class WatchdogOrders:
     grant_new: list[str]            # GRANTs for the app roles on the new side
     pgbouncers: list[dict] = field(default_factory=list)  # admin_dsn, entry, config_file, new_value
     state_url: str | None = None
+    old_backend_pids: list[int] = field(default_factory=list)  # the tool's sessions on the old side
 
 
 class Watchdog:
@@ -168,6 +169,11 @@ def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
                 errors.append(str(exc))
         _run_sql(orders.new_dsn, orders.grant_new, errors)
     else:
+        # The tool may be alive, only late (or stopped) in the middle of its REVOKE:
+        # its sessions on the old side go first, so nothing of it commits once clients
+        # are back there, and the tool, finding them gone, aborts.
+        _run_sql(orders.old_dsn, [f"SELECT pg_catalog.pg_terminate_backend({int(pid)})"
+                                  for pid in orders.old_backend_pids], errors)
         _run_sql(orders.old_dsn, orders.restore_old, errors)
     for bouncer in orders.pgbouncers:
         try:
