@@ -226,36 +226,76 @@ def defer_undo(ctx: MoveContext) -> str | None:
     return f"recreated {len(dropped)} indexes"
 
 
+def _index_builder(ctx: MoveContext) -> str:
+    return f"index-build {ctx.playbook.slug}"
+
+
+def _stop_orphaned_builds(ctx: MoveContext, step: str) -> None:
+    """A run killed mid-build leaves its CREATE INDEX running on the server (which does
+    not notice a client that is gone) and racing ours for the same name; only one run
+    holds the move's lock, so any such build is a dead run's."""
+    with ctx.target(step) as conn:
+        rows = conn.execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid, 10000) FROM pg_catalog.pg_stat_activity "
+            "WHERE application_name = %s AND datname = pg_catalog.current_database() "
+            "AND pid <> pg_catalog.pg_backend_pid()", (f"migrator {_index_builder(ctx)}",)).fetchall()
+    if rows:
+        ctx.log(step, f"stopped {len(rows)} index builds left running by an interrupted run")
+
+
+def _build_index(ctx: MoveContext, step: str, index: IndexDef) -> None:
+    with ctx.target(_index_builder(ctx)) as conn:
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        statement = index.create_if_missing()
+        conn.execute(statement)  # type: ignore[arg-type]
+        ctx.log(step, f"built {index.name}", statement)
+
+
 def _build_indexes(ctx: MoveContext, step: str, indexes: list[IndexDef]) -> None:
     """CREATE INDEX in parallel, one connection each: the builds are CPU bound."""
     if not indexes:
         return
+    _stop_orphaned_builds(ctx, step)
     done = 0
-    purpose = f"index-build {ctx.playbook.slug}"
-    with ctx.target(step) as conn:
-        # A run killed mid-build leaves its CREATE INDEX running on the server (which
-        # does not notice a client that is gone) and racing ours for the same name;
-        # only one run holds the move's lock, so any such build is a dead run's.
-        rows = conn.execute(
-            "SELECT pg_catalog.pg_terminate_backend(pid, 10000) FROM pg_catalog.pg_stat_activity "
-            "WHERE application_name = %s AND datname = pg_catalog.current_database() "
-            "AND pid <> pg_catalog.pg_backend_pid()", (f"migrator {purpose}",)).fetchall()
-        if rows:
-            ctx.log(step, f"stopped {len(rows)} index builds left running by an interrupted run")
-
-    def build(index: IndexDef) -> None:
-        with ctx.target(purpose) as conn:
-            conn.execute("SET maintenance_work_mem = '256MB'")
-            statement = index.create_if_missing()
-            conn.execute(statement)  # type: ignore[arg-type]
-            ctx.log(step, f"built {index.name}", statement)
-
     workers = max(2, min(len(indexes), 4))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(build, i) for i in indexes]):
+        futures = [pool.submit(_build_index, ctx, step, i) for i in indexes]
+        for future in concurrent.futures.as_completed(futures):
             future.result()
             done += 1
             ctx.reporter.progress(step, done, len(indexes), "indexes")
+
+
+class EarlyIndexBuilds:
+    """Deferred indexes of a table built as soon as its initial copy is done, while
+    the bigger tables are still copying: the copy of the largest table sets the pace,
+    and the others' builds hide under it. rebuild-indexes still makes sure of all."""
+
+    def __init__(self, ctx: MoveContext) -> None:
+        self.ctx = ctx
+        dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+        self.pending: dict[str, list[IndexDef]] = {}
+        for index in dropped:
+            self.pending.setdefault(index.table, []).append(index)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if self.pending else None
+        self.futures: list[concurrent.futures.Future] = []
+        if self.pool is not None:
+            _stop_orphaned_builds(ctx, "replicate")
+
+    def table_copied(self, table: str) -> None:
+        for index in self.pending.pop(table, []):
+            self.futures.append(self.pool.submit(_build_index, self.ctx, "replicate", index))
+
+    def finish(self) -> int:
+        """Wait for the builds started; returns how many there were."""
+        if self.pool is None:
+            return 0
+        try:
+            for future in self.futures:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return len(self.futures)
 
 
 def rebuild_do(ctx: MoveContext) -> str:
@@ -328,23 +368,37 @@ def replicate_do(ctx: MoveContext) -> str:
         ctx.save("replicate", bytes_total=total)
         hold("replicate", "copying")
         deadline = time.monotonic() + INITIAL_COPY_TIMEOUT
-        while True:
-            states = replication.sync_states(dst, sub)
-            group_states = {t.qualified: states.get(t.qualified, "?") for t in ctx.tables}
-            if group_states and all(s == "r" for s in group_states.values()) and states.get(
-                    ".".join(names.sync_marker())) == "r":
-                break
-            copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
-            copied = sum(v for t, v in sizes.items() if t not in copying)
-            if copying:
-                target_sizes = replication.relation_bytes(dst, [TableName.parse(t) for t in copying])
-                copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
-            ctx.reporter.progress("replicate", copied, total, "bytes")
-            if time.monotonic() > deadline:
-                raise OperationFailed("the initial copy did not finish in time")
-            time.sleep(0.25)
+        early = EarlyIndexBuilds(ctx)
+        try:
+            _wait_for_copy(ctx, dst, sub, sizes, total, deadline, early)
+        finally:
+            built = early.finish()
         ctx.reporter.progress("replicate", total, total, "bytes")
-    return f"{len(ctx.tables)} tables copied and streaming ({total} bytes)"
+    early_note = f"; {built} deferred indexes built as their tables finished" if built else ""
+    return f"{len(ctx.tables)} tables copied and streaming ({total} bytes){early_note}"
+
+
+def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: dict[str, int],
+                   total: int, deadline: float, early: EarlyIndexBuilds) -> None:
+    """Until every table is `r`eady: progress in bytes, early index builds per table."""
+    while True:
+        states = replication.sync_states(dst, sub)
+        group_states = {t.qualified: states.get(t.qualified, "?") for t in ctx.tables}
+        for table, state in group_states.items():
+            if state in ("s", "r"):
+                early.table_copied(table)
+        if group_states and all(s == "r" for s in group_states.values()) and states.get(
+                ".".join(names.sync_marker())) == "r":
+            return
+        copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
+        copied = sum(v for t, v in sizes.items() if t not in copying)
+        if copying:
+            target_sizes = replication.relation_bytes(dst, [TableName.parse(t) for t in copying])
+            copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
+        ctx.reporter.progress("replicate", copied, total, "bytes")
+        if time.monotonic() > deadline:
+            raise OperationFailed("the initial copy did not finish in time")
+        time.sleep(0.25)
 
 
 def replicate_undo(ctx: MoveContext) -> str:
