@@ -158,7 +158,15 @@ def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict)
     if move_status is None or all(s == "pending" for s in statuses.values()):
         return "not started", f"migrator plan {path}, then migrator execute {path}"
     if cut_data.get("phase") not in (None, "resumed", "aborted"):
-        return (f"interrupted inside a cutover ({cut_data.get('direction')}, phase {cut_data['phase']})",
+        phase, direction = cut_data["phase"], cut_data.get("direction")
+        old, new = ("target", "source") if direction == "reverse" else ("source", "target")
+        if phase == "point_of_no_return":
+            what = f"past its point of no return: the next run finishes it (traffic to the {new})"
+        elif phase == "watchdog_reverted":
+            what = f"the watchdog gave traffic back to the {old}; the next run reverts the rest"
+        else:
+            what = f"before its point of no return: the next run reverts it (traffic on the {old})"
+        return (f"interrupted inside a cutover ({direction}, phase {phase}): {what}",
                 f"migrator execute {path} (finishes or reverts it) or migrator rollback {path}")
     failed = [s for s in steps if s["status"] in ("failed", "undoing", "running")]
     if failed:
