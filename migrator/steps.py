@@ -498,7 +498,15 @@ def reconcile(ctx: MoveContext) -> str:
     data = ctx.data("cutover")
     phase, name = data.get("phase"), data.get("direction", "forward")
     d = _direction(ctx, name)
-    if phase in (None, "aborted"):
+    if phase is None:
+        return data.get("serving", "source")
+    if phase == "aborted":
+        # The abort put replication back as it was, unless its own connections failed
+        # (it then logged "abort left work for the next run"): this is that run.
+        with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
+            replication.drop_subscription(old, d.new_subscription, new)
+            replication.drop_slot(new, d.new_slot)
+            replication.set_subscription_enabled(new, d.old_subscription, True)
         return data.get("serving", "source")
     if phase == "resumed":
         with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
