@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from migrator.dsn import connect, describe
-from migrator.errors import MigratorError, OperationFailed
+from migrator.errors import MigratorError, OperationFailed, ServerUnreachable
 from migrator.playbook import Playbook
 from migrator.state import MoveStatus, StateStore, StepStatus
 from migrator.steps import STEP_NAMES, STEPS, MoveContext, Reporter, describe_failure
@@ -112,7 +112,12 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
         hold(name, f"{undo}end")
     except (MigratorError, Exception) as exc:
         seconds = time.monotonic() - started
-        failure = _server_error(ctx, exc, undo=bool(undo)) if isinstance(exc, psycopg.Error) else exc
+        if isinstance(exc, psycopg.Error):
+            failure = _server_error(ctx, exc, undo=bool(undo))
+        elif isinstance(exc, ServerUnreachable):
+            failure = _unreachable(ctx, exc, undo=bool(undo))
+        else:
+            failure = exc
         store.set_step(move, name, StepStatus.FAILED if during == StepStatus.RUNNING else StepStatus.UNDOING,
                        error=describe_failure(failure), finished=True)
         store.log(move, "error", f"{name} failed: {describe_failure(failure)}", step=name, seconds=seconds)
@@ -154,6 +159,19 @@ def _server_error(ctx: MoveContext, exc: psycopg.Error, *, undo: bool) -> Operat
         f"lost {server}: {describe_failure(exc)}" if lost else describe_failure(exc),
         hint=("once it is reachable again, " if lost else "fix the cause, then ")
         + f"run `migrator {verb}` again: it resumes from this step")
+
+
+def _unreachable(ctx: MoveContext, exc: ServerUnreachable, *, undo: bool) -> ServerUnreachable:
+    """A step that could not (re)connect: name the side, and say how to go on."""
+    message = exc.message
+    for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn)):
+        if f"cannot connect to {describe(dsn)}" in message:
+            message = message.replace(f"cannot connect to {describe(dsn)}",
+                                      f"cannot connect to the {label} ({describe(dsn)})", 1)
+            break
+    verb = "rollback" if undo else "execute"
+    return ServerUnreachable(message, hint=f"once it is reachable again, run `migrator {verb}` again: "
+                             "it resumes from this step")
 
 
 def _answers(dsn: str) -> bool:
