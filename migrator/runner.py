@@ -170,8 +170,8 @@ def _unreachable(ctx: MoveContext, exc: ServerUnreachable, *, undo: bool) -> Ser
                                       f"cannot connect to the {label} ({describe(dsn)})", 1)
             break
     verb = "rollback" if undo else "execute"
-    return ServerUnreachable(message, hint=f"once it is reachable again, run `migrator {verb}` again: "
-                             "it resumes from this step")
+    first = f"{exc.hint}; then " if exc.hint else "once it is reachable again, "
+    return ServerUnreachable(message, hint=f"{first}run `migrator {verb}` again: it resumes from this step")
 
 
 def _answers(dsn: str) -> bool:
