@@ -20,7 +20,7 @@ from faultkit import (ToolProcess, assert_like_before, config_texts, leftover_sl
 from migrator.pgbouncer import PgBouncerConsole
 from migrator.sandbox import APP_DB, GROUP_ENTRY
 from migrator.workload import Workload
-from movekit import assert_sides_identical, demo_move, wait_sides_identical
+from movekit import demo_move, wait_sides_identical
 
 pytestmark = pytest.mark.slow
 
