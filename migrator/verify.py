@@ -344,16 +344,27 @@ class _Comparison:
         return tables
 
     def _scan(self, table: _Table) -> Iterator[int]:
-        """Hash every range on both sides; yields the source rows done so far."""
-        rows = 0
+        """Hash every range on both sides; yields the source rows done so far.
+
+        Each side runs through the ranges at its own pace: in lockstep, every range
+        would wait for the slower side. A range that changed between the two reads
+        is a suspect like any in-flight change, and the re-check settles it."""
         lower: Key | None = None
         for upper in self._boundaries(table):
-            chunk = _Chunk(lower, upper)
-            chunk.source, chunk.target = self._both(lambda conn: self._summary(conn, table, chunk))
-            table.chunks.append(chunk)
-            rows += chunk.source[0]
-            yield rows
+            table.chunks.append(_Chunk(lower, upper))
             lower = upper
+
+        def run(conn: psycopg.Connection, side: str) -> None:
+            for chunk in table.chunks:
+                setattr(chunk, side, self._summary(conn, table, chunk))
+
+        sides = [self.pool.submit(run, self.source, "source"), self.pool.submit(run, self.target, "target")]
+        while not all(future.done() for future in sides):
+            time.sleep(0.1)
+            yield sum(c.source[0] for c in table.chunks if c.source is not None)
+        for future in sides:
+            future.result()
+        yield sum(c.source[0] for c in table.chunks)
         self._count(table)
 
     def _boundaries(self, table: _Table) -> Iterator[Key | None]:
