@@ -30,12 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import psycopg
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from benchlib import cluster_cpu_seconds
 from migrator import names
 from migrator.playbook import format_size, load_playbook
 from migrator.sandbox import APP_DB, build_move_topology, create_demo_schema
@@ -60,21 +60,6 @@ def replicate(move, book) -> float:
                           "FROM pg_catalog.pg_subscription_rel").fetchone() != (0, len(book.tables)):
             time.sleep(0.5)
     return time.monotonic() - started
-
-
-def cpu_seconds(cluster) -> float:
-    """CPU time used so far by a cluster: the postmaster, its live processes and the
-    backends it has already reaped (verify's connections end before we look)."""
-    postmaster = psutil.Process(int((cluster.datadir / "postmaster.pid").read_text().split()[0]))
-    own = postmaster.cpu_times()
-    total = own.user + own.system + own.children_user + own.children_system
-    for child in postmaster.children(recursive=True):
-        try:
-            times = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def reaped(move) -> None:
@@ -116,11 +101,11 @@ def main() -> None:
         runs = []
         for number in range(1, args.runs + 1):
             load = os.getloadavg()[0]
-            cpu = [cpu_seconds(c) for c in (move.source, move.target)]
+            cpu = [cluster_cpu_seconds(c) for c in (move.source, move.target)]
             with console.status(f"verify run {number}/{args.runs}"):
                 report = verify(book, chunk_rows=args.chunk_rows)
             reaped(move)
-            cpu = [round(cpu_seconds(c) - before, 2) for c, before in zip((move.source, move.target), cpu)]
+            cpu = [round(cluster_cpu_seconds(c) - before, 2) for c, before in zip((move.source, move.target), cpu)]
             runs.append({"run": number, "seconds": report.seconds, "mb_per_s": report.mb_per_s,
                          "server_cpu_seconds": {"source": cpu[0], "target": cpu[1]},
                          "mb_per_cpu_second": round(report.bytes / 1024**2 / max(cpu), 1),
