@@ -250,16 +250,41 @@ def _sequences(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> 
 
 
 def _functions(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
+    # Every function the group's objects call: triggers, and through pg_depend, column
+    # defaults and generated columns, constraints and index expressions. Built-ins and
+    # extension members come with the server or the extension, not with the move.
     rows = conn.execute(
         """
+        WITH used(fn) AS (
+            SELECT tg.tgfoid FROM pg_catalog.pg_trigger tg
+            WHERE tg.tgrelid = ANY(%(group)s) AND NOT tg.tgisinternal
+            UNION
+            SELECT d.refobjid FROM pg_catalog.pg_depend d
+            JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
+            WHERE d.classid = 'pg_catalog.pg_attrdef'::regclass AND ad.adrelid = ANY(%(group)s)
+              AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+            UNION
+            SELECT d.refobjid FROM pg_catalog.pg_depend d
+            JOIN pg_catalog.pg_constraint k ON k.oid = d.objid
+            WHERE d.classid = 'pg_catalog.pg_constraint'::regclass AND k.conrelid = ANY(%(group)s)
+              AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+            UNION
+            SELECT d.refobjid FROM pg_catalog.pg_depend d
+            JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
+            WHERE d.classid = 'pg_catalog.pg_class'::regclass AND i.indrelid = ANY(%(group)s)
+              AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+        )
         SELECT DISTINCT n.nspname, p.oid::regprocedure::text, pg_catalog.pg_get_functiondef(p.oid)
-        FROM pg_catalog.pg_trigger tg
-        JOIN pg_catalog.pg_proc p ON p.oid = tg.tgfoid
+        FROM used u
+        JOIN pg_catalog.pg_proc p ON p.oid = u.fn
         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-        WHERE tg.tgrelid = ANY(%s) AND NOT tg.tgisinternal
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind = 'f'
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                          WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid
+                            AND e.deptype = 'e')
+        ORDER BY 2
         """,
-        (group,),
+        {"group": group},
     ).fetchall()
     out.functions = [(schema, signature, body) for schema, signature, body in rows]
 

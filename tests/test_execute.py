@@ -72,6 +72,8 @@ def test_execute_under_load_moves_every_row_and_reroutes(make_move, tmp_path):
 
 FIDELITY_SCHEMA = """
 CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy');
+CREATE FUNCTION public.default_title() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'untitled' $$;
+CREATE FUNCTION public.positive(n numeric) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT n >= 0 $$;
 CREATE SEQUENCE public.ticket_seq START 1000;
 CREATE TABLE public.tickets (
     id bigint PRIMARY KEY DEFAULT nextval('public.ticket_seq'),
@@ -81,10 +83,11 @@ CREATE TABLE public.tickets (
     price numeric(10,2) NOT NULL DEFAULT 0,
     qty integer NOT NULL DEFAULT 1,
     total numeric GENERATED ALWAYS AS (price * qty) STORED,
-    title text NOT NULL,
+    title text NOT NULL DEFAULT public.default_title(),
     closed boolean NOT NULL DEFAULT false,
     touched_at timestamptz,
-    CHECK (qty > 0)
+    CHECK (qty > 0),
+    CHECK (public.positive(price))
 );
 CREATE INDEX tickets_open_idx ON public.tickets (id) WHERE NOT closed;
 CREATE INDEX tickets_title_idx ON public.tickets (lower(title));
@@ -155,6 +158,9 @@ def test_schema_is_faithful_on_the_target(make_move, tmp_path):
         assert note == 301  # the identity column continued too
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("INSERT INTO public.tickets (title, qty) VALUES ('bad', 0)")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO public.tickets (title, price) VALUES ('bad', -1)")
+        assert conn.execute("INSERT INTO public.tickets DEFAULT VALUES RETURNING title").fetchone() == ("untitled",)
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             conn.execute("INSERT INTO public.ticket_notes (ticket_id, note) VALUES (-1, 'orphan')")
 
