@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# Debian starts a system PgBouncer on install; the tool never uses it.
+# Postgres and PgBouncer refuse to run as root: the local topology runs them as `postgres`.
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
 fi
