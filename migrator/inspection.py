@@ -168,9 +168,6 @@ class ForeignKey:
     definition: str                # pg_get_constraintdef()
     crosses_group: bool            # exactly one of the two tables is in the group
 
-    def other_side(self, table: TableName) -> TableName:
-        return self.references if table == self.table else self.table
-
 
 @dataclass(frozen=True)
 class TriggerFacts:

@@ -13,7 +13,7 @@ an empty search_path so every name in them is schema-qualified.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -562,8 +562,3 @@ def _pgbouncer_dict(bouncer: Any) -> dict[str, Any]:
         "config_entry": bouncer.config_entry,
     }
 
-
-def statements_on(plan: Plan, on: str) -> Iterator[Statement]:
-    """Every planned statement that runs on `on` ('source' or 'target')."""
-    for step in plan.steps:
-        yield from (s for s in step.statements if s.on == on)

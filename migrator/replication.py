@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from migrator import names
-from migrator.dsn import first_line
 from migrator.errors import OperationFailed
 from migrator.playbook import TableName
 
@@ -319,15 +317,6 @@ class MarkerTimeout(OperationFailed):
     pass
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.2,
-               what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise OperationFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------- sequences
 
 
@@ -353,6 +342,3 @@ def write_sequences(conn: psycopg.Connection, values: list[tuple[str, str, int, 
     ]
     conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
 
-
-def describe_error(exc: BaseException) -> str:
-    return first_line(exc)

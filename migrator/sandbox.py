@@ -234,12 +234,6 @@ class SandboxInfo:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def _masked_url(url: str) -> str:
-    from migrator.dsn import mask_secrets
-
-    return mask_secrets(url)
-
-
 def _info(directory: Path, move: MoveTopology, created: bool, scale: int) -> SandboxInfo:
     passfile = directory / PASSFILE
     suffix = f"?passfile={passfile}"

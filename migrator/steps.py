@@ -574,12 +574,5 @@ STEPS: tuple[Step, ...] = (
 STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
 
 
-def step_named(name: str) -> Step:
-    for step in STEPS:
-        if step.name == name:
-            return step
-    raise OperationFailed(f"no step {name!r}; steps are: {', '.join(STEP_NAMES)}")
-
-
 def describe_failure(exc: BaseException) -> str:
     return exc.message if isinstance(exc, OperationFailed) else first_line(exc)

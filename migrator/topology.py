@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
@@ -642,7 +642,7 @@ def _tail(path: Path, lines: int) -> str:
         return "(no log)"
 
 
-def remove_tree(path: Path, keep: Iterable[str] = ()) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a directory the topology made (files owned by the server user included)."""
     if path.exists():
         shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from migrator.pgbouncer import PgBouncerConsole
-from migrator.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY, GROUP_TABLES
+from migrator.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY
 from migrator.state import StateStore
 from migrator.workload import Workload
 from movekit import DemoMove, assert_sides_identical, demo_move, wait_sides_identical

@@ -577,8 +577,6 @@ def test_a_second_execute_or_rollback_is_refused_while_one_runs(make_move, tmp_p
 
 
 def test_rollback_after_complete_is_refused_with_an_explanation(make_move, tmp_path):
-    from migrator.complete import complete  # noqa: F401 - the command this case needs
-
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
     with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
