@@ -43,7 +43,7 @@ def _cpu_model() -> str:
 
 
 def _pgbouncer_version() -> str:
-    from migrator.topology import pgbouncer_binary
+    from migrator.lab.topology import pgbouncer_binary
 
     try:
         out = subprocess.run([str(pgbouncer_binary()), "--version"], capture_output=True, text=True).stdout
@@ -174,7 +174,7 @@ def rerun_command() -> str:
 
 
 def _load_main(pipe, specs: dict) -> None:
-    from migrator.workload import Workload
+    from migrator.lab.workload import Workload
 
     loads = {name: Workload(dsn, **kwargs) for name, (dsn, kwargs) in specs.items()}
     for load in loads.values():
@@ -196,7 +196,7 @@ def _load_main(pipe, specs: dict) -> None:
 
 
 class LoadProcess:
-    """migrator.workload.Workload clients in a child process, so that the client threads
+    """migrator.lab.workload.Workload clients in a child process, so that the client threads
     and the tool under test do not share one interpreter (and its GIL), as in production.
     Windows are time.monotonic() instants, the same clock in both processes on Linux."""
 

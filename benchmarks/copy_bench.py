@@ -49,13 +49,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchlib  # noqa: E402
+
+from migrator.lab.sandbox import (  # noqa: E402
+    APP_DB,
+    APP_ROLE,
+    GROUP_TABLES,
+    build_move_topology,
+    create_demo_schema,
+)
+from migrator.lab.topology import LOGICAL_SETTINGS, postgres_bindir, remove_tree  # noqa: E402
+from migrator.move.runner import execute, rollback  # noqa: E402
+from migrator.move.state import StateStore  # noqa: E402
+from migrator.move.steps import Reporter  # noqa: E402
 from migrator.playbook import TableName, load_playbook  # noqa: E402
-from migrator.runner import execute, rollback  # noqa: E402
-from migrator.sandbox import APP_DB, APP_ROLE, GROUP_TABLES, build_move_topology, create_demo_schema  # noqa: E402
-from migrator.schema import read_group_schema  # noqa: E402
-from migrator.state import StateStore  # noqa: E402
-from migrator.steps import Reporter  # noqa: E402
-from migrator.topology import LOGICAL_SETTINGS, postgres_bindir, remove_tree  # noqa: E402
+from migrator.postgres.ddl import read_group_schema  # noqa: E402
 
 MIN_BYTES = 250 * 1024 * 1024
 DEFAULT_SCALE = 450            # ~0.56 MiB of table data per unit: 251.6 MiB

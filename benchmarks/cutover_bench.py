@@ -44,13 +44,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchlib  # noqa: E402
+
 from migrator import names  # noqa: E402
-from migrator.pgbouncer import PgBouncerConsole  # noqa: E402
+from migrator.lab.sandbox import (  # noqa: E402
+    APP_DB,
+    GROUP_ENTRY,
+    GROUP_TABLES,
+    WHOLE_ENTRY,
+    build_move_topology,
+    create_demo_schema,
+)
+from migrator.lab.topology import remove_tree  # noqa: E402
+from migrator.move.runner import execute, rollback  # noqa: E402
+from migrator.move.state import StateStore  # noqa: E402
+from migrator.pgbouncer.console import PgBouncerConsole  # noqa: E402
 from migrator.playbook import load_playbook  # noqa: E402
-from migrator.runner import execute, rollback  # noqa: E402
-from migrator.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, WHOLE_ENTRY, build_move_topology, create_demo_schema  # noqa: E402
-from migrator.state import StateStore  # noqa: E402
-from migrator.topology import remove_tree  # noqa: E402
 
 GOAL_MAX_PAUSE = 1.0
 GOAL_MEDIAN_PAUSE = 0.3

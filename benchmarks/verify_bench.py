@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/verify_bench.py [--scale 450] [--runs 3] [--chunk-rows 100000]
 
-Builds a throwaway topology with `migrator.sandbox` (two local clusters and PgBouncer),
+Builds a throwaway topology with `migrator.lab.sandbox` (two local clusters and PgBouncer),
 seeds the demo schema on the source at --scale thousand files, copies the group to the
 target by logical replication under the names a move uses (so verify's catch-up wait
 finds the subscription, as during a move), vacuums both sides (the visibility map and
@@ -31,15 +31,15 @@ import time
 from pathlib import Path
 
 import psycopg
+from benchlib import cluster_cpu_seconds
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from benchlib import cluster_cpu_seconds
 from migrator import names
+from migrator.lab.sandbox import APP_DB, build_move_topology, create_demo_schema
 from migrator.playbook import format_size, load_playbook
-from migrator.sandbox import APP_DB, build_move_topology, create_demo_schema
-from migrator.verify import DEFAULT_CHUNK_ROWS, verify
+from migrator.verify.compare import DEFAULT_CHUNK_ROWS, verify
 
 RESULTS = Path(__file__).parent / "results" / "verify.json"
 console = Console(highlight=False)

@@ -106,7 +106,7 @@ def sandbox_up_cmd(out: Output, directory: Path, scale: int) -> None:
     Example:
       migrator sandbox up --dir ./sandbox --scale 100
     """
-    from migrator.sandbox import sandbox_up
+    from migrator.lab.sandbox import sandbox_up
 
     with out.status("starting the sandbox (two clusters, PgBouncer, demo data)"):
         info = sandbox_up(directory, scale=scale)
@@ -123,7 +123,7 @@ def sandbox_down_cmd(out: Output, directory: Path) -> None:
     Example:
       migrator sandbox down --dir ./sandbox
     """
-    from migrator.sandbox import sandbox_down
+    from migrator.lab.sandbox import sandbox_down
 
     left = sandbox_down(directory)
     out.sandbox_down(directory.absolute(), left)
@@ -139,7 +139,7 @@ def sandbox_status_cmd(out: Output, directory: Path) -> None:
     Example:
       migrator sandbox status --dir ./sandbox --json
     """
-    from migrator.sandbox import sandbox_status
+    from migrator.lab.sandbox import sandbox_status
 
     out.sandbox_info(sandbox_status(directory), verb="status")
 
@@ -148,7 +148,7 @@ def sandbox_status_cmd(out: Output, directory: Path) -> None:
 
 
 def _copy_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    from migrator.plan import parse_rate
+    from migrator.plan.build import parse_rate
 
     try:
         return parse_rate(value)
@@ -174,7 +174,7 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int) -> None:
       migrator plan playbook.yaml --copy-rate 50MB/s --json | jq '.blocking'
     """
     from migrator.errors import PlanBlocked
-    from migrator.plan import make_plan
+    from migrator.plan.build import make_plan
     from migrator.playbook import load_playbook
 
     book = load_playbook(playbook)
@@ -201,8 +201,8 @@ _state_option = click.option(
 
 
 def _open(playbook_path: Path, state_url: str | None):
+    from migrator.move.state import StateStore, default_url
     from migrator.playbook import load_playbook
-    from migrator.state import StateStore, default_url
 
     playbook = load_playbook(playbook_path)
     return playbook, StateStore(state_url or default_url(playbook_path))
@@ -225,8 +225,8 @@ def execute(out: Output, playbook: Path, until: str | None, state_url: str | Non
       migrator execute playbook.yaml --until cutover
       migrator execute playbook.yaml
     """
-    from migrator.runner import execute as run_execute
-    from migrator.status import move_report
+    from migrator.move.runner import execute as run_execute
+    from migrator.move.status import move_report
 
     book, store = _open(playbook, state_url)
     result = run_execute(book, store, until=until, reporter=out.step_reporter())
@@ -250,8 +250,8 @@ def rollback(out: Output, playbook: Path, to: str | None, keep_target: bool, sta
       migrator rollback playbook.yaml
       migrator rollback playbook.yaml --to replicate
     """
-    from migrator.runner import rollback as run_rollback
-    from migrator.status import move_report
+    from migrator.move.runner import rollback as run_rollback
+    from migrator.move.status import move_report
 
     book, store = _open(playbook, state_url)
     result = run_rollback(book, store, to=to, keep_target=keep_target, reporter=out.step_reporter())
@@ -269,7 +269,7 @@ def status(out: Output, playbook: Path, state_url: str | None) -> None:
     Example:
       migrator status playbook.yaml --json
     """
-    from migrator.status import move_report
+    from migrator.move.status import move_report
 
     book, store = _open(playbook, state_url)
     out.move_report(move_report(book, store))
@@ -297,7 +297,7 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int) -> None:
       migrator verify playbook.yaml --json | jq '.tables[] | select(.identical | not)'
     """
     from migrator.playbook import load_playbook
-    from migrator.verify import verify
+    from migrator.verify.compare import verify
 
     book = load_playbook(playbook)
     with out.verify_progress() as progress:
@@ -325,9 +325,9 @@ def complete(out: Output, playbook: Path, drop_source: bool, yes: bool, state_ur
       migrator complete playbook.yaml
       migrator complete playbook.yaml --drop-source --yes
     """
-    from migrator.complete import check_completable
-    from migrator.complete import complete as run_complete
     from migrator.errors import PlaybookError
+    from migrator.move.complete import check_completable
+    from migrator.move.complete import complete as run_complete
 
     book, store = _open(playbook, state_url)
     check_completable(book, store)
@@ -361,8 +361,8 @@ def demo(out: Output, directory: Path | None, scale: int, keep: bool) -> None:
       migrator demo
       migrator demo --scale 100 --keep --dir ./sandbox
     """
-    from migrator.demo import run_demo
     from migrator.errors import OperationFailed
+    from migrator.lab.demo import run_demo
 
     figures = run_demo(out, directory=directory, scale=scale, keep=keep)
     if not figures.ok:

@@ -7,6 +7,8 @@ failed and what to do.
 
 from __future__ import annotations
 
+from migrator.masking import mask_secrets
+
 
 class MigratorError(Exception):
     """Base of every error the tool reports to the user as one clean line."""
@@ -14,8 +16,6 @@ class MigratorError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        from migrator.dsn import mask_secrets
-
         self.message = mask_secrets(message)
         self.hint = mask_secrets(hint) if hint else None
         super().__init__(self.message)

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from migrator.dsn import mask_secrets
+from migrator.masking import mask_secrets
 
 
 @dataclass

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator import topology
-from migrator.sandbox import build_move_topology
+from migrator.lab import topology
+from migrator.lab.sandbox import build_move_topology
 
 PASSWORD = "Pw-" + secrets.token_hex(6)
 BACKEND_ENV = "MIGRATOR_TEST_BACKEND"
@@ -34,7 +34,7 @@ def backend_name() -> str:
         return chosen
     if chosen:
         raise pytest.UsageError(f"{BACKEND_ENV}={chosen!r}: use 'local' or 'testcontainers'")
-    from migrator.containers import docker_available
+    from migrator.lab.containers import docker_available
 
     return "testcontainers" if docker_available() else "local"
 
@@ -93,7 +93,7 @@ def make_move(request, workdir, templates):
     def make(*, source_version=None, target_version=None, pgbouncers=1, durable=False):
         root = workdir / f"{request.node.name[:40]}-{next(counter)}-{secrets.token_hex(3)}"
         if backend_name() == "testcontainers":
-            from migrator.containers import build_container_move
+            from migrator.lab.containers import build_container_move
 
             move = build_container_move(
                 root, source_version=source_version, target_version=target_version,

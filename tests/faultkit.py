@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from migrator.pgbouncer import PgBouncerConsole
-from migrator.sandbox import APP_DB, GROUP_ENTRY
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY
+from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.testhooks import PAUSE_AT_ENV
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from migrator.cli import cli
+from migrator.lab.sandbox import APP_DB, GROUP_TABLES, MoveTopology, create_demo_schema
 from migrator.playbook import Playbook, load_playbook
-from migrator.sandbox import APP_DB, GROUP_TABLES, MoveTopology, create_demo_schema
 
 
 @dataclass

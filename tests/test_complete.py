@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import psycopg
-
-from migrator.sandbox import APP_DB
 from movekit import demo_move, wait_sides_identical
+
+from migrator.lab.sandbox import APP_DB
 
 
 def leftovers(dsn: str) -> dict:

@@ -18,8 +18,9 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from migrator import containers, sandbox
-from migrator.containers import (
+from migrator.errors import OperationFailed, PlaybookError
+from migrator.lab import containers, sandbox
+from migrator.lab.containers import (
     INITDB_ARGS,
     PGBOUNCER_IMAGE,
     POD_IMAGE,
@@ -33,11 +34,17 @@ from migrator.containers import (
     postgres_command,
     route,
 )
-from migrator.errors import OperationFailed, PlaybookError
-from migrator.pgbouncer import DatabaseEntry, entry_for, read_entry, rewrite_entry
+from migrator.lab.sandbox import (
+    APP_DB,
+    APP_ROLE,
+    GROUP_ENTRY,
+    GROUP_TABLES,
+    WHOLE_ENTRY,
+)
+from migrator.lab.topology import DEFAULT_SUPERUSER
+from migrator.pgbouncer.config import entry_for, read_entry, rewrite_entry
+from migrator.pgbouncer.console import DatabaseEntry
 from migrator.playbook import load_playbook, parse_playbook
-from migrator.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY, GROUP_TABLES, WHOLE_ENTRY
-from migrator.topology import DEFAULT_SUPERUSER
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -146,12 +153,12 @@ def expected_files(monkeypatch) -> dict[Path, str]:
     ini = pgbouncer_ini({WHOLE_ENTRY: source_route, GROUP_ENTRY: source_route}, listen_port=PGBOUNCER_PORT)
     return {
         INITDB / "01-app.sql": as_script(
-            f"The app role and database (migrator.sandbox.create_app_database), on source and target.\n"
+            f"The app role and database (migrator.lab.sandbox.create_app_database), on source and target.\n"
             f"{GENERATED}\nSandbox-only password, the same as in compose/pgbouncer/userlist.txt.",
             setup,
         ),
         INITDB / "02-demo-schema.sql": as_script(
-            f"The demo schema and the app role's grants (migrator.sandbox.create_demo_schema).\n{GENERATED}",
+            f"The demo schema and the app role's grants (migrator.lab.sandbox.create_demo_schema).\n{GENERATED}",
             schema,
         ),
         INITDB / "03-demo-data.sql": as_script(
@@ -270,7 +277,7 @@ def test_compose_init_sql_is_the_sandbox_setup_schema_and_data(monkeypatch):
     expected = expected_files(monkeypatch)
     for path in (INITDB / "01-app.sql", INITDB / "02-demo-schema.sql", INITDB / "03-demo-data.sql"):
         assert path.read_text() == expected[path], (
-            f"{path.relative_to(REPO)} is out of date with migrator.sandbox: "
+            f"{path.relative_to(REPO)} is out of date with migrator.lab.sandbox: "
             "rewrite it with .venv/bin/python tests/test_compose.py"
         )
     assert sandbox.DEMO_SCHEMA.strip() in (INITDB / "02-demo-schema.sql").read_text()

@@ -7,12 +7,12 @@ import time
 
 import psycopg
 import pytest
-
-from migrator.pgbouncer import PgBouncerConsole
-from migrator.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY
-from migrator.state import StateStore
-from migrator.workload import Workload
 from movekit import DemoMove, assert_sides_identical, demo_move, wait_sides_identical
+
+from migrator.lab.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY
+from migrator.lab.workload import Workload
+from migrator.move.state import StateStore
+from migrator.pgbouncer.console import PgBouncerConsole
 
 
 def app_conn(move, entry=GROUP_ENTRY):

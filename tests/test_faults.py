@@ -14,13 +14,22 @@ import time
 
 import psycopg
 import pytest
-
-from faultkit import (ToolProcess, assert_like_before, config_texts, leftover_slots, routes, snapshot_everything,
-                      unwritable, wait_for, wait_unpaused)
-from migrator.pgbouncer import PgBouncerConsole
-from migrator.sandbox import APP_DB, GROUP_ENTRY
-from migrator.workload import Workload
+from faultkit import (
+    ToolProcess,
+    assert_like_before,
+    config_texts,
+    leftover_slots,
+    routes,
+    snapshot_everything,
+    unwritable,
+    wait_for,
+    wait_unpaused,
+)
 from movekit import demo_move, wait_sides_identical
+
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY
+from migrator.lab.workload import Workload
+from migrator.pgbouncer.console import PgBouncerConsole
 
 pytestmark = pytest.mark.slow
 
@@ -253,8 +262,8 @@ def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, tmp
 
 def test_the_record_decides_between_the_tool_and_the_watchdog(tmp_path):
     """Exactly one of them decides, by compare-and-set on the cutover's phase."""
-    from migrator.state import StateStore
-    from migrator.watchdog import REVERTED_PHASE, WatchdogOrders, decide
+    from migrator.move.state import StateStore
+    from migrator.move.watchdog import REVERTED_PHASE, WatchdogOrders, decide
 
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     orders = WatchdogOrders(move="m", deadline=0, old_dsn="", new_dsn="", restore_old=[], grant_new=[])

@@ -10,18 +10,18 @@ import pytest
 import yaml
 
 from migrator import names
-from migrator.dsn import connect
-from migrator.findings import check
-from migrator.inspection import (
+from migrator.lab.sandbox import APP_DB, APP_ROLE, GROUP_TABLES, create_demo_schema
+from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.plan.findings import check
+from migrator.plan.inspection import (
     foreign_keys,
     inspect_move,
     secondary_indexes,
     sequences_used,
     table_facts,
 )
-from migrator.pgbouncer import PgBouncerConsole
 from migrator.playbook import TableName, parse_playbook
-from migrator.sandbox import APP_DB, APP_ROLE, GROUP_TABLES, create_demo_schema
+from migrator.postgres.connection import connect
 
 T = TableName.parse
 
@@ -361,7 +361,7 @@ def test_pgbouncer_config_problems_block(move, tmp_path):
 
 
 def test_inspection_is_read_only_even_if_a_query_tried_to_write(move):
-    from migrator.inspection import _read_only
+    from migrator.plan.inspection import _read_only
 
     with _read_only(move.source.dsn(APP_DB), "source") as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):

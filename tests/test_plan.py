@@ -12,14 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
+from conftest import PASSWORD
 
 from migrator.cli import cli
 from migrator.errors import MissingBinary
-from migrator.pgbouncer import PgBouncerConsole
-from migrator.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
-from migrator.topology import FAST_SETTINGS, LOGICAL_SETTINGS, postgres_bindir
-
-from conftest import PASSWORD
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
+from migrator.lab.topology import FAST_SETTINGS, LOGICAL_SETTINGS, postgres_bindir
+from migrator.pgbouncer.console import PgBouncerConsole
 
 # The keys of `plan --json` (README "Plan"): scripts rely on them, so they only grow.
 PLAN_KEYS = {

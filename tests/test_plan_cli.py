@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from migrator.cli import cli
-from migrator.findings import CODES
+from migrator.plan.findings import CODES
 
 PASSWORD = "pl4n-s3cret"
 README = Path(__file__).resolve().parent.parent / "README.md"

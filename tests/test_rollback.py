@@ -13,15 +13,21 @@ import time
 import psycopg
 import pytest
 import yaml
-
 from click.testing import CliRunner
-
-from faultkit import (ToolProcess, assert_like_before, config_texts, leftover_slots, routes, snapshot_everything,
-                      wait_for)
-from migrator.cli import cli
-from migrator.sandbox import APP_DB, GROUP_ENTRY
-from migrator.workload import Workload
+from faultkit import (
+    ToolProcess,
+    assert_like_before,
+    config_texts,
+    leftover_slots,
+    routes,
+    snapshot_everything,
+    wait_for,
+)
 from movekit import DemoMove, assert_sides_identical, demo_move, wait_sides_identical
+
+from migrator.cli import cli
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY
+from migrator.lab.workload import Workload
 
 
 def status_of(demo) -> dict:

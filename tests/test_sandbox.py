@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+
 import psycopg
 import yaml
 from click.testing import CliRunner
 
 from migrator.cli import cli
-from migrator.topology import Topology, process_alive
+from migrator.lab.topology import Topology
+from migrator.move.state import process_alive
 
 
 def run(*args):

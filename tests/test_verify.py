@@ -18,11 +18,11 @@ from psycopg import sql
 from migrator import names
 from migrator.cli import cli
 from migrator.errors import MissingBinary
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
+from migrator.lab.topology import postgres_bindir
+from migrator.lab.workload import Workload
 from migrator.playbook import load_playbook
-from migrator.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
-from migrator.topology import postgres_bindir
-from migrator.verify import verify
-from migrator.workload import Workload
+from migrator.verify.compare import verify
 
 
 def replicated(move, tmp_path, *, scale: int = 1):

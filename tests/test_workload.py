@@ -10,9 +10,9 @@ import time
 import psycopg
 import pytest
 
-from migrator.pgbouncer import PgBouncerConsole
-from migrator.sandbox import APP_DB, GROUP_ENTRY, WHOLE_ENTRY, create_demo_schema
-from migrator.workload import Workload
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, WHOLE_ENTRY, create_demo_schema
+from migrator.lab.workload import Workload
+from migrator.pgbouncer.console import PgBouncerConsole
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
--- The demo schema and the app role's grants (migrator.sandbox.create_demo_schema).
+-- The demo schema and the app role's grants (migrator.lab.sandbox.create_demo_schema).
 -- Generated from migrator's code by tests/test_compose.py; do not edit.
 \connect app
 CREATE TYPE public.file_kind AS ENUM ('document', 'image', 'video', 'other');

@@ -20,17 +20,24 @@ from typing import Any
 from psycopg import sql
 
 from migrator import names
-from migrator.dsn import describe, mask_secrets
-from migrator.findings import BLOCK, Finding, blocking, check
-from migrator.inspection import (
+from migrator.masking import mask_secrets
+from migrator.pgbouncer.config import entry_for
+from migrator.plan.findings import BLOCK, Finding, blocking, check
+from migrator.plan.inspection import (
     LONG_TRANSACTION_AFTER,
     ServerFacts,
     Snapshot,
     TableFacts,
     inspect_move,
 )
-from migrator.pgbouncer import entry_for
-from migrator.playbook import Playbook, TableName, format_duration, format_size, parse_size
+from migrator.playbook import (
+    Playbook,
+    TableName,
+    format_duration,
+    format_size,
+    parse_size,
+)
+from migrator.postgres.connection import describe
 
 __all__ = [
     "DEFAULT_COPY_RATE",
@@ -366,7 +373,7 @@ def _prepare_reverse(playbook: Playbook, tables: list[TableFacts]) -> PlannedSte
 
 def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
     """The statements of cutover.Cutover, in its order (keep the two in step)."""
-    from migrator.schema import privilege_statements
+    from migrator.postgres.ddl import privilege_statements
 
     bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
     privileges = snapshot.schema.app_privileges if snapshot.schema is not None else []
@@ -438,7 +445,7 @@ def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
 
 
 def _entry_value(current: str | None, dsn: str) -> str:
-    from migrator.cutover import entry_value
+    from migrator.move.cutover import entry_value
 
     if current is None:
         return entry_for(dsn)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from migrator.dsn import first_line, with_options
+from migrator.postgres.connection import first_line, with_options
 
 __all__ = ["MIXES", "Workload", "WorkloadResult"]
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from migrator.errors import MissingBinary, OperationFailed
+from migrator.move.state import process_alive
 
 DEFAULT_SUPERUSER = "migrator"
 RUN_AS_ENV = "MIGRATOR_RUN_AS"
@@ -602,21 +603,6 @@ def _start_with_fresh_port(cluster: PostgresCluster, settings: Mapping[str, str]
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 
 import psycopg
 
-from migrator.dsn import connect, describe
 from migrator.errors import MigratorError, OperationFailed, ServerUnreachable
+from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.steps import (
+    STEP_NAMES,
+    STEPS,
+    MoveContext,
+    Reporter,
+    describe_failure,
+)
 from migrator.playbook import Playbook
-from migrator.state import MoveStatus, StateStore, StepStatus
-from migrator.steps import STEP_NAMES, STEPS, MoveContext, Reporter, describe_failure
+from migrator.postgres.connection import connect, describe
 from migrator.testhooks import hold
 
 

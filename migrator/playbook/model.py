@@ -37,8 +37,9 @@ from pydantic import (
     model_validator,
 )
 
-from migrator.dsn import describe, mask_secrets
 from migrator.errors import PlaybookError
+from migrator.masking import mask_secrets
+from migrator.postgres.connection import describe
 
 __all__ = [
     "CutoverSettings",

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from migrator import names, replication
-from migrator.dsn import connect, describe, first_line
+from migrator import names
 from migrator.errors import OperationFailed
-from migrator.pgbouncer import PgBouncerConsole, read_entry
+from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.steps import STEP_NAMES
+from migrator.pgbouncer.config import read_entry
+from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.playbook import Playbook
-from migrator.state import MoveStatus, StateStore, StepStatus
-from migrator.steps import STEP_NAMES
+from migrator.postgres import replication
+from migrator.postgres.connection import connect, describe, first_line
 
 
 @dataclass
@@ -84,7 +86,7 @@ def routes(playbook: Playbook) -> list[Route]:
 
 
 def _config_side(value: str, playbook: Playbook) -> str:
-    from migrator.pgbouncer import DatabaseEntry
+    from migrator.pgbouncer.console import DatabaseEntry
 
     params = dict(token.partition("=")[::2] for token in value.split())
     entry = DatabaseEntry("", params.get("host"), int(params["port"]) if params.get("port") else 5432,

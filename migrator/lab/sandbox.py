@@ -18,7 +18,7 @@ import yaml
 from psycopg import sql
 
 from migrator.errors import OperationFailed
-from migrator.topology import Topology, remove_tree
+from migrator.lab.topology import Topology, remove_tree
 
 APP_DB = "app"
 APP_ROLE = "app"
@@ -297,8 +297,8 @@ def _write_passfile(directory: Path, move: MoveTopology) -> None:
     passfile.write_text("\n".join(lines) + "\n")
     passfile.chmod(0o600)
     if move.topology.run_as:
-        import pwd
         import os
+        import pwd
 
         entry = pwd.getpwnam(move.topology.run_as)
         os.chown(passfile, entry.pw_uid, entry.pw_gid)

@@ -7,32 +7,15 @@ translated here, at the one seam, into the project's own exceptions.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from migrator.errors import ServerUnreachable
+from migrator.masking import mask_secrets
 
 APPLICATION_NAME = "migrator"
-MASK = "****"
-
-# postgresql://user:secret@host/db  and  key=value password=secret  forms.
-_URL_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.I)
-_QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]+)", re.I)
-
-
-def mask_secrets(text: str) -> str:
-    """Replace every password in DSNs found in text with ****."""
-    if not text:
-        return text
-    text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
-    text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
-    return _QUERY_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
-
-
 def describe(dsn: str) -> str:
     """A short, secret-free name for a server: user@host:port/dbname."""
     try:

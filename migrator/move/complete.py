@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 
 from psycopg import sql
 
-from migrator import names, replication
-from migrator.dsn import connect
+from migrator import names
 from migrator.errors import OperationFailed
+from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.playbook import Playbook
-from migrator.state import MoveStatus, StateStore, StepStatus
+from migrator.postgres import replication
+from migrator.postgres.connection import connect
 
 
 @dataclass

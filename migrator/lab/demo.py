@@ -13,10 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from migrator.errors import OperationFailed
+from migrator.lab.sandbox import (
+    GROUP_ENTRY,
+    STATE_FILE,
+    WHOLE_ENTRY,
+    sandbox_down,
+    sandbox_up,
+)
+from migrator.move.state import StateStore, default_url
 from migrator.output import Output
 from migrator.playbook import load_playbook
-from migrator.sandbox import GROUP_ENTRY, STATE_FILE, WHOLE_ENTRY, sandbox_down, sandbox_up
-from migrator.state import StateStore, default_url
 
 
 @dataclass
@@ -35,11 +41,11 @@ class DemoFigures:
 
 def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, keep: bool = False,
              clients: int = 16, rate: float = 400) -> DemoFigures:
-    from migrator import runner
-    from migrator.complete import complete
-    from migrator.plan import make_plan
-    from migrator.verify import verify
-    from migrator.workload import Workload
+    from migrator.lab.workload import Workload
+    from migrator.move import runner
+    from migrator.move.complete import complete
+    from migrator.plan.build import make_plan
+    from migrator.verify.compare import verify
 
     if directory is None:
         parent = Path(tempfile.mkdtemp(prefix="migrator-demo-"))

@@ -51,7 +51,7 @@ class Watchdog:
     def __init__(self) -> None:
         # Started before the pause: a Python start-up costs far more than the pause.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "migrator.watchdog"],
+            [sys.executable, "-m", "migrator.move.watchdog"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -149,7 +149,7 @@ def _open_store(orders: WatchdogOrders):
     if not orders.state_url:
         return None
     try:
-        from migrator.state import StateStore
+        from migrator.move.state import StateStore
 
         return StateStore(orders.state_url)
     except Exception:  # noqa: BLE001
@@ -157,7 +157,8 @@ def _open_store(orders: WatchdogOrders):
 
 
 def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
-    from migrator.pgbouncer import PgBouncerConsole, rewrite_entry, read_entry
+    from migrator.pgbouncer.config import read_entry, rewrite_entry
+    from migrator.pgbouncer.console import PgBouncerConsole
 
     errors = []
     if forward:
@@ -206,7 +207,7 @@ def _log(orders: WatchdogOrders, message: str) -> None:
     if not orders.state_url:
         return
     try:
-        from migrator.state import StateStore
+        from migrator.move.state import StateStore
 
         store = StateStore(orders.state_url)
         store.log(orders.move, "watchdog", message, step="cutover")
@@ -217,8 +218,8 @@ def _log(orders: WatchdogOrders, message: str) -> None:
 
 def main() -> int:
     # Imported now, while the tool is still before its pause: acting must not wait for it.
-    import migrator.pgbouncer  # noqa: F401
-    import migrator.state  # noqa: F401
+    import migrator.move.state  # noqa: F401
+    import migrator.pgbouncer.console  # noqa: F401
 
     print("ready", flush=True)
 

@@ -28,10 +28,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator import names
-from migrator.dsn import connect, describe, first_line
 from migrator.errors import OperationFailed, ServerUnreachable
-from migrator.pgbouncer import DatabaseEntry, PgBouncerConsole, read_entry
+from migrator.pgbouncer.config import read_entry
+from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.playbook import PgBouncerEntry, Playbook, TableName
+from migrator.postgres.connection import connect, describe, first_line
 
 __all__ = [
     "ColumnFacts",
@@ -347,7 +348,7 @@ class Snapshot:
     pgbouncers: tuple[PgBouncerFacts, ...]
     # Sequences the group uses that tables outside the group use too.
     shared_sequences: Mapping[TableName, tuple[TableName, ...]] = field(default_factory=dict)
-    # The DDL the schema step will run (migrator.schema.GroupSchema), read from the
+    # The DDL the schema step will run (migrator.postgres.ddl.GroupSchema), read from the
     # source in the same snapshot; None with schema_error when it could not be read.
     schema: Any = None
     schema_error: str | None = None
@@ -420,7 +421,7 @@ def _group_schema(
     In a savepoint: whatever goes wrong there is a finding about the schema step, not
     a reason to stop inspecting.
     """
-    from migrator.schema import read_group_schema
+    from migrator.postgres.ddl import read_group_schema
 
     if not tables:
         return None, None

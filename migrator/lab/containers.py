@@ -32,7 +32,7 @@ import psycopg
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from migrator.errors import OperationFailed
-from migrator.sandbox import (
+from migrator.lab.sandbox import (
     APP_DB,
     APP_ROLE,
     GROUP_ENTRY,
@@ -40,7 +40,7 @@ from migrator.sandbox import (
     MoveTopology,
     create_app_database,
 )
-from migrator.topology import (
+from migrator.lab.topology import (
     DEFAULT_SUPERUSER,
     FAST_SETTINGS,
     LOGICAL_SETTINGS,
@@ -62,7 +62,7 @@ PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.24.1-p0"
 POD_IMAGE = "registry.k8s.io/pause:3.10"
 
 # The config directory is mounted, not the file: the tool rewrites pgbouncer.ini by
-# rename (migrator.pgbouncer.write_atomically), and a single-file bind mount would
+# rename (migrator.pgbouncer.console.write_atomically), and a single-file bind mount would
 # keep showing PgBouncer the old inode.
 PGBOUNCER_CONFIG_DIR = "/etc/pgbouncer"
 POSTGRES_CONFIG_DIR = "/etc/migrator"
@@ -75,7 +75,7 @@ LOCAL_ONLY_SETTINGS = frozenset({"listen_addresses", "unix_socket_directories"})
 # (127.0.0.1 included), trust on the socket, UTF8 with C collation.
 INITDB_ARGS = "--auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C"
 
-LABEL = "org.migrator.topology"
+LABEL = "org.migrator.lab.topology"
 
 
 # --------------------------------------------------------------------------- settings

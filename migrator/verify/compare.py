@@ -34,9 +34,9 @@ import psycopg
 from psycopg import sql
 
 from migrator import names
-from migrator.dsn import connect, describe, first_line
 from migrator.errors import OperationFailed
 from migrator.playbook import Playbook, TableName
+from migrator.postgres.connection import connect, describe, first_line
 
 __all__ = ["ChunkDifference", "TableReport", "VerifyReport", "verify"]
 

@@ -22,9 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from migrator.dsn import mask_secrets
 from migrator.errors import OperationFailed
-from migrator.topology import process_alive
+from migrator.masking import mask_secrets
 
 STATE_ENV = "MIGRATOR_STATE"
 
@@ -334,3 +333,18 @@ def _sqlite_durable_and_fast(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from migrator import names
-from migrator.inspection import ServerFacts, Snapshot, TableFacts
+from migrator.plan.inspection import ServerFacts, Snapshot, TableFacts
 from migrator.playbook import Playbook, format_duration, format_size
 
 Level = Literal["ok", "warn", "block"]

@@ -23,13 +23,15 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import sql
 
-from migrator import names, replication
-from migrator.dsn import connect, describe, first_line
+from migrator import names
 from migrator.errors import OperationFailed
-from migrator.pgbouncer import PgBouncerConsole, prepare_rewrite, read_entry
+from migrator.move.watchdog import Watchdog, WatchdogOrders
+from migrator.pgbouncer.config import prepare_rewrite, read_entry
+from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.playbook import Playbook
-from migrator.schema import privilege_statements
-from migrator.watchdog import Watchdog, WatchdogOrders
+from migrator.postgres import replication
+from migrator.postgres.connection import connect, describe, first_line
+from migrator.postgres.ddl import privilege_statements
 
 # Room the reroute and RESUME need after the point of no return; the tool refuses
 # to cross it later than max_pause minus this, so the pause stays within max_pause.

@@ -1,0 +1,24 @@
+"""Secrets never appear in output, logs, state or errors: every text a person or a
+file may see passes through `mask_secrets`. No migrator imports: the errors, the
+connection seam and the output all use it.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "****"
+
+# postgresql://user:secret@host/db  and  key=value password=secret  forms.
+_URL_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.I)
+_QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]+)", re.I)
+
+
+def mask_secrets(text: str) -> str:
+    """Replace every password in DSNs found in text with ****."""
+    if not text:
+        return text
+    text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    return _QUERY_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)

@@ -1,0 +1,71 @@
+"""What every step gets: the playbook, the checkpoint store, a reporter, and
+connections to both sides; and the Step itself, data plus `do` and `undo`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from migrator.move.state import StateStore
+from migrator.playbook import Playbook, TableName
+from migrator.postgres.connection import connect
+
+
+class Reporter:
+    """What steps tell a person while they run; output.py implements the real one."""
+
+    def step_started(self, step: str, title: str) -> None: ...
+    def step_finished(self, step: str, seconds: float, summary: str | None) -> None: ...
+    def progress(self, step: str, done: int, total: int, detail: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class MoveContext:
+    playbook: Playbook
+    store: StateStore
+    reporter: Reporter = field(default_factory=Reporter)
+    # Set by rollback when the schema step's undo will drop the target's tables:
+    # then recreating or re-dropping indexes on them is wasted work.
+    tables_will_be_dropped: bool = False
+    keep_target: bool = False
+
+    @property
+    def move(self) -> str:
+        return self.playbook.name
+
+    @property
+    def tables(self) -> list[TableName]:
+        return list(self.playbook.tables)
+
+    def source(self, purpose: str = "") -> psycopg.Connection:
+        return connect(self.playbook.source.dsn, purpose=purpose, statement_timeout_ms=None)
+
+    def target(self, purpose: str = "") -> psycopg.Connection:
+        return connect(self.playbook.target.dsn, purpose=purpose, statement_timeout_ms=None)
+
+    def data(self, step: str) -> dict:
+        return self.store.step(self.move, step).data
+
+    def save(self, step: str, **data) -> dict:
+        return self.store.update_data(self.move, step, **data)
+
+    def log(self, step: str, message: str, statement: sql.Composable | str | None = None,
+            conn: psycopg.Connection | None = None) -> None:
+        text = statement.as_string(conn) if isinstance(statement, sql.Composable) else statement
+        self.store.log(self.move, "sql" if text else "info", message, step=step, sql=text)
+
+    def run_sql(self, step: str, conn: psycopg.Connection, statement: sql.Composable, what: str = "") -> None:
+        conn.execute(statement)
+        self.log(step, what or "ran", statement, conn)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    do: Callable[[MoveContext], str | None]
+    undo: Callable[[MoveContext], str | None]

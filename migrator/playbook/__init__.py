@@ -1,0 +1,34 @@
+"""The playbook: the user's contract (DESIGN section 2), its units and its table names.
+
+Import from here; the modules behind it are the package's own business.
+"""
+
+from migrator.playbook.model import (
+    CutoverSettings,
+    IndexSettings,
+    PgBouncerEntry,
+    Playbook,
+    Server,
+    TableName,
+    format_duration,
+    format_size,
+    load_playbook,
+    parse_duration,
+    parse_playbook,
+    parse_size,
+)
+
+__all__ = [
+    "CutoverSettings",
+    "IndexSettings",
+    "PgBouncerEntry",
+    "Playbook",
+    "Server",
+    "TableName",
+    "format_duration",
+    "format_size",
+    "load_playbook",
+    "parse_duration",
+    "parse_playbook",
+    "parse_size",
+]
