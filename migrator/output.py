@@ -172,7 +172,7 @@ class Output:
                 if statement.on != previous:
                     self.console.print(f"   [cyan]{_escape(mask_secrets(statement.on))}:[/]")
                     previous = statement.on
-                text = mask_secrets(statement.sql)
+                text = statement.text
                 if statement.on in ("source", "target"):
                     text += ";"
                 if statement.note:

@@ -13,14 +13,9 @@ from migrator import names
 from migrator.lab.sandbox import APP_DB, APP_ROLE, GROUP_TABLES, create_demo_schema
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.plan.findings import check
-from migrator.plan.inspection import (
-    foreign_keys,
-    inspect_move,
-    secondary_indexes,
-    sequences_used,
-    table_facts,
-)
+from migrator.plan.inspection import inspect_move
 from migrator.playbook import TableName, parse_playbook
+from migrator.postgres.catalog import foreign_keys, secondary_indexes, sequences_used, table_facts
 from migrator.postgres.connection import connect
 
 T = TableName.parse

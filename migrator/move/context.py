@@ -12,6 +12,7 @@ from psycopg import sql
 from migrator.move.state import StateStore
 from migrator.playbook import Playbook, TableName
 from migrator.postgres.connection import connect
+from migrator.postgres.statement import Statement
 
 
 class Reporter:
@@ -53,14 +54,35 @@ class MoveContext:
     def save(self, step: str, **data) -> dict:
         return self.store.update_data(self.move, step, **data)
 
-    def log(self, step: str, message: str, statement: sql.Composable | str | None = None,
-            conn: psycopg.Connection | None = None) -> None:
-        text = statement.as_string(conn) if isinstance(statement, sql.Composable) else statement
+    def log(self, step: str, message: str, statement: sql.Composable | str | None = None) -> None:
+        """An event; with a statement, its text exactly as `plan` and `--dry-run` show it."""
+        text = Statement("", statement).text if statement is not None else None
         self.store.log(self.move, "sql" if text else "info", message, step=step, sql=text)
 
-    def run_sql(self, step: str, conn: psycopg.Connection, statement: sql.Composable, what: str = "") -> None:
-        conn.execute(statement)
-        self.log(step, what or "ran", statement, conn)
+    def run(self, conn: psycopg.Connection, statements: list[Statement], step: str, what: str = "ran", *,
+            transaction: bool = False) -> None:
+        """Run a step's statements in order (in one transaction if asked), each recorded
+        in the event log once it has run."""
+        if transaction:
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement.sql)
+        else:
+            for statement in statements:
+                conn.execute(statement.sql)
+                self.log(step, what, statement.sql)
+            return
+        for statement in statements:
+            self.log(step, what, statement.sql)
+
+
+@dataclass(frozen=True)
+class UndoPlan:
+    """What a step's undo runs from where the move stands: `rollback --dry-run` prints
+    it and the undo runs it."""
+
+    statements: list[Statement]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,3 +91,4 @@ class Step:
     title: str
     do: Callable[[MoveContext], str | None]
     undo: Callable[[MoveContext], str | None]
+    undo_statements: Callable[[MoveContext], UndoPlan]

@@ -3,7 +3,9 @@ finishes or reverts a cutover that a crash interrupted."""
 
 from __future__ import annotations
 
-from migrator.move.context import MoveContext
+from psycopg import sql
+
+from migrator.move.context import MoveContext, UndoPlan
 from migrator.move.cutover import (
     Cutover,
     CutoverAborted,
@@ -15,8 +17,9 @@ from migrator.move.cutover import (
 from migrator.pgbouncer.config import read_entry, rewrite_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.postgres import replication
-from migrator.postgres.connection import connect
+from migrator.postgres.connection import connect, describe
 from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.statement import Statement
 from migrator.testhooks import hold
 
 
@@ -130,3 +133,30 @@ def cutover_undo(ctx: MoveContext) -> str:
     if reconcile(ctx) == "source":
         return "traffic already on the source"
     return _run_cutover(ctx, Direction.reverse(ctx.playbook))
+
+
+def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
+    """The reverse cutover, in its order: the same protocol with the sides swapped."""
+    d = Direction.reverse(ctx.playbook)
+    privileges = ctx.data("schema").get("app_privileges", [])
+    bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(ctx.playbook.pgbouncers)]
+    out = [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
+    out += [Statement(d.old_label, q) for q in privilege_statements(privileges, grant=False)]
+    out += [Statement(d.new_label, q) for q in privilege_statements(privileges, grant=True)]
+    out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(
+        replication.MARKER), "the sync marker; then the sequences' values are copied to the source"))
+    out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
+        sql.Identifier(d.old_subscription))))
+    out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")
+                         .format(sql.Literal(d.new_slot))))
+    out += [Statement(str(b.config_file), f"[databases] {b.database} = <the entry as it was before the move>",
+                      "the point of no return") for _, b in bouncers]
+    out += [Statement(on, "RELOAD") for on, _ in bouncers]
+    out += [Statement(on, f"RESUME {b.database}") for on, b in bouncers]
+    out.append(Statement(d.old_label, replication.subscription_statement(
+        d.new_subscription, d.new_dsn, d.new_publication, d.new_slot, copy_data=False, create_slot=False),
+        "after RESUME"))
+    out.append(Statement(d.new_label, replication.drop_subscription_statement(d.old_subscription),
+                         "after RESUME; drops its slot too"))
+    return UndoPlan(out, [f"one pause of at most max_pause ({ctx.playbook.cutover.max_pause}s), "
+                          "the same protocol as the forward cutover"])

@@ -16,13 +16,15 @@ from psycopg import sql
 
 from migrator import names
 from migrator.errors import OperationFailed, PlanBlocked
-from migrator.move.context import MoveContext, Reporter, Step
+from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import original_entries
-from migrator.move.cutover_step import cutover_do, cutover_undo
-from migrator.playbook import TableName
+from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
+from migrator.playbook import Playbook, TableName
 from migrator.postgres import replication
+from migrator.postgres.catalog import existing_objects, read_group
 from migrator.postgres.connection import first_line
-from migrator.postgres.ddl import IndexDef, read_group_schema
+from migrator.postgres.ddl import DeferredIndex, GroupSchema, group_schema
+from migrator.postgres.statement import Statement
 from migrator.testhooks import hold
 
 __all__ = ["STEPS", "STEP_NAMES", "MoveContext", "Reporter", "Step", "describe_failure"]
@@ -57,71 +59,87 @@ def nothing(ctx: MoveContext) -> None:
 # --------------------------------------------------------------------------- schema
 
 
+def read_schema(src: psycopg.Connection, dst: psycopg.Connection, playbook: Playbook) -> GroupSchema:
+    """The catalog model's reading of the source, and what the target has of it."""
+    with src.transaction():
+        group = read_group(src, playbook.tables)
+    return group_schema(group, existing_objects(dst, group), playbook.app_roles)
+
+
+def schema_statements(schema: GroupSchema) -> list[Statement]:
+    """What the schema step runs, in order: the tool's marker table on both sides, then
+    the group's DDL on the target (in one transaction)."""
+    marker = replication.marker_table_statements()
+    return ([Statement("source", q) for q in marker] + [Statement("target", q) for q in marker]
+            + [Statement("target", q) for q in schema.statements()])
+
+
 def schema_do(ctx: MoveContext) -> str:
     with ctx.source("schema") as src, ctx.target("schema") as dst:
-        replication.ensure_marker_table(src)
-        data = ctx.data("schema")
-        group = read_group_schema(src, ctx.tables, list(ctx.playbook.app_roles))
-        if data.get("intent") and _all_tables_exist(dst, ctx.tables):
+        if ctx.data("schema").get("intent") and _all_tables_exist(dst, ctx.tables):
             return "already on the target"  # the DDL transaction committed before a crash
-        existing_types = {(s, n) for s, n, _ in group.types if _exists(dst, "SELECT to_regtype(%s)", f"{s}.{n}")}
-        existing_functions = {sig for _, sig, _ in group.functions if _exists(dst, "SELECT to_regprocedure(%s)", sig)}
-        existing_sequences = {s.qualified for s in group.sequences
-                              if not s.identity and _exists(dst, "SELECT to_regclass(%s)", s.qualified)}
-        if any(_exists(dst, "SELECT to_regclass(%s)", t.qualified) for t in ctx.tables):
+        schema = read_schema(src, dst, ctx.playbook)
+        if any(t in ctx.tables for t in existing_objects(dst, schema.group).tables):
             raise OperationFailed(
                 "some group tables already exist on the target and were not made by this move",
                 hint="drop them on the target, or remove them from the playbook")
-        all_sequences = [[s.schema, s.name] for s in group.sequences]
-        group.types = [t for t in group.types if (t[0], t[1]) not in existing_types]
-        group.functions = [f for f in group.functions if f[1] not in existing_functions]
-        group.sequences = [s for s in group.sequences if s.qualified not in existing_sequences]
-        # A schema the target has already is not ours to create, grant on or drop.
-        group.schemas = [s for s in group.schemas if not _exists(dst, "SELECT to_regnamespace(%s)", s)]
         # What this move creates, recorded before creating it: undo drops exactly this.
         ctx.save(
             "schema",
             intent=True,
-            created_schemas=group.schemas,
-            created_types=[f"{s}.{n}" for s, n, _ in group.types],
-            created_functions=[sig for _, sig, _ in group.functions],
-            created_sequences=[s.qualified for s in group.sequences if not s.identity],
-            app_privileges=[list(p) for p in group.app_privileges],
-            sequences=all_sequences,
-            indexes=[i.__dict__ for i in group.indexes],
+            created_schemas=[s.name for s in schema.schemas],
+            created_types=[[t.schema, t.name, t.kind] for t in schema.types],
+            created_functions=[[r.name.schema, r.name.name, r.arguments] for r in schema.routines],
+            created_sequences=[[q.name.schema, q.name.name] for q in schema.sequences if not q.identity],
+            app_privileges=[p.to_list() for p in schema.app_privileges],
+            sequences=[[n.schema, n.name] for n in schema.sequence_names],
+            indexes=[i.to_dict() for i in schema.secondary_indexes],
         )
-        statements = group.statements()
-        with dst.transaction():
-            replication.ensure_marker_table(dst)
-            for stmt in statements:
-                dst.execute(stmt)
-        for stmt in statements:
-            ctx.log("schema", "created on the target", stmt, dst)
+        statements = schema_statements(schema)
+        ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source")
+        ctx.run(dst, [q for q in statements if q.on == "target"], "schema", "created on the target",
+                transaction=True)
     return f"{len(ctx.tables)} tables, {len(statements)} statements"
 
 
-def schema_undo(ctx: MoveContext) -> str:
+def schema_undo_statements(ctx: MoveContext) -> UndoPlan:
     data = ctx.data("schema")
+    if ctx.keep_target:
+        return UndoPlan([], ["--keep-target: the target's tables stay (no longer this move's)"])
+    out = [Statement("target", sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t.identifier))
+           for t in reversed(ctx.tables)]
+    out += [Statement("target", sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(*q)))
+            for q in data.get("created_sequences", [])]
+    out += [Statement("target", sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(
+                sql.Identifier(schema, name), sql.SQL(arguments)))
+            for schema, name, arguments in data.get("created_functions", [])]
+    # Made dependencies first, so dropped in reverse: a composite before the enum it holds.
+    out += [Statement("target", sql.SQL("DROP {} IF EXISTS {}").format(
+                sql.SQL("DOMAIN" if kind == "domain" else "TYPE"), sql.Identifier(schema, name)))
+            for schema, name, kind in reversed(data.get("created_types", []))]
+    out += [Statement("target", sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)),
+                      "only if nothing else was put there since")
+            for schema in data.get("created_schemas", [])]
+    return UndoPlan(out, ["and this move's sync markers on both sides (the marker table once no move "
+                          "uses it)"])
+
+
+def schema_undo(ctx: MoveContext) -> str:
+    plan = schema_undo_statements(ctx)
     with ctx.target("schema-undo") as dst:
-        if not ctx.keep_target:
-            with dst.transaction():
-                for table in reversed(ctx.tables):
-                    ctx.run_sql("schema", dst, sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table.identifier))
-                for qualified in data.get("created_sequences", []):
-                    ctx.run_sql("schema", dst, sql.SQL("DROP SEQUENCE IF EXISTS {}").format(
-                        sql.Identifier(*qualified.split(".", 1))))
-                for signature in data.get("created_functions", []):
-                    if _exists(dst, "SELECT to_regprocedure(%s)", signature):
-                        ctx.run_sql("schema", dst, sql.SQL("DROP FUNCTION {}").format(sql.SQL(signature)))
-                for qualified in data.get("created_types", []):
-                    ctx.run_sql("schema", dst, sql.SQL("DROP TYPE IF EXISTS {}").format(
-                        sql.Identifier(*qualified.split(".", 1))))
-                for schema in data.get("created_schemas", []):
-                    # Only if nothing else was put there since (every object in a schema
-                    # depends on it).
-                    if not _exists(dst, "SELECT 1 FROM pg_catalog.pg_depend WHERE refclassid = "
-                                   "'pg_catalog.pg_namespace'::regclass AND refobjid = to_regnamespace(%s)", schema):
-                        ctx.run_sql("schema", dst, sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
+        with dst.transaction():
+            for statement in plan.statements:
+                if statement.note:
+                    # Nothing else in it? DROP SCHEMA refuses a schema that is not empty.
+                    try:
+                        with dst.transaction():
+                            dst.execute(statement.sql)
+                    except psycopg.errors.DependentObjectsStillExist:
+                        ctx.log("schema", f"kept {statement.text}: other objects are in it")
+                        continue
+                else:
+                    dst.execute(statement.sql)
+                ctx.log("schema", "dropped on the target", statement.text)
         replication.drop_marker_table(dst, ctx.move)
     with ctx.source("schema-undo") as src:
         replication.drop_marker_table(src, ctx.move)
@@ -131,40 +149,58 @@ def schema_undo(ctx: MoveContext) -> str:
     return "kept the target's tables" if ctx.keep_target else "dropped the group on the target"
 
 
-def _exists(conn: psycopg.Connection, query: str, arg: str) -> bool:
-    row = conn.execute(query, (arg,)).fetchone()
-    return bool(row and row[0] is not None)
-
-
 def _all_tables_exist(conn: psycopg.Connection, tables: list[TableName]) -> bool:
-    return all(_exists(conn, "SELECT to_regclass(%s)", t.qualified) for t in tables)
+    row = conn.execute("SELECT bool_and(pg_catalog.to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) t",
+                       ([t.qualified for t in tables],)).fetchone()
+    return bool(row and row[0])
 
 
-def _index_defs(ctx: MoveContext) -> list[IndexDef]:
-    return [IndexDef(**i) for i in ctx.data("schema").get("indexes", [])]
+def _deferrable(ctx: MoveContext) -> list[DeferredIndex]:
+    return [DeferredIndex.from_dict(i) for i in ctx.data("schema").get("indexes", [])]
+
+
+def _deferred(ctx: MoveContext) -> list[DeferredIndex]:
+    return [DeferredIndex.from_dict(i) for i in ctx.data("defer-indexes").get("dropped", [])]
 
 
 # --------------------------------------------------------------------------- indexes
+
+
+def defer_statements(playbook: Playbook, indexes: list[DeferredIndex]) -> list[Statement]:
+    """DROP of each secondary index (not the primary key, not the replica identity, no
+    constraint depending on it: the catalog model's `IndexFacts.secondary`)."""
+    if not playbook.indexes.defer:
+        return []
+    return [Statement("target", i.drop()) for i in indexes]
 
 
 def defer_do(ctx: MoveContext) -> str:
     if not ctx.playbook.indexes.defer:
         ctx.save("defer-indexes", dropped=[])
         return "indexes.defer is off: nothing deferred"
-    secondary = [i for i in _index_defs(ctx) if i.secondary]
+    secondary = _deferrable(ctx)
     # Recorded before the first DROP: a crash in between still knows what to rebuild.
-    ctx.save("defer-indexes", dropped=[i.__dict__ for i in secondary])
+    ctx.save("defer-indexes", dropped=[i.to_dict() for i in secondary])
     with ctx.target("defer-indexes") as dst:
-        for index in secondary:
-            ctx.run_sql("defer-indexes", dst, sql.SQL("DROP INDEX IF EXISTS {}").format(
-                sql.Identifier(index.schema, index.name)), "dropped for the bulk copy")
+        ctx.run(dst, defer_statements(ctx.playbook, secondary), "defer-indexes", "dropped for the bulk copy")
     return f"dropped {len(secondary)} secondary indexes"
+
+
+def _skipped_with_tables(ctx: MoveContext) -> UndoPlan | None:
+    if ctx.tables_will_be_dropped:
+        return UndoPlan([], ["skipped: the tables go with the schema step"])
+    return None
+
+
+def defer_undo_statements(ctx: MoveContext) -> UndoPlan:
+    return _skipped_with_tables(ctx) or UndoPlan(
+        [Statement("target", q) for i in _deferred(ctx) for q in i.build()], ["up to 4 at a time"])
 
 
 def defer_undo(ctx: MoveContext) -> str | None:
     if ctx.tables_will_be_dropped:
         return "skipped: the tables go with the schema step"
-    dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+    dropped = _deferred(ctx)
     _build_indexes(ctx, "defer-indexes", dropped)
     return f"recreated {len(dropped)} indexes"
 
@@ -186,15 +222,13 @@ def _stop_orphaned_builds(ctx: MoveContext, step: str) -> None:
         ctx.log(step, f"stopped {len(rows)} index builds left running by an interrupted run")
 
 
-def _build_index(ctx: MoveContext, step: str, index: IndexDef) -> None:
+def _build_index(ctx: MoveContext, step: str, index: DeferredIndex) -> None:
     with ctx.target(_index_builder(ctx)) as conn:
         conn.execute("SET maintenance_work_mem = '256MB'")
-        statement = index.create_if_missing()
-        conn.execute(statement)  # type: ignore[arg-type]
-        ctx.log(step, f"built {index.name}", statement)
+        ctx.run(conn, [Statement("target", q) for q in index.build()], step, f"built {index.name}")
 
 
-def _build_indexes(ctx: MoveContext, step: str, indexes: list[IndexDef]) -> None:
+def _build_indexes(ctx: MoveContext, step: str, indexes: list[DeferredIndex]) -> None:
     """CREATE INDEX in parallel, one connection each: the builds are CPU bound."""
     if not indexes:
         return
@@ -216,16 +250,15 @@ class EarlyIndexBuilds:
 
     def __init__(self, ctx: MoveContext) -> None:
         self.ctx = ctx
-        dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
-        self.pending: dict[str, list[IndexDef]] = {}
-        for index in dropped:
+        self.pending: dict[TableName, list[DeferredIndex]] = {}
+        for index in _deferred(ctx):
             self.pending.setdefault(index.table, []).append(index)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if self.pending else None
         self.futures: list[concurrent.futures.Future] = []
         if self.pool is not None:
             _stop_orphaned_builds(ctx, "replicate")
 
-    def table_copied(self, table: str) -> None:
+    def table_copied(self, table: TableName) -> None:
         for index in self.pending.pop(table, []):
             self.futures.append(self.pool.submit(_build_index, self.ctx, "replicate", index))
 
@@ -241,8 +274,14 @@ class EarlyIndexBuilds:
         return len(self.futures)
 
 
+def rebuild_statements(playbook: Playbook, indexes: list[DeferredIndex]) -> list[Statement]:
+    """The recorded definitions (and comments), then ANALYZE of each table."""
+    builds = [Statement("target", q) for i in indexes for q in i.build()] if playbook.indexes.defer else []
+    return builds + [Statement("target", sql.SQL("ANALYZE {}").format(t.identifier)) for t in playbook.tables]
+
+
 def rebuild_do(ctx: MoveContext) -> str:
-    dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+    dropped = _deferred(ctx)
     started = time.monotonic()
     _build_indexes(ctx, "rebuild-indexes", dropped)
     built = time.monotonic() - started
@@ -257,22 +296,25 @@ def _analyze(ctx: MoveContext) -> None:
     until autovacuum gets there every query on the group is planned blind."""
     def analyze(table: TableName) -> None:
         with ctx.target("analyze") as conn:
-            ctx.run_sql("rebuild-indexes", conn, sql.SQL("ANALYZE {}").format(table.identifier))
+            ctx.run(conn, [Statement("target", sql.SQL("ANALYZE {}").format(table.identifier))],
+                    "rebuild-indexes", "analyzed")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for future in [pool.submit(analyze, t) for t in ctx.tables]:
             future.result()
 
 
+def rebuild_undo_statements(ctx: MoveContext) -> UndoPlan:
+    return _skipped_with_tables(ctx) or UndoPlan([Statement("target", i.drop()) for i in _deferred(ctx)])
+
+
 def rebuild_undo(ctx: MoveContext) -> str | None:
-    if ctx.tables_will_be_dropped:
-        return "skipped: the tables go with the schema step"
-    dropped = [IndexDef(**i) for i in ctx.data("defer-indexes").get("dropped", [])]
+    plan = rebuild_undo_statements(ctx)
+    if not plan.statements:
+        return plan.notes[0] if plan.notes else "nothing to drop"
     with ctx.target("rebuild-undo") as dst:
-        for index in dropped:
-            ctx.run_sql("rebuild-indexes", dst, sql.SQL("DROP INDEX IF EXISTS {}").format(
-                sql.Identifier(index.schema, index.name)))
-    return f"dropped {len(dropped)} rebuilt indexes again"
+        ctx.run(dst, plan.statements, "rebuild-indexes", "dropped")
+    return f"dropped {len(plan.statements)} rebuilt indexes again"
 
 
 def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, step: str,
@@ -295,17 +337,28 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, st
 # --------------------------------------------------------------------------- replicate
 
 
+def replicate_statements(playbook: Playbook) -> list[Statement]:
+    """The publication of the group on the source, the subscription on the target (which
+    makes the slot and starts the initial copy)."""
+    pub, sub = names.publication(playbook), names.subscription(playbook)
+    return [
+        Statement("source", replication.publication_statement(pub, list(playbook.tables))),
+        Statement("target", replication.subscription_statement(
+            sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True)),
+    ]
+
+
 def replicate_do(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
+    publication, subscription = replicate_statements(ctx.playbook)
     with ctx.source("replicate") as src, ctx.target("replicate") as dst:
-        stmt = replication.create_publication(src, pub, ctx.tables)
-        if stmt:
-            ctx.log("replicate", "publication on the source", stmt, src)
-        stmt = replication.create_subscription(
-            dst, src, name=sub, publisher_dsn=ctx.playbook.source.dsn, publication=pub, slot=slot,
-            copy_data=True)
-        if stmt:
-            ctx.log("replicate", "subscription on the target", stmt, dst)
+        if not replication.publication_exists(src, pub):
+            ctx.run(src, [publication], "replicate", "publication on the source")
+        if replication.subscription(dst, sub) is None:
+            # A crash between the slot's creation and the subscription's commit leaves the
+            # slot behind with no subscriber: drop it and start over.
+            replication.drop_slot(src, slot)
+            ctx.run(dst, [subscription], "replicate", "subscription on the target")
         sizes = replication.relation_bytes(src, ctx.tables)
         total = sum(sizes.values()) or 1
         ctx.save("replicate", bytes_total=total)
@@ -321,22 +374,22 @@ def replicate_do(ctx: MoveContext) -> str:
     return f"{len(ctx.tables)} tables copied and streaming ({total} bytes){early_note}"
 
 
-def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: dict[str, int],
+def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: dict[TableName, int],
                    total: int, deadline: float, early: EarlyIndexBuilds) -> None:
     """Until every table is `r`eady: progress in bytes, early index builds per table."""
+    marker = TableName(*names.sync_marker())
     while True:
         states = replication.sync_states(dst, sub)
-        group_states = {t.qualified: states.get(t.qualified, "?") for t in ctx.tables}
+        group_states = {t: states.get(t, "?") for t in ctx.tables}
         for table, state in group_states.items():
             if state in ("s", "r"):
                 early.table_copied(table)
-        if group_states and all(s == "r" for s in group_states.values()) and states.get(
-                ".".join(names.sync_marker())) == "r":
+        if group_states and all(s == "r" for s in group_states.values()) and states.get(marker) == "r":
             return
         copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
         copied = sum(v for t, v in sizes.items() if t not in copying)
         if copying:
-            target_sizes = replication.relation_bytes(dst, [TableName.parse(t) for t in copying])
+            target_sizes = replication.relation_bytes(dst, copying)
             copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
         ctx.reporter.progress("replicate", copied, total, "bytes")
         if time.monotonic() > deadline:
@@ -344,23 +397,33 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
         time.sleep(0.25)
 
 
+def replicate_undo_statements(ctx: MoveContext) -> UndoPlan:
+    pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
+    return UndoPlan(
+        [Statement("target", replication.drop_subscription_statement(sub), "drops its slot on the source too"),
+         Statement("source", replication.drop_publication_statement(pub))],
+        [f"and the slot {slot} if the subscription could not drop it (the source was down), "
+         "and table-sync slots orphaned that way"])
+
+
 def replicate_undo(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
+    drop_subscription, drop_publication = replicate_undo_statements(ctx).statements
     with ctx.target("replicate-undo") as dst:
         try:
             src = ctx.source("replicate-undo")
         except OperationFailed:
             src = None
         try:
-            replication.drop_subscription(dst, sub, src)
-            ctx.log("replicate", f"dropped subscription {sub}")
+            if replication.subscription(dst, sub) is not None:
+                replication.drop_subscription(dst, sub, src)
+                ctx.log("replicate", f"dropped subscription {sub}", drop_subscription.text)
             if src is not None:
                 replication.drop_slot(src, slot)
                 for orphan in replication.drop_orphaned_tablesync_slots(src, dst):
                     ctx.log("replicate", f"dropped table-sync slot {orphan}, orphaned by a subscription "
                             "dropped while the source was down")
-                replication.drop_publication(src, pub)
-                ctx.log("replicate", f"dropped publication {pub}")
+                ctx.run(src, [drop_publication], "replicate", f"dropped publication {pub}")
         finally:
             if src is not None:
                 src.close()
@@ -373,31 +436,48 @@ def replicate_undo(ctx: MoveContext) -> str:
 # --------------------------------------------------------------------------- prepare-reverse
 
 
+def prepare_reverse_statements(playbook: Playbook) -> list[Statement]:
+    pub = names.reverse_publication(playbook)
+    return [Statement("target", replication.publication_statement(pub, list(playbook.tables)))]
+
+
 def prepare_reverse_do(ctx: MoveContext) -> str:
     pub = names.reverse_publication(ctx.playbook)
     with ctx.target("prepare-reverse") as dst:
-        stmt = replication.create_publication(dst, pub, ctx.tables)
-        if stmt:
-            ctx.log("prepare-reverse", "reverse publication on the target", stmt, dst)
+        if not replication.publication_exists(dst, pub):
+            ctx.run(dst, prepare_reverse_statements(ctx.playbook), "prepare-reverse",
+                    "reverse publication on the target")
     return f"publication {pub} ready on the target"
 
 
+def prepare_reverse_undo_statements(ctx: MoveContext) -> UndoPlan:
+    return UndoPlan([Statement("target", replication.drop_publication_statement(
+        names.reverse_publication(ctx.playbook)))])
+
+
 def prepare_reverse_undo(ctx: MoveContext) -> str:
-    pub = names.reverse_publication(ctx.playbook)
     with ctx.target("prepare-reverse-undo") as dst:
-        replication.drop_publication(dst, pub)
-    return f"dropped publication {pub}"
+        ctx.run(dst, prepare_reverse_undo_statements(ctx).statements, "prepare-reverse", "dropped")
+    return f"dropped publication {names.reverse_publication(ctx.playbook)}"
+
+
+def nothing_to_undo(ctx: MoveContext) -> UndoPlan:
+    return UndoPlan([])
 
 
 STEPS: tuple[Step, ...] = (
-    Step("preflight", "re-check the plan's findings", preflight_do, nothing),
-    Step("schema", "create the group's schema on the target", schema_do, schema_undo),
-    Step("defer-indexes", "drop secondary indexes on the target for the bulk copy", defer_do, defer_undo),
-    Step("replicate", "publish, subscribe and copy the group", replicate_do, replicate_undo),
-    Step("rebuild-indexes", "rebuild the deferred indexes; wait for lag under max_lag", rebuild_do, rebuild_undo),
+    Step("preflight", "re-check the plan's findings", preflight_do, nothing, nothing_to_undo),
+    Step("schema", "create the group's schema on the target", schema_do, schema_undo, schema_undo_statements),
+    Step("defer-indexes", "drop secondary indexes on the target for the bulk copy", defer_do, defer_undo,
+         defer_undo_statements),
+    Step("replicate", "publish, subscribe and copy the group", replicate_do, replicate_undo,
+         replicate_undo_statements),
+    Step("rebuild-indexes", "rebuild the deferred indexes; wait for lag under max_lag", rebuild_do, rebuild_undo,
+         rebuild_undo_statements),
     Step("prepare-reverse", "publish the group on the target for reverse replication",
-         prepare_reverse_do, prepare_reverse_undo),
-    Step("cutover", "pause, sync, switch replication, reroute, resume", cutover_do, cutover_undo),
+         prepare_reverse_do, prepare_reverse_undo, prepare_reverse_undo_statements),
+    Step("cutover", "pause, sync, switch replication, reroute, resume", cutover_do, cutover_undo,
+         cutover_undo_statements),
 )
 STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
 

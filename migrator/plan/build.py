@@ -20,7 +20,14 @@ from typing import Any
 from psycopg import sql
 
 from migrator import names
-from migrator.masking import mask_secrets
+from migrator.move.steps import (
+    STEP_NAMES,
+    defer_statements,
+    prepare_reverse_statements,
+    rebuild_statements,
+    replicate_statements,
+    schema_statements,
+)
 from migrator.pgbouncer.config import entry_for
 from migrator.plan.findings import BLOCK, Finding, blocking, check
 from migrator.plan.inspection import (
@@ -37,7 +44,10 @@ from migrator.playbook import (
     format_size,
     parse_size,
 )
+from migrator.postgres import replication
 from migrator.postgres.connection import describe
+from migrator.postgres.ddl import DeferredIndex, privilege_statements
+from migrator.postgres.statement import Statement
 
 __all__ = [
     "DEFAULT_COPY_RATE",
@@ -55,10 +65,6 @@ __all__ = [
 # hardware; the real rate depends on disks, network and row width (--copy-rate).
 DEFAULT_COPY_RATE = 100 * 1024**2
 
-STEP_NAMES = (
-    "preflight", "schema", "defer-indexes", "replicate", "rebuild-indexes",
-    "prepare-reverse", "cutover",
-)
 
 
 def parse_rate(text: str | int) -> int:
@@ -72,16 +78,6 @@ def parse_rate(text: str | int) -> int:
 
 
 @dataclass(frozen=True)
-class Statement:
-    on: str        # 'source' | 'target' | 'pgbouncers[i] user@host:port/pgbouncer' | a config file
-    sql: str
-    note: str = ""  # when it is a summary ('...', <placeholders>) rather than the exact text
-
-    def to_dict(self) -> dict[str, str]:
-        return {"on": self.on, "sql": self.sql, "note": self.note}
-
-
-@dataclass(frozen=True)
 class PlannedStep:
     name: str
     title: str
@@ -90,7 +86,7 @@ class PlannedStep:
 
     @property
     def sql(self) -> tuple[str, ...]:
-        return tuple(s.sql for s in self.statements)
+        return tuple(s.text for s in self.statements)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -238,7 +234,7 @@ def _marker() -> tuple[str, str]:
 
 
 def _stmt(on: str, composed: sql.Composable | str, note: str = "") -> Statement:
-    return Statement(on=on, sql=composed if isinstance(composed, str) else _text(composed), note=note)
+    return Statement(on=on, sql=composed, note=note)
 
 
 # --------------------------------------------------------------------------- steps
@@ -257,17 +253,12 @@ def _preflight(findings: tuple[Finding, ...]) -> PlannedStep:
 
 
 def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
-    statements: list[Statement] = []
-    for side in ("source", "target"):
-        statements.append(_stmt(side, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(names.SCHEMA))))
-        statements.append(_stmt(side, sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, ...)").format(
-            _ident(_marker())), "the tool's marker table, shared by every move"))
     group = snapshot.schema
-    if group is not None:
-        statements += [_stmt("target", statement) for statement in group.statements()]
+    statements = schema_statements(group) if group is not None else []
     notes = [
         "creates the group's tables on the target like the source's, in one transaction: "
-        "schemas, types, sequences, functions, columns, constraints, indexes, triggers, grants",
+        "schemas, types, sequences, functions, columns, constraints, indexes, foreign keys, "
+        "triggers, grants, comments",
         f"and the tool's own schema {names.SCHEMA} with its sync marker table on both servers",
     ]
     if group is None:
@@ -278,7 +269,7 @@ def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) ->
     return PlannedStep("schema", "Create the group's schema on the target", tuple(statements), tuple(notes))
 
 
-def _deferred(snapshot: Snapshot) -> list[Any]:
+def _deferred(snapshot: Snapshot) -> list[DeferredIndex]:
     return list(snapshot.schema.secondary_indexes) if snapshot.schema is not None else []
 
 
@@ -293,12 +284,7 @@ def _defer_indexes(playbook: Playbook, snapshot: Snapshot, tables: list[TableFac
     if kept:
         notes.append("kept (the apply worker or a constraint needs them): "
                      + ", ".join(f"{i.name} ({_why_kept(i)})" for i in kept))
-    return PlannedStep(
-        "defer-indexes", title,
-        tuple(_stmt("target", sql.SQL("DROP INDEX IF EXISTS {}").format(_ident((i.schema, i.name))))
-              for i in secondary),
-        tuple(notes),
-    )
+    return PlannedStep("defer-indexes", title, tuple(defer_statements(playbook, secondary)), tuple(notes))
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -313,34 +299,10 @@ def _why_kept(index: Any) -> str:
     return "constraint " + ", ".join(index.constraints)
 
 
-def _subscription(name: str, dsn: str, publication: str, slot: str, *, copy_data: bool,
-                  create_slot: bool = True) -> sql.Composable:
-    # As replication.create_subscription composes it, with the password masked.
-    return sql.SQL(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true)"
-    ).format(
-        _ident(name), sql.Literal(mask_secrets(dsn)), _ident(publication),
-        sql.SQL("true" if copy_data else "false"), sql.SQL("true" if create_slot else "false"),
-        sql.Literal(slot),
-    )
-
-
-def _publication(name: str, tables: list[TableFacts]) -> sql.Composable:
-    published = [t.name for t in tables] + [TableName(*_marker())]
-    return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(_ident(name), _table_list(published))
-
-
 def _replicate(playbook: Playbook, tables: list[TableFacts]) -> PlannedStep:
-    publication, subscription = names.publication(playbook), names.subscription(playbook)
-    statements = (
-        _stmt("source", _publication(publication, tables)),
-        _stmt("target", _subscription(subscription, playbook.source.dsn, publication,
-                                      names.slot(playbook), copy_data=True)),
-    )
     return PlannedStep(
         "replicate", "Replicate the group from the source to the target",
-        statements,
+        tuple(replicate_statements(playbook)),
         (
             f"the subscription creates replication slot {names.slot(playbook)} on the source, "
             "which waits for the transactions open at that moment",
@@ -354,27 +316,28 @@ def _rebuild_indexes(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     title = "Rebuild the deferred indexes, then wait for the lag"
     wait = (f"then waits until the replication lag (slot {names.slot(playbook)}) is under "
             f"cutover.max_lag ({format_size(playbook.cutover.max_lag)})")
+    notes = ("the recorded definitions, up to 4 at a time; ANALYZE of each table", wait)
     if not playbook.indexes.defer:
-        return PlannedStep("rebuild-indexes", title, (), ("indexes.defer is false: nothing to rebuild", wait))
-    return PlannedStep(
-        "rebuild-indexes", title,
-        tuple(_stmt("target", i.create_if_missing()) for i in _deferred(snapshot)),
-        ("the recorded definitions, up to 4 at a time", wait),
-    )
+        notes = ("indexes.defer is false: nothing to rebuild; ANALYZE of each table", wait)
+    return PlannedStep("rebuild-indexes", title, tuple(rebuild_statements(playbook, _deferred(snapshot))), notes)
 
 
 def _prepare_reverse(playbook: Playbook, tables: list[TableFacts]) -> PlannedStep:
     return PlannedStep(
         "prepare-reverse", "Publish the group on the target, for replication back",
-        (_stmt("target", _publication(names.reverse_publication(playbook), tables)),),
+        tuple(prepare_reverse_statements(playbook)),
         ("so that the reverse subscription can be created in milliseconds during the cutover",),
     )
 
 
+def _subscription(name: str, dsn: str, publication: str, slot: str, *, copy_data: bool,
+                  create_slot: bool = True) -> sql.Composable:
+    return replication.subscription_statement(name, dsn, publication, slot, copy_data=copy_data,
+                                              create_slot=create_slot)
+
+
 def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
     """The statements of cutover.Cutover, in its order (keep the two in step)."""
-    from migrator.postgres.ddl import privilege_statements
-
     bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
     privileges = snapshot.schema.app_privileges if snapshot.schema is not None else []
     marker = _ident(_marker())

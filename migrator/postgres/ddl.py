@@ -1,455 +1,374 @@
-"""The group's schema, read from the source catalogs and recreated on the target.
+"""The group's schema as statements: catalog facts in, `sql.Composable`s out.
 
-pg_dump's sections are the reference for fidelity, but pg_dump must be at least as
-new as the server and cannot dump "these tables and exactly what they need". So the
-definitions come from the server's own deparsers (format_type, pg_get_expr,
-pg_get_constraintdef, pg_get_indexdef, pg_get_triggerdef, pg_get_functiondef), which
-every supported major has, and identifiers are composed with psycopg.sql.
+Nothing here reads a server: `migrator.postgres.catalog` reads the source once and
+this module turns what it read into the DDL the target needs, in an order where every
+object exists before what needs it (pg_dump's sections are the reference: schemas,
+types, sequences, functions, tables, constraints, indexes, foreign keys, triggers,
+ownership, grants, comments). The plan prints these statements and the schema step
+runs them, so what a person approves is what runs.
+
+Definitions are the server's own deparsed text (format_type, pg_get_expr,
+pg_get_constraintdef, pg_get_indexdef, pg_get_triggerdef, pg_get_functiondef), read
+with an empty search_path; every identifier is composed with `sql.Identifier`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import psycopg
 from psycopg import sql
 
 from migrator.playbook import TableName
+from migrator.postgres.catalog import (
+    ColumnFacts,
+    ExistingObjects,
+    Grant,
+    GroupCatalog,
+    IndexFacts,
+    RoutineFacts,
+    SchemaFacts,
+    SequenceFacts,
+    TableFacts,
+    TypeFacts,
+)
+
+__all__ = [
+    "AppPrivilege",
+    "DeferredIndex",
+    "GroupSchema",
+    "group_schema",
+    "privilege_statements",
+]
 
 
 @dataclass(frozen=True)
-class IndexDef:
-    table: str       # schema-qualified, as text
+class AppPrivilege:
+    """One privilege of an app role on a group object, switched at the cutover: revoked
+    on the side that stops serving, granted on the side that starts."""
+
+    kind: str                      # 'TABLE' | 'SEQUENCE'
     schema: str
     name: str
-    definition: str  # pg_get_indexdef: CREATE [UNIQUE] INDEX name ON schema.table ...
-    secondary: bool  # not the primary key, not the replica identity, not a constraint's
+    role: str
+    privilege: str                 # 'SELECT', 'INSERT', ...
+    column: str | None = None      # a column-level privilege
 
-    def create_if_missing(self) -> str:
+    def to_list(self) -> list:
+        return [self.kind, self.schema, self.name, self.role, self.privilege, self.column]
+
+    @classmethod
+    def from_list(cls, item: Sequence) -> AppPrivilege:
+        return cls(*item)
+
+
+@dataclass(frozen=True)
+class DeferredIndex:
+    """A secondary index dropped for the bulk copy and rebuilt after it, as recorded in
+    the checkpoint (so a crash in between still knows what to rebuild)."""
+
+    table: TableName
+    name: str
+    definition: str                # pg_get_indexdef: CREATE [UNIQUE] INDEX name ON ...
+    comment: str | None = None
+
+    @classmethod
+    def of(cls, index: IndexFacts) -> DeferredIndex:
+        return cls(index.table, index.name, index.definition, index.comment)
+
+    @property
+    def identity(self) -> TableName:
+        return TableName(self.table.schema, self.name)
+
+    def drop(self) -> sql.Composable:
+        return sql.SQL("DROP INDEX IF EXISTS {}").format(self.identity.identifier)
+
+    def build(self) -> list[sql.Composable]:
+        """CREATE INDEX IF NOT EXISTS (safe to run again), and the index's comment, which
+        went with the DROP."""
         head, rest = self.definition.split(" INDEX ", 1)
-        return f"{head} INDEX IF NOT EXISTS {rest}"
+        out: list[sql.Composable] = [sql.SQL(f"{head} INDEX IF NOT EXISTS {rest}")]
+        if self.comment is not None:
+            out.append(_comment("INDEX", self.identity.identifier, self.comment))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"table": [self.table.schema, self.table.name], "name": self.name,
+                "definition": self.definition, "comment": self.comment}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeferredIndex:
+        return cls(TableName(*data["table"]), data["name"], data["definition"], data.get("comment"))
 
 
 @dataclass(frozen=True)
-class SequenceDef:
-    schema: str
-    name: str
-    create: sql.Composable
-    owned_by: tuple[str, str, str] | None  # (schema, table, column)
-    identity: bool  # made by an identity column: the table creates it
-
-    @property
-    def identifier(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-
-@dataclass
 class GroupSchema:
-    """Everything the target needs for the group, in creation order."""
+    """The DDL the target needs for the group, minus what it has already."""
 
-    schemas: list[str] = field(default_factory=list)
-    types: list[tuple[str, str, sql.Composable]] = field(default_factory=list)   # (schema, name, create)
-    sequences: list[SequenceDef] = field(default_factory=list)
-    functions: list[tuple[str, str, str]] = field(default_factory=list)          # (schema, signature, create)
-    tables: list[tuple[TableName, sql.Composable]] = field(default_factory=list)
-    constraints: list[sql.Composable] = field(default_factory=list)
-    foreign_keys: list[sql.Composable] = field(default_factory=list)
-    indexes: list[IndexDef] = field(default_factory=list)
-    replica_identity: list[sql.Composable] = field(default_factory=list)
-    triggers: list[sql.Composable] = field(default_factory=list)
-    owned_by: list[sql.Composable] = field(default_factory=list)
-    grants: list[sql.Composable] = field(default_factory=list)
-    # The ACL of each schema in `schemas` (USAGE for the app above all): a schema made
-    # on the target without it would refuse every query on the moved tables.
-    schema_grants: dict[str, list[sql.Composable]] = field(default_factory=dict)
-    # The app roles' privileges are granted on the target only at the cutover and
-    # revoked on the source then: recorded here as (kind, schema, name, role, privilege).
-    app_privileges: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    schemas: tuple[SchemaFacts, ...]
+    types: tuple[TypeFacts, ...]
+    sequences: tuple[SequenceFacts, ...]       # to create (identity sequences: their table does)
+    routines: tuple[RoutineFacts, ...]
+    tables: tuple[TableFacts, ...]
+    group: GroupCatalog
+    app_roles: frozenset[str] = frozenset()
+    app_privileges: tuple[AppPrivilege, ...] = field(default=())
 
     def statements(self) -> list[sql.Composable]:
-        """The DDL, in an order where every object exists before what needs it."""
+        """In an order where every object exists before what needs it."""
         out: list[sql.Composable] = []
         for schema in self.schemas:
-            out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            out += self.schema_grants.get(schema, [])
-        out += [create for _, _, create in self.types]
-        out += [s.create for s in self.sequences if not s.identity]
-        out += [sql.SQL(create) for _, _, create in self.functions]
-        out += [create for _, create in self.tables]
-        out += self.constraints + self.foreign_keys
-        out += [sql.SQL(i.definition) for i in self.indexes]
-        out += self.replica_identity + self.triggers + self.owned_by + self.grants
+            out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema.name)))
+            out += _grant_statements(schema.grants, sql.SQL("SCHEMA"), sql.Identifier(schema.name))
+        out += [_create_type(t) for t in self.types]
+        out += [_create_sequence(s) for s in self.sequences if not s.identity]
+        out += [sql.SQL(r.definition) for r in self.routines]
+        in_group = {t.name for t in self.tables}
+        out += [_create_table(t) for t in self.tables]
+        for table in self.tables:
+            out += [_add_constraint(table.name, c.name, c.definition) for c in table.constraints]
+        # Plain indexes before foreign keys: a foreign key may reference a unique index
+        # that no constraint owns.
+        for table in self.tables:
+            out += [sql.SQL(i.definition) for i in table.indexes if i.owner_constraint is None]
+        for table in self.tables:
+            out += [_add_constraint(table.name, fk.name, fk.definition)
+                    for fk in table.foreign_keys
+                    # a key to or from a table outside the group is a plan-time block
+                    if fk.table == table.name and fk.references in in_group]
+        for table in self.tables:
+            out += _replica_identity(table)
+            out += _triggers(table)
+        out += [
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                s.name.identifier, sql.Identifier(s.owned_by[0].schema, s.owned_by[0].name, s.owned_by[1]))
+            for s in self.sequences if s.owned_by is not None and not s.identity
+        ]
+        out += self._grants()
+        out += self._comments()
+        return out
+
+    def _grants(self) -> list[sql.Composable]:
+        out: list[sql.Composable] = []
+        for table in self.tables:
+            out += _grant_statements(self._not_app(table.grants), sql.SQL("TABLE"), table.name.identifier)
+            for column in table.columns:
+                out += _grant_statements(self._not_app(column.grants), sql.SQL("TABLE"),
+                                         table.name.identifier, column=column.name)
+        for sequence in self.group.sequences:
+            out += _grant_statements(self._not_app(sequence.grants), sql.SQL("SEQUENCE"),
+                                     sequence.name.identifier)
+        return out
+
+    def _not_app(self, grants: Iterable[Grant]) -> list[Grant]:
+        return [g for g in grants if g.grantee not in self.app_roles]
+
+    def _comments(self) -> list[sql.Composable]:
+        out: list[sql.Composable] = []
+        for t in self.types:
+            if t.comment is not None:
+                out.append(_comment("DOMAIN" if t.kind == "domain" else "TYPE", t.identity.identifier, t.comment))
+        for r in self.routines:
+            if r.comment is not None:
+                out.append(_comment("FUNCTION", sql.SQL("{}({})").format(r.name.identifier, sql.SQL(r.arguments)),
+                                    r.comment))
+        for table in self.tables:
+            ident = table.name.identifier
+            if table.comment is not None:
+                out.append(_comment("TABLE", ident, table.comment))
+            for c in table.columns:
+                if c.comment is not None:
+                    out.append(_comment("COLUMN", sql.Identifier(table.name.schema, table.name.name, c.name),
+                                        c.comment))
+            for constraint in (*table.constraints, *(fk for fk in table.foreign_keys if fk.table == table.name)):
+                if constraint.comment is not None:
+                    out.append(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                        sql.Identifier(constraint.name), ident, sql.Literal(constraint.comment)))
+            for index in table.indexes:
+                if index.comment is not None:
+                    out.append(_comment("INDEX", index.qualified.identifier, index.comment))
+            for trigger in table.triggers:
+                if trigger.comment is not None:
+                    out.append(sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
+                        sql.Identifier(trigger.name), ident, sql.Literal(trigger.comment)))
         return out
 
     @property
-    def secondary_indexes(self) -> list[IndexDef]:
-        return [i for i in self.indexes if i.secondary]
+    def secondary_indexes(self) -> list[DeferredIndex]:
+        return [DeferredIndex.of(i) for t in self.tables for i in t.secondary_indexes]
+
+    @property
+    def sequence_names(self) -> list[TableName]:
+        """Every sequence the group uses: the cutover copies each one's value."""
+        return [s.name for s in self.group.sequences]
 
 
-def table_oids(conn: psycopg.Connection, tables: list[TableName]) -> dict[TableName, int]:
-    rows = conn.execute(
-        """
-        SELECT n.nspname, c.relname, c.oid
-        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
-        """,
-        ([t.schema for t in tables], [t.name for t in tables]),
-    ).fetchall()
-    found = {TableName(s, n): oid for s, n, oid in rows}
-    return {t: found[t] for t in tables if t in found}
+def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iterable[str]) -> GroupSchema:
+    """What the target must get, given what it has (a schema, type, sequence or function
+    it has already is not ours to create, grant on or drop)."""
+    roles = frozenset(app_roles)
+    tables = tuple(t for t in group.tables.values() if t.exists)
+    privileges = []
+    for table in tables:
+        for g in table.grants:
+            if g.grantee in roles:
+                privileges += [AppPrivilege("TABLE", table.name.schema, table.name.name, g.grantee, p)
+                               for p in g.privileges]
+        for column in table.columns:
+            for g in column.grants:
+                if g.grantee in roles:
+                    privileges += [AppPrivilege("TABLE", table.name.schema, table.name.name, g.grantee, p,
+                                                column.name) for p in g.privileges]
+    for sequence in group.sequences:
+        for g in sequence.grants:
+            if g.grantee in roles:
+                privileges += [AppPrivilege("SEQUENCE", sequence.name.schema, sequence.name.name, g.grantee, p)
+                               for p in g.privileges]
+    return GroupSchema(
+        schemas=tuple(s for s in group.schemas if s.name not in existing.schemas),
+        types=tuple(t for t in group.types if t.movable and t.identity not in existing.types),
+        sequences=tuple(s for s in group.sequences if s.identity or s.name not in existing.sequences),
+        routines=tuple(r for r in group.routines if r.signature not in existing.routines),
+        tables=tables,
+        group=group,
+        app_roles=roles,
+        app_privileges=tuple(privileges),
+    )
 
 
-def read_group_schema(conn: psycopg.Connection, tables: list[TableName], app_roles: list[str]) -> GroupSchema:
-    """Read the DDL of the group (and what it depends on) from one server."""
-    # As pg_dump does: with an empty search_path every name the deparsers print is
-    # schema-qualified, so the DDL means the same thing on the target.
-    previous = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
-    conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
-    try:
-        return _read(conn, tables, app_roles)
-    finally:
-        conn.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (previous,))
+# --------------------------------------------------------------------------- pieces
 
 
-def _read(conn: psycopg.Connection, tables: list[TableName], app_roles: list[str]) -> GroupSchema:
-    oids = table_oids(conn, tables)
-    group = list(oids.values())
-    out = GroupSchema()
-    out.schemas = sorted({t.schema for t in oids} - {"public"})
-    _types(conn, group, out)
-    _sequences(conn, group, out)
-    _functions(conn, group, out)
-    for table, oid in oids.items():
-        out.tables.append((table, _create_table(conn, table, oid)))
-    _constraints(conn, group, out)
-    _indexes(conn, group, out)
-    _replica_identity(conn, group, out)
-    _triggers(conn, group, out)
-    _grants(conn, group, out, set(app_roles))
-    _schema_grants(conn, out)
+def _create_type(t: TypeFacts) -> sql.Composable:
+    name = t.identity.identifier
+    if t.kind == "enum":
+        return sql.SQL("CREATE TYPE {} AS ENUM ({})").format(name, sql.SQL(", ").join(map(sql.Literal, t.labels)))
+    if t.kind == "composite":
+        attributes = [
+            sql.SQL(" ").join([sql.Identifier(a), sql.SQL(typ)]
+                              + ([sql.SQL("COLLATE {}").format(sql.SQL(coll))] if coll else []))
+            for a, typ, coll in t.attributes
+        ]
+        return sql.SQL("CREATE TYPE {} AS ({})").format(name, sql.SQL(", ").join(attributes))
+    if t.kind == "range":
+        return sql.SQL("CREATE TYPE {} AS RANGE (subtype = {})").format(name, sql.SQL(t.subtype or ""))
+    parts = [sql.SQL("CREATE DOMAIN {} AS {}").format(name, sql.SQL(t.base or ""))]
+    if t.default is not None:
+        parts.append(sql.SQL("DEFAULT {}").format(sql.SQL(t.default)))
+    if t.not_null:
+        parts.append(sql.SQL("NOT NULL"))
+    parts += [sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in t.checks]
+    return sql.SQL(" ").join(parts)
+
+
+def _sequence_options(s: SequenceFacts) -> sql.Composable:
+    return sql.SQL("AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}").format(
+        sql.SQL(s.data_type), sql.Literal(s.increment), sql.Literal(s.minimum), sql.Literal(s.maximum),
+        sql.Literal(s.start), sql.Literal(s.cache), sql.SQL("CYCLE" if s.cycle else "NO CYCLE"))
+
+
+def _create_sequence(s: SequenceFacts) -> sql.Composable:
+    return sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} {}").format(s.name.identifier, _sequence_options(s))
+
+
+def _create_table(table: TableFacts) -> sql.Composable:
+    identity_sequences = {u.column: u for u in table.sequences if u.identity}
+    return sql.SQL("CREATE {}TABLE {} ({})").format(
+        sql.SQL("UNLOGGED " if table.unlogged else ""), table.name.identifier,
+        sql.SQL(", ").join(_column(c, identity_sequences) for c in table.columns))
+
+
+def _column(c: ColumnFacts, identity_sequences: dict) -> sql.Composable:
+    parts: list[sql.Composable] = [sql.Identifier(c.name), sql.SQL(c.type)]
+    if c.collation:
+        parts.append(sql.SQL("COLLATE {}").format(sql.SQL(c.collation)))
+    if c.generated is not None:
+        parts.append(sql.SQL("GENERATED ALWAYS AS ({}) {}").format(
+            sql.SQL(c.generated), sql.SQL("VIRTUAL" if c.generated_kind == "virtual" else "STORED")))
+    elif c.identity:
+        use = identity_sequences.get(c.name)
+        # The sequence keeps its name, so the cutover's copy of its value finds it.
+        options = sql.SQL(" (SEQUENCE NAME {} {})").format(
+            use.sequence.identifier, _sequence_options(_as_sequence(use))) if use else sql.SQL("")
+        parts.append(sql.SQL("GENERATED {} AS IDENTITY{}").format(
+            sql.SQL("ALWAYS" if c.identity == "always" else "BY DEFAULT"), options))
+    elif c.default is not None:
+        parts.append(sql.SQL("DEFAULT {}").format(sql.SQL(c.default)))
+    if c.not_null:
+        parts.append(sql.SQL("NOT NULL"))
+    return sql.SQL(" ").join(parts)
+
+
+def _as_sequence(use) -> SequenceFacts:
+    return SequenceFacts(name=use.sequence, data_type=use.data_type, start=use.start, increment=use.increment,
+                         minimum=use.minimum, maximum=use.maximum, cache=use.cache, cycle=use.cycle,
+                         identity=True, owned_by=None)
+
+
+def _add_constraint(table: TableName, name: str, definition: str) -> sql.Composable:
+    return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        table.identifier, sql.Identifier(name), sql.SQL(definition))
+
+
+def _replica_identity(table: TableFacts) -> list[sql.Composable]:
+    if table.replica_identity == "default":
+        return []
+    if table.replica_identity == "index":
+        index = table.replica_identity_index
+        what = sql.SQL("USING INDEX {}").format(sql.Identifier(index.name if index else ""))
+    else:
+        what = sql.SQL(table.replica_identity.upper())
+    return [sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(table.name.identifier, what)]
+
+
+_TRIGGER_STATE = {"disabled": "DISABLE", "always": "ENABLE ALWAYS", "replica": "ENABLE REPLICA"}
+
+
+def _triggers(table: TableFacts) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    for trigger in table.triggers:
+        out.append(sql.SQL(trigger.definition))
+        state = _TRIGGER_STATE.get(trigger.enabled)
+        if state:
+            out.append(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+                table.name.identifier, sql.SQL(state), sql.Identifier(trigger.name)))
     return out
 
 
-def _schema_grants(conn: psycopg.Connection, out: GroupSchema) -> None:
-    rows = conn.execute(
-        """
-        SELECT n.nspname, CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END,
-               x.privilege_type, x.is_grantable
-        FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) x
-        WHERE n.nspname = ANY(%s) AND x.grantee <> n.nspowner
-        ORDER BY 1, 2, 3
-        """,
-        (out.schemas,),
-    ).fetchall()
-    for schema, grantee, privilege, grantable in rows:
-        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-        out.schema_grants.setdefault(schema, []).append(sql.SQL("GRANT {} ON SCHEMA {} TO {}{}").format(
-            sql.SQL(privilege), sql.Identifier(schema), who, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+def _grantee(role: str) -> sql.Composable:
+    return sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role)
 
 
-def _ident(schema: str, name: str) -> sql.Identifier:
-    return sql.Identifier(schema, name)
+def _grant_statements(grants: Iterable[Grant], kind: sql.Composable, target: sql.Composable, *,
+                      column: str | None = None) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    columns = sql.SQL(" ({})").format(sql.Identifier(column)) if column else sql.SQL("")
+    for g in grants:
+        for privilege in g.privileges:
+            out.append(sql.SQL("GRANT {}{} ON {} {} TO {}{}").format(
+                sql.SQL(privilege), columns, kind, target, _grantee(g.grantee),
+                sql.SQL(" WITH GRANT OPTION" if privilege in g.grantable else "")))
+    return out
 
 
-def _types(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    # Enums and domains the columns use (directly or as arrays); the built-in and
-    # extension types are the plan's business.
-    rows = conn.execute(
-        """
-        SELECT DISTINCT t.oid, n.nspname, t.typname, t.typtype,
-               pg_catalog.format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault
-        FROM pg_catalog.pg_attribute a
-        JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
-        JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN at.typelem <> 0 AND at.typlen = -1
-                                                  THEN at.typelem ELSE at.oid END
-        JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-        WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-          AND t.typtype IN ('e', 'd')
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                          WHERE d.objid = t.oid AND d.deptype = 'e')
-        ORDER BY n.nspname, t.typname
-        """,
-        (group,),
-    ).fetchall()
-    for oid, schema, name, kind, base, notnull, default in rows:
-        if schema not in out.schemas and schema != "public":
-            out.schemas.append(schema)
-        if kind == "e":
-            labels = [r[0] for r in conn.execute(
-                "SELECT enumlabel FROM pg_catalog.pg_enum WHERE enumtypid = %s ORDER BY enumsortorder", (oid,))]
-            create = sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
-                _ident(schema, name), sql.SQL(", ").join(map(sql.Literal, labels)))
-        else:
-            checks = [r[0] for r in conn.execute(
-                "SELECT pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
-                "WHERE contypid = %s ORDER BY conname", (oid,))]
-            parts = [sql.SQL("CREATE DOMAIN {} AS {}").format(_ident(schema, name), sql.SQL(base))]
-            if default is not None:
-                parts.append(sql.SQL("DEFAULT {}").format(sql.SQL(default)))
-            if notnull:
-                parts.append(sql.SQL("NOT NULL"))
-            parts += [sql.SQL(c) for c in checks]
-            create = sql.SQL(" ").join(parts)
-        out.types.append((schema, name, create))
+def _comment(kind: str, target: sql.Composable, text: str) -> sql.Composable:
+    return sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), target, sql.Literal(text))
 
 
-def _sequences(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    # Owned sequences (serial: deptype 'a', identity: 'i') and sequences that a
-    # column default merely references (a bare sequence: pg_attrdef depends on it).
-    rows = conn.execute(
-        """
-        WITH used AS (
-            SELECT d.objid AS seq, d.refobjid AS rel, d.refobjsubid AS col, d.deptype
-            FROM pg_catalog.pg_depend d
-            WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refobjid = ANY(%(group)s)
-              AND d.deptype IN ('a', 'i')
-            UNION
-            SELECT d.refobjid, ad.adrelid, ad.adnum, 'n'
-            FROM pg_catalog.pg_attrdef ad
-            JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::regclass
-                                       AND d.objid = ad.oid
-                                       AND d.refclassid = 'pg_catalog.pg_class'::regclass
-            WHERE ad.adrelid = ANY(%(group)s)
-        )
-        SELECT DISTINCT ON (s.oid) n.nspname, s.relname,
-               pg_catalog.format_type(q.seqtypid, NULL), q.seqstart, q.seqincrement, q.seqmin,
-               q.seqmax, q.seqcache, q.seqcycle,
-               bool_or(u.deptype = 'i') OVER (PARTITION BY s.oid),
-               (SELECT array[tn.nspname, t.relname, a.attname]
-                  FROM pg_catalog.pg_depend o
-                  JOIN pg_catalog.pg_class t ON t.oid = o.refobjid
-                  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
-                  JOIN pg_catalog.pg_attribute a ON a.attrelid = o.refobjid AND a.attnum = o.refobjsubid
-                 WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = s.oid
-                   AND o.deptype = 'a' AND o.refobjid = ANY(%(group)s))
-        FROM used u
-        JOIN pg_catalog.pg_class s ON s.oid = u.seq AND s.relkind = 'S'
-        JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
-        JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
-        ORDER BY s.oid
-        """,
-        {"group": group},
-    ).fetchall()
-    for schema, name, typ, start, inc, smin, smax, cache, cycle, identity, owner in rows:
-        create = sql.SQL(
-            "CREATE SEQUENCE IF NOT EXISTS {} AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}"
-        ).format(
-            _ident(schema, name), sql.SQL(typ), sql.Literal(inc), sql.Literal(smin), sql.Literal(smax),
-            sql.Literal(start), sql.Literal(cache), sql.SQL("CYCLE" if cycle else "NO CYCLE"),
-        )
-        owned = tuple(owner) if owner else None
-        out.sequences.append(SequenceDef(schema, name, create, owned, bool(identity)))
-        if owned and not identity:
-            out.owned_by.append(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
-                _ident(schema, name), sql.Identifier(*owned)))
-
-
-def _functions(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    # Every function the group's objects call: triggers, and through pg_depend, column
-    # defaults and generated columns, constraints and index expressions. Built-ins and
-    # extension members come with the server or the extension, not with the move.
-    rows = conn.execute(
-        """
-        WITH used(fn) AS (
-            SELECT tg.tgfoid FROM pg_catalog.pg_trigger tg
-            WHERE tg.tgrelid = ANY(%(group)s) AND NOT tg.tgisinternal
-            UNION
-            SELECT d.refobjid FROM pg_catalog.pg_depend d
-            JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
-            WHERE d.classid = 'pg_catalog.pg_attrdef'::regclass AND ad.adrelid = ANY(%(group)s)
-              AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-            UNION
-            SELECT d.refobjid FROM pg_catalog.pg_depend d
-            JOIN pg_catalog.pg_constraint k ON k.oid = d.objid
-            WHERE d.classid = 'pg_catalog.pg_constraint'::regclass AND k.conrelid = ANY(%(group)s)
-              AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-            UNION
-            SELECT d.refobjid FROM pg_catalog.pg_depend d
-            JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
-            WHERE d.classid = 'pg_catalog.pg_class'::regclass AND i.indrelid = ANY(%(group)s)
-              AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-        )
-        SELECT DISTINCT n.nspname, p.oid::regprocedure::text, pg_catalog.pg_get_functiondef(p.oid)
-        FROM used u
-        JOIN pg_catalog.pg_proc p ON p.oid = u.fn
-        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind = 'f'
-          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
-                          WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = p.oid
-                            AND e.deptype = 'e')
-        ORDER BY 2
-        """,
-        {"group": group},
-    ).fetchall()
-    out.functions = [(schema, signature, body) for schema, signature, body in rows]
-
-
-def _create_table(conn: psycopg.Connection, table: TableName, oid: int) -> sql.Composable:
-    columns = conn.execute(
-        """
-        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated, a.attidentity,
-               CASE WHEN a.attcollation <> t.typcollation THEN co.collname END,
-               CASE WHEN a.attcollation <> t.typcollation THEN con.nspname END
-        FROM pg_catalog.pg_attribute a
-        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
-        LEFT JOIN pg_catalog.pg_namespace con ON con.oid = co.collnamespace
-        WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum
-        """,
-        (oid,),
-    ).fetchall()
-    parts = []
-    for name, typ, notnull, default, generated, identity, collation, collschema in columns:
-        col = [sql.Identifier(name), sql.SQL(typ)]
-        if collation:
-            col.append(sql.SQL("COLLATE {}").format(sql.Identifier(collschema, collation)))
-        if generated == "s":
-            col.append(sql.SQL("GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(default)))
-        elif identity:
-            col.append(sql.SQL("GENERATED ALWAYS AS IDENTITY" if identity == "a" else
-                               "GENERATED BY DEFAULT AS IDENTITY"))
-        elif default is not None:
-            col.append(sql.SQL("DEFAULT {}").format(sql.SQL(default)))
-        if notnull:
-            col.append(sql.SQL("NOT NULL"))
-        parts.append(sql.SQL(" ").join(col))
-    return sql.SQL("CREATE TABLE {} ({})").format(table.identifier, sql.SQL(", ").join(parts))
-
-
-def _constraints(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    rows = conn.execute(
-        """
-        SELECT n.nspname, c.relname, k.conname, k.contype, pg_catalog.pg_get_constraintdef(k.oid),
-               k.confrelid
-        FROM pg_catalog.pg_constraint k
-        JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE k.conrelid = ANY(%s) AND k.contype IN ('p', 'u', 'c', 'x', 'f')
-        ORDER BY array_position(ARRAY['p','u','x','c','f']::"char"[], k.contype), k.conname
-        """,
-        (group,),
-    ).fetchall()
-    for schema, table, name, kind, definition, refers_to in rows:
-        stmt = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            _ident(schema, table), sql.Identifier(name), sql.SQL(definition))
-        if kind == "f":
-            # A key to a table outside the group is a plan-time block; never half-copy it.
-            if refers_to in group:
-                out.foreign_keys.append(stmt)
-        else:
-            out.constraints.append(stmt)
-
-
-def _indexes(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    rows = conn.execute(
-        """
-        SELECT n.nspname, c.relname, ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid),
-               i.indisprimary, i.indisreplident,
-               EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid
-                       AND k.contype IN ('p', 'u', 'x'))
-        FROM pg_catalog.pg_index i
-        JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
-        JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE i.indrelid = ANY(%s)
-        ORDER BY n.nspname, c.relname, ic.relname
-        """,
-        (group,),
-    ).fetchall()
-    for schema, table, name, definition, primary, replident, constraint in rows:
-        if constraint:
-            continue  # made by its constraint
-        out.indexes.append(IndexDef(
-            table=f"{schema}.{table}", schema=schema, name=name, definition=definition,
-            secondary=not (primary or replident),
-        ))
-
-
-def _replica_identity(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    rows = conn.execute(
-        """
-        SELECT n.nspname, c.relname, c.relreplident,
-               (SELECT ic.relname FROM pg_catalog.pg_index i
-                  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-                 WHERE i.indrelid = c.oid AND i.indisreplident)
-        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.oid = ANY(%s) AND c.relreplident <> 'd'
-        """,
-        (group,),
-    ).fetchall()
-    for schema, table, kind, index in rows:
-        what = {"f": sql.SQL("FULL"), "n": sql.SQL("NOTHING")}.get(
-            kind, sql.SQL("USING INDEX {}").format(sql.Identifier(index or "")))
-        out.replica_identity.append(
-            sql.SQL("ALTER TABLE {} REPLICA IDENTITY {}").format(_ident(schema, table), what))
-
-
-def _triggers(conn: psycopg.Connection, group: list[int], out: GroupSchema) -> None:
-    rows = conn.execute(
-        """
-        SELECT n.nspname, c.relname, t.tgname, pg_catalog.pg_get_triggerdef(t.oid), t.tgenabled
-        FROM pg_catalog.pg_trigger t
-        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE t.tgrelid = ANY(%s) AND NOT t.tgisinternal
-        ORDER BY c.relname, t.tgname
-        """,
-        (group,),
-    ).fetchall()
-    for schema, table, name, definition, enabled in rows:
-        out.triggers.append(sql.SQL(definition))
-        state = {"D": "DISABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}.get(enabled)
-        if state:
-            out.triggers.append(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
-                _ident(schema, table), sql.SQL(state), sql.Identifier(name)))
-
-
-def _grants(conn: psycopg.Connection, group: list[int], out: GroupSchema, app_roles: set[str]) -> None:
-    seq_names = [(s.schema, s.name) for s in out.sequences]
-    rows = conn.execute(
-        """
-        SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, n.nspname, c.relname,
-               CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END,
-               x.privilege_type, x.is_grantable, x.grantee = c.relowner
-        FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
-        WHERE c.relacl IS NOT NULL
-          AND (c.oid = ANY(%s) OR (n.nspname, c.relname) IN
-               (SELECT * FROM unnest(%s::text[], %s::text[])))
-        ORDER BY 2, 3, 4, 5
-        """,
-        (group, [s for s, _ in seq_names], [n for _, n in seq_names]),
-    ).fetchall()
-    for kind, schema, name, grantee, privilege, grantable, is_owner in rows:
-        if is_owner:
-            continue  # the owner's own rights come with ownership on the target
-        if grantee in app_roles:
-            out.app_privileges.append((kind, schema, name, grantee, privilege))
-            continue
-        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-        out.grants.append(sql.SQL("GRANT {} ON {} {} TO {}{}").format(
-            sql.SQL(privilege), sql.SQL(kind), _ident(schema, name), who,
-            sql.SQL(" WITH GRANT OPTION" if grantable else "")))
-
-
-def privilege_statements(privileges, *, grant: bool) -> list[sql.Composable]:
-    """GRANT (or REVOKE) the recorded app-role privileges, one statement per object and role."""
-    by_object: dict[tuple[str, str, str, str], list[str]] = {}
-    for kind, schema, name, role, privilege in privileges:
-        by_object.setdefault((kind, schema, name, role), []).append(privilege)
+def privilege_statements(privileges: Iterable, *, grant: bool) -> list[sql.Composable]:
+    """GRANT (or REVOKE) the recorded app-role privileges, one statement per object, role
+    and column. Takes AppPrivilege values or their checkpoint lists."""
+    by_object: dict[tuple[str, str, str, str, str | None], set[str]] = {}
+    for item in privileges:
+        p = item if isinstance(item, AppPrivilege) else AppPrivilege.from_list(item)
+        by_object.setdefault((p.kind, p.schema, p.name, p.role, p.column), set()).add(p.privilege)
     out = []
-    for (kind, schema, name, role), privs in sorted(by_object.items()):
+    for (kind, schema, name, role, column), privs in sorted(by_object.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], kv[0][2], kv[0][3], kv[0][4] or "")):
+        # A column list belongs to each privilege: "SELECT (c), UPDATE (c)".
+        columns = sql.SQL(" ({})").format(sql.Identifier(column)) if column else sql.SQL("")
         template = "GRANT {} ON {} {} TO {}" if grant else "REVOKE {} ON {} {} FROM {}"
         out.append(sql.SQL(template).format(
-            sql.SQL(", ").join(sql.SQL(p) for p in sorted(set(privs))), sql.SQL(kind),
-            _ident(schema, name), sql.Identifier(role)))
+            sql.SQL(", ").join(sql.SQL("{}{}").format(sql.SQL(p), columns) for p in sorted(privs)),
+            sql.SQL(kind), sql.Identifier(schema, name), sql.Identifier(role)))
     return out

@@ -21,12 +21,18 @@ from migrator.playbook import TableName
 MARKER = sql.Identifier(*names.sync_marker())
 
 
-def ensure_marker_table(conn: psycopg.Connection) -> None:
+def marker_table_statements() -> list[sql.Composable]:
     """The tool's schema and marker table; shared by every move on the server."""
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.SCHEMA)))
-    conn.execute(sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, move text NOT NULL, "
-        "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(MARKER))
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.SCHEMA)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, move text NOT NULL, "
+                "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(MARKER),
+    ]
+
+
+def ensure_marker_table(conn: psycopg.Connection) -> None:
+    for statement in marker_table_statements():
+        conn.execute(statement)
 
 
 def drop_marker_table(conn: psycopg.Connection, move: str) -> None:
@@ -56,19 +62,28 @@ def publication_exists(conn: psycopg.Connection, name: str) -> bool:
     return _exists(conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,))
 
 
+def publication_statement(name: str, tables: list[TableName]) -> sql.Composable:
+    """The group and the tool's marker table, whose rows prove how far the other side is."""
+    return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]))
+
+
 def create_publication(conn: psycopg.Connection, name: str, tables: list[TableName]) -> sql.Composable | None:
     if publication_exists(conn, name):
         return None
-    stmt = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-        sql.Identifier(name),
-        sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]),
-    )
+    stmt = publication_statement(name, tables)
     conn.execute(stmt)
     return stmt
 
 
-def drop_publication(conn: psycopg.Connection, name: str) -> None:
-    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+def drop_publication_statement(name: str) -> sql.Composable:
+    return sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name))
+
+
+def drop_publication(conn: psycopg.Connection, name: str) -> sql.Composable:
+    stmt = drop_publication_statement(name)
+    conn.execute(stmt)
+    return stmt
 
 
 # --------------------------------------------------------------------------- slots
@@ -181,7 +196,17 @@ def create_subscription(
     if not create_slot and not slot_exists(publisher, slot):
         raise OperationFailed(f"replication slot {slot} is missing on the publisher; "
                               "the changes since the cutover cannot be replicated back")
-    stmt = sql.SQL(
+    stmt = subscription_statement(name, publisher_dsn, publication, slot, copy_data=copy_data,
+                                  create_slot=create_slot)
+    subscriber.execute(stmt)
+    return stmt
+
+
+def subscription_statement(name: str, publisher_dsn: str, publication: str, slot: str, *,
+                           copy_data: bool, create_slot: bool = True) -> sql.Composable:
+    """CREATE SUBSCRIPTION; its connection string holds the DSN as given (a Statement's
+    text masks any password in it)."""
+    return sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
         "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true)"
     ).format(
@@ -189,8 +214,10 @@ def create_subscription(
         sql.SQL("true" if copy_data else "false"), sql.SQL("true" if create_slot else "false"),
         sql.Literal(slot),
     )
-    subscriber.execute(stmt)
-    return stmt
+
+
+def drop_subscription_statement(name: str) -> sql.Composable:
+    return sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name))
 
 
 def set_subscription_enabled(conn: psycopg.Connection, name: str, enabled: bool) -> None:
@@ -213,7 +240,7 @@ def drop_subscription(subscriber: psycopg.Connection, name: str,
         return
     if publisher is not None:
         try:
-            subscriber.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
+            subscriber.execute(drop_subscription_statement(name))
             return
         except psycopg.Error:
             pass
@@ -225,11 +252,14 @@ def drop_subscription(subscriber: psycopg.Connection, name: str,
             drop_slot(publisher, slot)
 
 
-def sync_states(conn: psycopg.Connection, name: str) -> dict[str, str]:
-    """pg_subscription_rel state per table: i init, d copying, f/s syncing, r ready."""
+def sync_states(conn: psycopg.Connection, name: str) -> dict[TableName, str]:
+    """pg_subscription_rel state per table: i init, d copying, f/s syncing, r ready.
+
+    Keyed by (schema, name) as the catalogs spell them: a mixed-case name is never
+    re-quoted or re-split on the way."""
     rows = conn.execute(
         """
-        SELECT n.nspname || '.' || c.relname, r.srsubstate
+        SELECT n.nspname, c.relname, r.srsubstate
         FROM pg_catalog.pg_subscription_rel r
         JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
         JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
@@ -238,23 +268,23 @@ def sync_states(conn: psycopg.Connection, name: str) -> dict[str, str]:
         """,
         (name,),
     ).fetchall()
-    return dict(rows)
+    return {TableName(schema, table): state for schema, table, state in rows}
 
 
 # --------------------------------------------------------------------------- progress and lag
 
 
-def relation_bytes(conn: psycopg.Connection, tables: list[TableName]) -> dict[str, int]:
+def relation_bytes(conn: psycopg.Connection, tables: list[TableName]) -> dict[TableName, int]:
     """Heap + TOAST bytes per table (what the initial copy moves; indexes excluded)."""
     rows = conn.execute(
         """
-        SELECT n.nspname || '.' || c.relname, pg_catalog.pg_table_size(c.oid)
+        SELECT n.nspname, c.relname, pg_catalog.pg_table_size(c.oid)
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
         """,
         ([t.schema for t in tables], [t.name for t in tables]),
     ).fetchall()
-    return dict(rows)
+    return {TableName(schema, table): size for schema, table, size in rows}
 
 
 def slot_lag_bytes(publisher: psycopg.Connection, slot: str) -> int | None:

@@ -1,0 +1,281 @@
+"""The facts the catalog model reads: immutable values, one identity per object
+(schema and name as a value, composed with `sql.Identifier`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from migrator.playbook import TableName
+
+
+@dataclass(frozen=True)
+class ColumnFacts:
+    name: str
+    type: str                      # format_type(): schema-qualified unless pg_catalog
+    not_null: bool
+    default: str | None            # expression text, None for generated columns
+    identity: str | None           # 'always' | 'by default'
+    generated: str | None          # the expression of a generated column
+    generated_kind: str | None     # 'stored' | 'virtual' (PostgreSQL 18)
+    collation: str | None          # only when it differs from the type's default
+    comment: str | None = None
+    grants: tuple[Grant, ...] = ()  # column-level privileges (GRANT SELECT (col) ...)
+
+
+@dataclass(frozen=True)
+class ConstraintFacts:
+    """A primary key, unique, check or exclusion constraint (foreign keys: ForeignKey)."""
+
+    name: str
+    kind: str                      # 'primary key' | 'unique' | 'check' | 'exclusion'
+    definition: str
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class TypeFacts:
+    """A type a table's columns need that is not built in (directly or inside an array,
+    domain, range or composite)."""
+
+    schema: str
+    name: str
+    kind: str                      # 'enum' | 'domain' | 'composite' | 'range' | 'base' | ...
+    extension: str | None          # the extension that provides it, if any
+    labels: tuple[str, ...] = ()   # enum labels in sort order
+    base: str | None = None        # a domain's base type
+    not_null: bool = False         # a domain's NOT NULL
+    default: str | None = None     # a domain's default expression
+    checks: tuple[tuple[str, str], ...] = ()   # a domain's (constraint name, CHECK (...))
+    attributes: tuple[tuple[str, str, str | None], ...] = ()  # a composite's (name, type, collation)
+    subtype: str | None = None     # a range's subtype
+    depends_on: tuple[TableName, ...] = ()     # the listed types this one is made of
+    comment: str | None = None
+
+    @property
+    def identity(self) -> TableName:
+        return TableName(self.schema, self.name)
+
+    @property
+    def qualified(self) -> str:
+        return str(self.identity)
+
+    @property
+    def movable(self) -> bool:
+        """Created by the move (not an extension's, and a kind DDL can make)."""
+        return self.extension is None and self.kind in ("enum", "domain", "composite", "range")
+
+
+@dataclass(frozen=True)
+class IndexFacts:
+    table: TableName
+    name: str
+    definition: str                # pg_get_indexdef(): a complete CREATE INDEX statement
+    is_primary: bool
+    is_replica_identity: bool
+    is_constraint: bool            # a constraint depends on it (its own, or a foreign key's)
+    constraints: tuple[str, ...] = ()
+    is_unique: bool = False
+    is_valid: bool = True
+    size_bytes: int = 0
+    owner_constraint: str | None = None   # the PK/unique/exclusion constraint that made it
+    comment: str | None = None
+
+    @property
+    def secondary(self) -> bool:
+        """May be dropped for the bulk copy and rebuilt after: the apply worker does not
+        need it and no constraint depends on it."""
+        return not (self.is_primary or self.is_replica_identity or self.is_constraint)
+
+    @property
+    def qualified(self) -> TableName:
+        return TableName(self.table.schema, self.name)
+
+
+@dataclass(frozen=True)
+class SequenceUse:
+    """One column's use of one sequence: owned by it (serial, OWNED BY), its identity,
+    and/or called from its default (nextval('seq'), a bare sequence counts too)."""
+
+    table: TableName
+    column: str
+    sequence: TableName
+    owned: bool
+    identity: bool
+    in_default: bool
+    data_type: str = "bigint"
+    start: int = 1
+    increment: int = 1
+    minimum: int = 1
+    maximum: int = 2**63 - 1
+    cache: int = 1
+    cycle: bool = False
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    table: TableName               # the referencing table
+    columns: tuple[str, ...]
+    references: TableName          # the referenced table
+    referenced_columns: tuple[str, ...]
+    definition: str                # pg_get_constraintdef()
+    crosses_group: bool            # exactly one of the two tables is in the group
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class TriggerFacts:
+    name: str
+    definition: str                # pg_get_triggerdef(): a complete CREATE TRIGGER
+    enabled: str                   # 'origin' | 'always' | 'replica' | 'disabled'
+    function: str                  # schema-qualified name of the trigger function
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    grantee: str                   # a role name, or PUBLIC
+    privileges: tuple[str, ...]
+    grantable: tuple[str, ...] = ()  # the privileges held WITH GRANT OPTION
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """One table of the group, as it is on the source (and whether the target has it)."""
+
+    name: TableName
+    exists: bool
+    kind: str = "missing"          # 'table' | 'partitioned table' | 'view' | ... | 'missing'
+    unlogged: bool = False
+    partition_of: TableName | None = None
+    partitions: tuple[TableName, ...] = ()
+    owner: str | None = None
+    owned_by_dsn_role: bool = False
+    replica_identity: str = "default"    # 'default' | 'full' | 'index' | 'nothing'
+    row_security: bool = False
+    heap_bytes: int = 0
+    toast_bytes: int = 0
+    index_bytes: int = 0
+    estimated_rows: int | None = None    # None: never analyzed
+    columns: tuple[ColumnFacts, ...] = ()
+    constraints: tuple[ConstraintFacts, ...] = ()
+    indexes: tuple[IndexFacts, ...] = ()
+    sequences: tuple[SequenceUse, ...] = ()
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    triggers: tuple[TriggerFacts, ...] = ()
+    types: tuple[TypeFacts, ...] = ()
+    extensions: tuple[str, ...] = ()
+    grants: tuple[Grant, ...] = ()
+    large_object_columns: tuple[str, ...] = ()
+    on_target: str = "absent"            # 'absent' | 'empty' | 'has rows' | 'unknown'
+    comment: str | None = None
+
+    @property
+    def copy_bytes(self) -> int:
+        """What the initial copy moves: the heap and TOAST (indexes are built, not copied)."""
+        return self.heap_bytes + self.toast_bytes
+
+    @property
+    def primary_key(self) -> ConstraintFacts | None:
+        return next((c for c in self.constraints if c.kind == "primary key"), None)
+
+    @property
+    def replica_identity_index(self) -> IndexFacts | None:
+        return next((i for i in self.indexes if i.is_replica_identity), None)
+
+    @property
+    def identifies_rows(self) -> bool:
+        """Can UPDATE and DELETE be replicated? (Postgres refuses them otherwise once
+        the table is in a publication that publishes them.)"""
+        if self.replica_identity == "full":
+            return True
+        if self.replica_identity == "index":
+            return self.replica_identity_index is not None
+        return self.replica_identity == "default" and self.primary_key is not None
+
+    @property
+    def secondary_indexes(self) -> tuple[IndexFacts, ...]:
+        return tuple(i for i in self.indexes if i.secondary)
+
+    @property
+    def generated_columns(self) -> tuple[ColumnFacts, ...]:
+        return tuple(c for c in self.columns if c.generated is not None)
+
+
+@dataclass(frozen=True)
+class RoutineFacts:
+    """A function the group's objects call (defaults, generated columns, constraints,
+    index expressions, triggers): its identity is (schema, name, argument types)."""
+
+    name: TableName                # (schema, name), composed with sql.Identifier
+    arguments: str                 # pg_get_function_identity_arguments(): qualified types
+    definition: str                # pg_get_functiondef(): a complete CREATE FUNCTION
+    comment: str | None = None
+
+    @property
+    def signature(self) -> str:
+        """'"schema"."name"(args)': text for to_regprocedure(), never for composing SQL."""
+        return f"{self.name.qualified}({self.arguments})"
+
+
+@dataclass(frozen=True)
+class SchemaFacts:
+    """A schema (other than public) that holds something of the group, with its ACL."""
+
+    name: str
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True)
+class SequenceFacts:
+    """One sequence the group uses, once, however many columns use it."""
+
+    name: TableName
+    data_type: str
+    start: int
+    increment: int
+    minimum: int
+    maximum: int
+    cache: int
+    cycle: bool
+    identity: bool                        # an identity column's: its table makes it
+    owned_by: tuple[TableName, str] | None  # (table, column) of OWNED BY (serial)
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupCatalog:
+    """Everything the group is and needs on one server, read at one moment."""
+
+    tables: Mapping[TableName, TableFacts]          # in playbook order; missing ones too
+    types: tuple[TypeFacts, ...] = ()               # in creation order (dependencies first)
+    sequences: tuple[SequenceFacts, ...] = ()
+    routines: tuple[RoutineFacts, ...] = ()
+    schemas: tuple[SchemaFacts, ...] = ()
+    # Sequences the group uses that tables outside the group use too.
+    shared_sequences: Mapping[TableName, tuple[TableName, ...]] = field(default_factory=dict)
+
+    @property
+    def existing(self) -> list[TableFacts]:
+        return [t for t in self.tables.values() if t.exists]
+
+    @property
+    def sequence_uses(self) -> tuple[SequenceUse, ...]:
+        return tuple(u for t in self.tables.values() for u in t.sequences)
+
+    @property
+    def secondary_indexes(self) -> tuple[IndexFacts, ...]:
+        return tuple(i for t in self.existing for i in t.secondary_indexes)
+
+
+@dataclass(frozen=True)
+class ExistingObjects:
+    """Which of the group's objects the other server already has (not ours to create,
+    drop or grant on)."""
+
+    schemas: frozenset[str] = frozenset()
+    types: frozenset[TableName] = frozenset()
+    sequences: frozenset[TableName] = frozenset()
+    routines: frozenset[str] = frozenset()       # signatures
+    tables: frozenset[TableName] = frozenset()

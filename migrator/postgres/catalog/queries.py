@@ -1,0 +1,422 @@
+"""The catalog queries of the catalog model; only `reader` runs them.
+
+The group is passed as two text arrays (schemas, names) and matched exactly against
+the catalogs (`_GROUP`), so no name is ever parsed or quoted on the way.
+"""
+
+# The group as (relid, schema, name): names are passed as two text arrays and matched
+# exactly against the catalogs, so no name is ever parsed or quoted on the way.
+_GROUP = """
+group_tables AS (
+    SELECT c.oid AS relid, g.s AS schema_name, g.n AS table_name
+    FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+    JOIN pg_catalog.pg_namespace ns ON ns.nspname = g.s
+    JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid AND c.relname = g.n
+)"""
+
+
+_SEQUENCE_USES = (
+    "WITH" + _GROUP + """,
+uses AS (
+    -- serial / OWNED BY ('a') and identity ('i'): the sequence depends on the column
+    SELECT d.refobjid AS relid, d.refobjsubid AS attnum, d.objid AS seqid,
+           d.deptype = 'a' AS owned, d.deptype = 'i' AS identity, false AS in_default
+    FROM pg_catalog.pg_depend d
+    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+    UNION ALL
+    -- nextval('seq') in a default: the default expression depends on the sequence
+    SELECT ad.adrelid, ad.adnum, d.refobjid, false, false, true
+    FROM pg_catalog.pg_attrdef ad
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+),
+seq_uses AS (
+    SELECT u.relid, u.attnum, u.seqid,
+           pg_catalog.bool_or(u.owned) AS owned, pg_catalog.bool_or(u.identity) AS identity,
+           pg_catalog.bool_or(u.in_default) AS in_default
+    FROM uses u
+    JOIN pg_catalog.pg_class s ON s.oid = u.seqid AND s.relkind = 'S'
+    GROUP BY u.relid, u.attnum, u.seqid
+)
+SELECT tn.nspname, t.relname, a.attname, sn.nspname, s.relname,
+       su.owned, su.identity, su.in_default,
+       pg_catalog.format_type(q.seqtypid, NULL), q.seqstart, q.seqincrement,
+       q.seqmin, q.seqmax, q.seqcache, q.seqcycle,
+       su.relid IN (SELECT relid FROM group_tables) AS in_group
+FROM seq_uses su
+JOIN pg_catalog.pg_class t ON t.oid = su.relid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = su.relid AND a.attnum = su.attnum
+JOIN pg_catalog.pg_class s ON s.oid = su.seqid
+JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_catalog.pg_sequence q ON q.seqrelid = su.seqid
+WHERE su.seqid IN (SELECT seqid FROM seq_uses WHERE relid IN (SELECT relid FROM group_tables))
+ORDER BY tn.nspname, t.relname, a.attnum, sn.nspname, s.relname
+""")
+
+
+_INDEXES = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid),
+       i.indisprimary, i.indisreplident, i.indisunique, i.indisvalid,
+       ARRAY(
+           -- conindid: a unique/PK/exclusion constraint's own index, and the
+           -- referenced table's index of every foreign key (DROP INDEX refuses both)
+           SELECT co.conname::text FROM pg_catalog.pg_constraint co
+           WHERE co.conindid = i.indexrelid ORDER BY co.conname
+       ),
+       pg_catalog.pg_relation_size(i.indexrelid),
+       (SELECT co.conname::text FROM pg_catalog.pg_constraint co
+         WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x'))
+FROM group_tables g
+JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
+JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+ORDER BY g.schema_name, g.table_name, ic.relname
+""")
+
+
+_FOREIGN_KEYS = (
+    "WITH" + _GROUP + """
+SELECT co.conname, sn.nspname, sc.relname,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(co.conkey) WITH ORDINALITY k(n, o)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.n
+             ORDER BY k.o),
+       dn.nspname, dc.relname,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(co.confkey) WITH ORDINALITY k(n, o)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = co.confrelid AND a.attnum = k.n
+             ORDER BY k.o),
+       pg_catalog.pg_get_constraintdef(co.oid),
+       co.conrelid IN (SELECT relid FROM group_tables),
+       co.confrelid IN (SELECT relid FROM group_tables)
+FROM pg_catalog.pg_constraint co
+JOIN pg_catalog.pg_class sc ON sc.oid = co.conrelid
+JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
+JOIN pg_catalog.pg_class dc ON dc.oid = co.confrelid
+JOIN pg_catalog.pg_namespace dn ON dn.oid = dc.relnamespace
+WHERE co.contype = 'f'
+  -- a foreign key on a partitioned table is cloned onto each partition; keep the parent's
+  AND co.conparentid = 0
+  AND (co.conrelid IN (SELECT relid FROM group_tables)
+       OR co.confrelid IN (SELECT relid FROM group_tables))
+ORDER BY sn.nspname, sc.relname, co.conname
+""")
+
+
+_TABLES = """
+SELECT g.ord, g.s, g.n, c.oid, c.relkind, c.relpersistence, c.relispartition,
+       pg_catalog.pg_get_userbyid(c.relowner),
+       pg_catalog.pg_has_role(c.relowner, 'USAGE'),
+       c.relreplident, c.relrowsecurity,
+       pg_catalog.pg_relation_size(c.oid),
+       COALESCE(pg_catalog.pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0),
+       pg_catalog.pg_indexes_size(c.oid),
+       c.reltuples,
+       (SELECT ARRAY[pn.nspname::text, pc.relname::text]
+          FROM pg_catalog.pg_inherits h
+          JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent
+          JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+         WHERE h.inhrelid = c.oid AND c.relispartition),
+       ARRAY(SELECT ARRAY[pn.nspname::text, pc.relname::text]
+               FROM pg_catalog.pg_inherits h
+               JOIN pg_catalog.pg_class pc ON pc.oid = h.inhrelid
+               JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+              WHERE h.inhparent = c.oid AND c.relkind = 'p'
+              ORDER BY pn.nspname, pc.relname),
+       ARRAY(SELECT ARRAY[x.grantee, x.privilege, x.grantable]
+               FROM (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                 ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee,
+                            a.privilege_type::text AS privilege, a.is_grantable::text AS grantable
+                       FROM pg_catalog.aclexplode(c.relacl) a
+                      WHERE a.grantee <> c.relowner) AS x
+              ORDER BY x.grantee, x.privilege)
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) WITH ORDINALITY AS g(s, n, ord)
+LEFT JOIN pg_catalog.pg_namespace ns ON ns.nspname = g.s
+LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid AND c.relname = g.n
+ORDER BY g.ord
+"""
+
+
+_COLUMNS = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, a.attname,
+       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
+       CASE WHEN a.attcollation <> t.typcollation
+            THEN (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
+                    FROM pg_catalog.pg_collation co
+                    JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+                   WHERE co.oid = a.attcollation)
+       END,
+       -- large object references: oid, or a domain over it such as the lo extension's
+       'pg_catalog.oid'::pg_catalog.regtype IN (t.oid, t.typbasetype)
+FROM group_tables g
+JOIN pg_catalog.pg_attribute a ON a.attrelid = g.relid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ORDER BY g.schema_name, g.table_name, a.attnum
+""")
+
+
+_CONSTRAINTS = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, co.conname, co.contype, pg_catalog.pg_get_constraintdef(co.oid)
+FROM group_tables g
+JOIN pg_catalog.pg_constraint co ON co.conrelid = g.relid
+-- 'n' (PostgreSQL 18's NOT NULL constraints) is carried by the columns' NOT NULL
+WHERE co.contype IN ('p', 'u', 'x', 'c')
+ORDER BY g.schema_name, g.table_name, pg_catalog.strpos('pucx', co.contype::text), co.conname
+""")
+
+
+_TRIGGERS = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, tg.tgname, pg_catalog.pg_get_triggerdef(tg.oid),
+       tg.tgenabled, tg.tgfoid::pg_catalog.regproc::text
+FROM group_tables g
+JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = g.relid
+WHERE NOT tg.tgisinternal
+ORDER BY g.schema_name, g.table_name, tg.tgname
+""")
+
+
+# Every type the columns need, following arrays, domains, ranges and composites down
+# to the built-ins; kept when not built in or when an extension provides it.
+_TYPES = (
+    "WITH RECURSIVE" + _GROUP + """,
+used(relid, typid) AS (
+    SELECT a.attrelid, a.atttypid
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid IN (SELECT relid FROM group_tables) AND a.attnum > 0 AND NOT a.attisdropped
+    UNION
+    SELECT u.relid, x.typid
+    FROM used u
+    JOIN pg_catalog.pg_type t ON t.oid = u.typid
+    CROSS JOIN LATERAL (
+        SELECT t.typelem WHERE t.typelem <> 0
+        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+        UNION ALL SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
+                  WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
+                    AND NOT ca.attisdropped
+    ) AS x(typid)
+)
+SELECT g.schema_name, g.table_name, tn.nspname, t.typname,
+       -- a composite that is a table's row type is the table, not a type to create
+       CASE WHEN t.typtype = 'c' AND tr.relkind <> 'c' THEN 't' ELSE t.typtype END,
+       (SELECT e.extname FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+         WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'),
+       ARRAY(SELECT en.enumlabel::text FROM pg_catalog.pg_enum en
+              WHERE en.enumtypid = t.oid ORDER BY en.enumsortorder),
+       CASE WHEN t.typtype = 'd' THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
+       t.typcategory = 'A',
+       t.typnotnull, t.typdefault,
+       ARRAY(SELECT ARRAY[k.conname::text, pg_catalog.pg_get_constraintdef(k.oid)]
+               FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'
+              ORDER BY k.conname),
+       ARRAY(SELECT ARRAY[ca.attname::text, pg_catalog.format_type(ca.atttypid, ca.atttypmod),
+                          CASE WHEN ca.attcollation <> at.typcollation
+                               THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(cl.collname)
+                          END]
+               FROM pg_catalog.pg_attribute ca
+               JOIN pg_catalog.pg_type at ON at.oid = ca.atttypid
+               LEFT JOIN pg_catalog.pg_collation cl ON cl.oid = ca.attcollation
+               LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = cl.collnamespace
+              WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0 AND NOT ca.attisdropped
+              ORDER BY ca.attnum),
+       (SELECT pg_catalog.format_type(r.rngsubtype, NULL) FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid),
+       -- the types this one is made of (an array stands for its element type)
+       ARRAY(SELECT ARRAY[rn.nspname::text, rt.typname::text]
+               FROM (SELECT t.typbasetype WHERE t.typbasetype <> 0
+                     UNION SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+                     UNION SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
+                            WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
+                              AND NOT ca.attisdropped) AS ref(typid)
+               JOIN pg_catalog.pg_type rt0 ON rt0.oid = ref.typid
+               JOIN pg_catalog.pg_type rt ON rt.oid = CASE WHEN rt0.typcategory = 'A' AND rt0.typelem <> 0
+                                                         THEN rt0.typelem ELSE rt0.oid END
+               JOIN pg_catalog.pg_namespace rn ON rn.oid = rt.typnamespace),
+       pg_catalog.obj_description(t.oid, 'pg_type')
+FROM used u
+JOIN group_tables g ON g.relid = u.relid
+JOIN pg_catalog.pg_type t ON t.oid = u.typid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
+ORDER BY g.schema_name, g.table_name, tn.nspname, t.typname
+""")
+
+
+# Extensions whose members anything of the table depends on: column types (through
+# the types above), functions in defaults and generated columns, operator classes
+# and functions of indexes, constraints' functions, trigger functions' languages.
+_EXTENSIONS = (
+    "WITH RECURSIVE" + _GROUP + """,
+used(relid, typid) AS (
+    SELECT a.attrelid, a.atttypid
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid IN (SELECT relid FROM group_tables) AND a.attnum > 0 AND NOT a.attisdropped
+    UNION
+    SELECT u.relid, x.typid
+    FROM used u
+    JOIN pg_catalog.pg_type t ON t.oid = u.typid
+    CROSS JOIN LATERAL (
+        SELECT t.typelem WHERE t.typelem <> 0
+        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+    ) AS x(typid)
+),
+objects(relid, classid, objid) AS (
+    SELECT g.relid, 'pg_catalog.pg_class'::pg_catalog.regclass, g.relid FROM group_tables g
+    UNION ALL
+    SELECT ad.adrelid, 'pg_catalog.pg_attrdef'::pg_catalog.regclass, ad.oid
+    FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid IN (SELECT relid FROM group_tables)
+    UNION ALL
+    SELECT i.indrelid, 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid
+    FROM pg_catalog.pg_index i WHERE i.indrelid IN (SELECT relid FROM group_tables)
+    UNION ALL
+    SELECT co.conrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, co.oid
+    FROM pg_catalog.pg_constraint co WHERE co.conrelid IN (SELECT relid FROM group_tables)
+    UNION ALL
+    SELECT tg.tgrelid, 'pg_catalog.pg_trigger'::pg_catalog.regclass, tg.oid
+    FROM pg_catalog.pg_trigger tg
+    WHERE tg.tgrelid IN (SELECT relid FROM group_tables) AND NOT tg.tgisinternal
+),
+refs(relid, classid, objid) AS (
+    SELECT o.relid, d.refclassid, d.refobjid
+    FROM objects o
+    JOIN pg_catalog.pg_depend d ON d.classid = o.classid AND d.objid = o.objid
+    UNION ALL
+    SELECT u.relid, 'pg_catalog.pg_type'::pg_catalog.regclass, u.typid FROM used u
+)
+SELECT DISTINCT g.schema_name, g.table_name, e.extname
+FROM refs r
+JOIN group_tables g ON g.relid = r.relid
+JOIN pg_catalog.pg_depend x
+  ON x.classid = r.classid AND x.objid = r.objid AND x.deptype = 'e'
+ AND x.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+JOIN pg_catalog.pg_extension e ON e.oid = x.refobjid
+ORDER BY 1, 2, 3
+""")
+
+
+_COMMENTS = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, 'table', NULL::text, d.description
+FROM group_tables g
+JOIN pg_catalog.pg_description d
+  ON d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objoid = g.relid AND d.objsubid = 0
+UNION ALL
+SELECT g.schema_name, g.table_name, 'column', a.attname::text, d.description
+FROM group_tables g
+JOIN pg_catalog.pg_description d
+  ON d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objoid = g.relid AND d.objsubid > 0
+JOIN pg_catalog.pg_attribute a ON a.attrelid = g.relid AND a.attnum = d.objsubid
+UNION ALL
+SELECT g.schema_name, g.table_name, 'index', ic.relname::text, d.description
+FROM group_tables g
+JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
+JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_catalog.pg_description d
+  ON d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objoid = i.indexrelid AND d.objsubid = 0
+UNION ALL
+SELECT g.schema_name, g.table_name, 'constraint', co.conname::text, d.description
+FROM group_tables g
+JOIN pg_catalog.pg_constraint co ON co.conrelid = g.relid
+JOIN pg_catalog.pg_description d
+  ON d.classoid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objoid = co.oid
+UNION ALL
+SELECT g.schema_name, g.table_name, 'trigger', tg.tgname::text, d.description
+FROM group_tables g
+JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = g.relid AND NOT tg.tgisinternal
+JOIN pg_catalog.pg_description d
+  ON d.classoid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objoid = tg.oid
+""")
+
+
+# Column-level privileges (GRANT SELECT (col) ON t): pg_attribute.attacl, apart from relacl.
+_COLUMN_GRANTS = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, a.attname,
+       CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee)::text END,
+       x.privilege_type::text, x.is_grantable::text
+FROM group_tables g
+JOIN pg_catalog.pg_class c ON c.oid = g.relid
+JOIN pg_catalog.pg_attribute a
+  ON a.attrelid = g.relid AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
+WHERE x.grantee <> c.relowner
+ORDER BY 1, 2, a.attnum, 4, 5
+""")
+
+
+_TARGET_TABLES = """
+SELECT g.s, g.n, c.oid IS NOT NULL, c.oid IS NOT NULL AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+LEFT JOIN pg_catalog.pg_namespace ns ON ns.nspname = g.s
+LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid AND c.relname = g.n
+"""
+
+
+_ROUTINES = (
+    "WITH" + _GROUP + """,
+used(fn) AS (
+    SELECT tg.tgfoid FROM pg_catalog.pg_trigger tg
+    WHERE tg.tgrelid IN (SELECT relid FROM group_tables) AND NOT tg.tgisinternal
+    UNION
+    SELECT d.refobjid FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+      AND ad.adrelid IN (SELECT relid FROM group_tables)
+      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    UNION
+    SELECT d.refobjid FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_constraint k ON k.oid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+      AND k.conrelid IN (SELECT relid FROM group_tables)
+      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    UNION
+    SELECT d.refobjid FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND i.indrelid IN (SELECT relid FROM group_tables)
+      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+)
+SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+       pg_catalog.pg_get_functiondef(p.oid), pg_catalog.obj_description(p.oid, 'pg_proc')
+FROM used u
+JOIN pg_catalog.pg_proc p ON p.oid = u.fn
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+-- built-ins and extension members come with the server or the extension
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind = 'f'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                  WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid
+                    AND e.deptype = 'e')
+ORDER BY 1, 2, 3
+""")
+
+
+_RELATION_GRANTS = """
+SELECT n.nspname, c.relname,
+       CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee)::text END,
+       x.privilege_type::text, x.is_grantable::text
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+JOIN pg_catalog.pg_namespace n ON n.nspname = g.s
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = g.n
+CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+WHERE x.grantee <> c.relowner
+ORDER BY 1, 2, 3, 4
+"""
+
+
+_SCHEMA_GRANTS = """
+SELECT n.nspname,
+       CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee)::text END,
+       x.privilege_type::text, x.is_grantable::text
+FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) x
+WHERE n.nspname = ANY(%s::text[]) AND x.grantee <> n.nspowner
+ORDER BY 1, 2, 3
+"""
