@@ -62,7 +62,8 @@ from migrator.move.runner import execute, rollback  # noqa: E402
 from migrator.move.state import StateStore  # noqa: E402
 from migrator.move.steps import Reporter  # noqa: E402
 from migrator.playbook import TableName, load_playbook  # noqa: E402
-from migrator.postgres.ddl import read_group_schema  # noqa: E402
+from migrator.postgres.catalog import ExistingObjects, read_group  # noqa: E402
+from migrator.postgres.ddl import group_schema  # noqa: E402
 
 MIN_BYTES = 250 * 1024 * 1024
 DEFAULT_SCALE = 450            # ~0.56 MiB of table data per unit: 251.6 MiB
@@ -336,17 +337,17 @@ def run_floor(move, *, label: str = "floor", pk_only: bool = False, pipe: str = 
     started = time.monotonic()
     rusage = resource.getrusage(resource.RUSAGE_SELF)
     with psycopg.connect(src_dsn) as src:
-        group = read_group_schema(src, tables, [APP_ROLE])
+        group = group_schema(read_group(src, tables), ExistingObjects(), [APP_ROLE])
         columns = {}
         for t in tables:
             columns[t] = [r[0] for r in src.execute(
                 "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
                 "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (t.qualified,)).fetchall()]
-    secondary = [i for i in group.indexes if i.secondary]
-    group.indexes = [i for i in group.indexes if not i.secondary]
+    secondary = group.secondary_indexes
     with psycopg.connect(dst_dsn) as dst:
         with dst.transaction():
-            for stmt in group.statements():
+            # The tool's schema, minus the secondary indexes (dropped while still empty).
+            for stmt in group.statements() + [i.drop() for i in secondary]:
                 dst.execute(stmt)
         deferred = []
         if pk_only:
@@ -639,8 +640,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _secondary(move) -> list:
     with psycopg.connect(move.source.dsn(APP_DB)) as src:
-        group = read_group_schema(src, [TableName.parse(t) for t in GROUP_TABLES], [APP_ROLE])
-    return [i for i in group.indexes if i.secondary]
+        group = group_schema(read_group(src, [TableName.parse(t) for t in GROUP_TABLES]),
+                             ExistingObjects(), [APP_ROLE])
+    return group.secondary_indexes
 
 
 if __name__ == "__main__":

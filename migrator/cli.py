@@ -238,22 +238,30 @@ def execute(out: Output, playbook: Path, until: str | None, state_url: str | Non
 @click.option("--to", "to", metavar="STEP", default=None,
               help="Stop once this step is the last one done (undo only the steps after it).")
 @click.option("--keep-target", is_flag=True, help="Keep the group's tables on the target.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what the rollback would run from where the move stands; change nothing.")
 @_state_option
 @json_option
-def rollback(out: Output, playbook: Path, to: str | None, keep_target: bool, state_url: str | None) -> None:
+def rollback(out: Output, playbook: Path, to: str | None, keep_target: bool, dry_run: bool,
+             state_url: str | None) -> None:
     """Undo the completed steps in reverse, from wherever the run stands.
 
     After the cutover this is a reverse cutover with the same pause protocol.
 
     \b
     Example:
+      migrator rollback playbook.yaml --dry-run
       migrator rollback playbook.yaml
       migrator rollback playbook.yaml --to replicate
     """
     from migrator.move.runner import rollback as run_rollback
+    from migrator.move.runner import rollback_plan
     from migrator.move.status import move_report
 
     book, store = _open(playbook, state_url)
+    if dry_run:
+        out.rollback_plan(rollback_plan(book, store, to=to, keep_target=keep_target))
+        return
     result = run_rollback(book, store, to=to, keep_target=keep_target, reporter=out.step_reporter())
     out.run_result(result, verb="rollback", report=move_report(book, store))
 

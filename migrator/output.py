@@ -164,20 +164,7 @@ class Output:
 
         self.markup("[bold]steps[/]")
         for number, step in enumerate(plan.steps, 1):
-            self.markup(f"[bold]{number}. {step.name}[/] — {_escape(step.title)}")
-            for note in step.notes:
-                self.console.print(f"   [dim]{_escape(mask_secrets(note))}[/]")
-            previous = None
-            for statement in step.statements:
-                if statement.on != previous:
-                    self.console.print(f"   [cyan]{_escape(mask_secrets(statement.on))}:[/]")
-                    previous = statement.on
-                text = statement.text
-                if statement.on in ("source", "target"):
-                    text += ";"
-                if statement.note:
-                    text += f"  -- {mask_secrets(statement.note)}"
-                self.line("     " + text.replace("\n", "\n     "))
+            self._step(number, step.name, step.title, step.statements, step.notes)
 
         est = plan.estimate
         rows = f"about {est.estimated_rows:,} rows, " if est.estimated_rows is not None else ""
@@ -201,6 +188,35 @@ class Output:
 
     def step_reporter(self) -> StepReporter:
         return StepReporter(self)
+
+    def _step(self, number: int, name: str, title: str, statements, notes) -> None:
+        """One step with its notes and statements, grouped by where they run."""
+        self.markup(f"[bold]{number}. {name}[/] — {_escape(title)}")
+        for note in notes:
+            self.console.print(f"   [dim]{_escape(mask_secrets(note))}[/]")
+        previous = None
+        for statement in statements:
+            if statement.on != previous:
+                self.console.print(f"   [cyan]{_escape(mask_secrets(statement.on))}:[/]")
+                previous = statement.on
+            text = statement.text
+            if statement.on in ("source", "target"):
+                text += ";"
+            if statement.note:
+                text += f"  -- {mask_secrets(statement.note)}"
+            self.line("     " + text.replace("\n", "\n     "))
+
+    def rollback_plan(self, plan) -> None:
+        """`rollback --dry-run`: the undo of each step, in the order the rollback runs them."""
+        if self.json_mode:
+            self.document(plan.to_dict())
+            return
+        if not plan.steps:
+            self.markup("[bold]nothing to roll back[/]: no step of this move has run")
+            return
+        self.markup(f"[bold]rollback of {_escape(plan.move)}[/] would run (dry run: nothing changed)")
+        for number, (step, undo) in enumerate(plan.steps, 1):
+            self._step(number, step.name, f"undo: {step.title}", undo.statements, undo.notes)
 
     def run_result(self, result, *, verb: str, report=None) -> None:
         doc = {"ok": True, "verb": verb, **result.to_dict()}

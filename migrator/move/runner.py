@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from migrator.errors import MigratorError, OperationFailed, ServerUnreachable
+from migrator.move.context import Step, UndoPlan
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import (
     STEP_NAMES,
@@ -88,13 +89,7 @@ def rollback(playbook: Playbook, store: StateStore, *, to: str | None = None, ke
         if status is None:
             raise OperationFailed(f"move {playbook.name!r} has no recorded run to roll back",
                                   hint="check --state / MIGRATOR_STATE")
-        records = store.steps(playbook.name)
-        undoing = [s for s in reversed(STEPS) if records.get(s.name) and records[s.name].status in (
-            StepStatus.DONE, StepStatus.RUNNING, StepStatus.FAILED, StepStatus.UNDOING)]
-        if to is not None:
-            keep = STEP_NAMES[: STEP_NAMES.index(to) + 1]
-            undoing = [s for s in undoing if s.name not in keep]
-        ctx.tables_will_be_dropped = any(s.name == "schema" for s in undoing) and not keep_target
+        undoing = _undoing(ctx, to)
         store.log(playbook.name, "run", "rollback started" + (f" (to {to})" if to else ""))
         for step in undoing:
             summary, seconds = _run(ctx, step.name, step.undo, StepStatus.UNDOING, StepStatus.UNDONE,
@@ -102,6 +97,49 @@ def rollback(playbook: Playbook, store: StateStore, *, to: str | None = None, ke
             result.ran.append((step.name, seconds, summary))
         store.log(playbook.name, "run", "rollback finished")
     return result
+
+
+def _undoing(ctx: MoveContext, to: str | None) -> list[Step]:
+    """The steps a rollback undoes, in its order; tells ctx whether the tables go."""
+    records = ctx.store.steps(ctx.playbook.name)
+    undoing = [s for s in reversed(STEPS) if records.get(s.name) and records[s.name].status in (
+        StepStatus.DONE, StepStatus.RUNNING, StepStatus.FAILED, StepStatus.UNDOING)]
+    if to is not None:
+        keep = STEP_NAMES[: STEP_NAMES.index(to) + 1]
+        undoing = [s for s in undoing if s.name not in keep]
+    ctx.tables_will_be_dropped = any(s.name == "schema" for s in undoing) and not ctx.keep_target
+    return undoing
+
+
+@dataclass
+class RollbackPlan:
+    """What `rollback` would run from where the move stands (`rollback --dry-run`),
+    from the same step objects that run it."""
+
+    move: str
+    steps: list[tuple[Step, UndoPlan]]
+
+    def to_dict(self) -> dict:
+        return {
+            "move": self.move,
+            "dry_run": True,
+            "steps": [{"name": step.name, "title": f"undo: {step.title}",
+                       "statements": [q.to_dict() for q in plan.statements], "notes": list(plan.notes)}
+                      for step, plan in self.steps],
+        }
+
+
+def rollback_plan(playbook: Playbook, store: StateStore, *, to: str | None = None,
+                  keep_target: bool = False) -> RollbackPlan:
+    """Read-only: the undo of each step a rollback would undo now, in order."""
+    _check_step(to, "--to")
+    status = store.move_status(playbook.name)
+    if status == MoveStatus.COMPLETED:
+        raise OperationFailed(f"move {playbook.name!r} was completed: there is nothing to roll back to")
+    if status is None:
+        return RollbackPlan(playbook.name, [])
+    ctx = MoveContext(playbook, store, Reporter(), keep_target=keep_target)
+    return RollbackPlan(playbook.name, [(step, step.undo_statements(ctx)) for step in _undoing(ctx, to)])
 
 
 def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepStatus,

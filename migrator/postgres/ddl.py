@@ -262,13 +262,15 @@ def _create_type(t: TypeFacts) -> sql.Composable:
 
 
 def _sequence_options(s: SequenceFacts) -> sql.Composable:
-    return sql.SQL("AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}").format(
-        sql.SQL(s.data_type), sql.Literal(s.increment), sql.Literal(s.minimum), sql.Literal(s.maximum),
+    return sql.SQL("INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}").format(
+        sql.Literal(s.increment), sql.Literal(s.minimum), sql.Literal(s.maximum),
         sql.Literal(s.start), sql.Literal(s.cache), sql.SQL("CYCLE" if s.cycle else "NO CYCLE"))
 
 
 def _create_sequence(s: SequenceFacts) -> sql.Composable:
-    return sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} {}").format(s.name.identifier, _sequence_options(s))
+    # An identity column's sequence takes the column's type; a sequence of its own says it.
+    return sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} AS {} {}").format(
+        s.name.identifier, sql.SQL(s.data_type), _sequence_options(s))
 
 
 def _create_table(table: TableFacts) -> sql.Composable:

@@ -209,7 +209,7 @@ class RoutineFacts:
     index expressions, triggers): its identity is (schema, name, argument types)."""
 
     name: TableName                # (schema, name), composed with sql.Identifier
-    arguments: str                 # pg_get_function_identity_arguments(): qualified types
+    arguments: str                 # oidvectortypes(proargtypes): the argument types, qualified
     definition: str                # pg_get_functiondef(): a complete CREATE FUNCTION
     comment: str | None = None
 

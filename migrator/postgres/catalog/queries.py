@@ -385,7 +385,7 @@ used(fn) AS (
       AND i.indrelid IN (SELECT relid FROM group_tables)
       AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 )
-SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+SELECT n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes),
        pg_catalog.pg_get_functiondef(p.oid), pg_catalog.obj_description(p.oid, 'pg_proc')
 FROM used u
 JOIN pg_catalog.pg_proc p ON p.oid = u.fn
