@@ -16,6 +16,7 @@ from migrator.move.cutover import (
 )
 from migrator.pgbouncer.config import read_entry, rewrite_entry
 from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.playbook import format_duration
 from migrator.postgres import replication
 from migrator.postgres.connection import connect, describe
 from migrator.postgres.ddl import privilege_statements
@@ -158,5 +159,5 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
         "after RESUME"))
     out.append(Statement(d.new_label, replication.drop_subscription_statement(d.old_subscription),
                          "after RESUME; drops its slot too"))
-    return UndoPlan(out, [f"one pause of at most max_pause ({ctx.playbook.cutover.max_pause}s), "
+    return UndoPlan(out, [f"one pause of at most max_pause ({format_duration(ctx.playbook.cutover.max_pause)}), "
                           "the same protocol as the forward cutover"])
