@@ -21,7 +21,7 @@ from migrator.move.cutover import original_entries
 from migrator.move.cutover_step import cutover_do, cutover_undo
 from migrator.playbook import TableName
 from migrator.postgres import replication
-from migrator.postgres.connection import first_line
+from migrator.postgres.connection import describe_error
 from migrator.postgres.ddl import IndexDef, read_group_schema
 from migrator.testhooks import hold
 
@@ -403,4 +403,5 @@ STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
 
 
 def describe_failure(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, OperationFailed) else first_line(exc)
+    """The user's one line for a step's failure; a driver error says on which side."""
+    return exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
