@@ -15,7 +15,6 @@ A watchdog process resumes PgBouncer if the tool dies or hangs while it is pause
 from __future__ import annotations
 
 import concurrent.futures
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,7 @@ from psycopg import sql
 from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.watchdog import Watchdog, WatchdogOrders
-from migrator.pgbouncer.config import prepare_rewrite, read_entry
+from migrator.pgbouncer.config import entry_for_side, prepare_rewrite, read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.playbook import Playbook
 from migrator.postgres import replication
@@ -91,32 +90,6 @@ class PauseWindow:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def entry_value(original: str, dsn: str) -> str:
-    """The [databases] value routing to dsn's server, keeping the entry's other settings."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(dsn)
-    wanted = {"host": params.get("host") or "localhost", "port": str(params.get("port") or 5432)}
-    if params.get("dbname"):
-        wanted["dbname"] = params["dbname"]
-    out, seen = [], set()
-    for token in shlex.split(original):
-        key, _, value = token.partition("=")
-        if key in wanted:
-            value = wanted[key]
-            seen.add(key)
-        out.append(f"{key}={shlex.quote(value) if ' ' in value else value}")
-    out += [f"{k}={v}" for k, v in wanted.items() if k not in seen]
-    return " ".join(out)
-
-
-def entry_for_side(original: str, playbook: Playbook, side: str) -> str:
-    """The [databases] value routing to `side` ("source" or "target"). Back to the source
-    it is the entry exactly as it was before the move, whatever spelling of the host the
-    playbook's DSN uses: a full rollback leaves the config file as it found it."""
-    return original if side == "source" else entry_value(original, playbook.target.dsn)
 
 
 class Cutover:

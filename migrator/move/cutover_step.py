@@ -8,11 +8,10 @@ from migrator.move.cutover import (
     Cutover,
     CutoverAborted,
     Direction,
-    entry_for_side,
     finish_switch,
     original_entries,
 )
-from migrator.pgbouncer.config import read_entry, rewrite_entry
+from migrator.pgbouncer.config import entry_for_side, read_entry, rewrite_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.postgres import replication
 from migrator.postgres.connection import connect
