@@ -15,8 +15,8 @@ from migrator.move.steps import describe_failure
 from migrator.postgres.connection import (
     TIMEOUTS,
     Side,
-    conninfo_for,
     connect,
+    conninfo_for,
     describe_error,
     side_of,
     timeouts_for,
