@@ -3,24 +3,25 @@ finishes or reverts a cutover that a crash interrupted."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from migrator.move.context import MoveContext
 from migrator.move.cutover import (
     Cutover,
     CutoverAborted,
+    CutoverPhase,
     Direction,
+    DirectionName,
     finish_switch,
     original_entries,
 )
 from migrator.pgbouncer.config import entry_for_side, read_entry, rewrite_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.postgres import replication
-from migrator.postgres.connection import connect
+from migrator.postgres.connection import Side, SideConnection, connect
 from migrator.postgres.ddl import privilege_statements
 from migrator.testhooks import hold
-
-
-def _direction(ctx: MoveContext, name: str) -> Direction:
-    return Direction.forward(ctx.playbook) if name == "forward" else Direction.reverse(ctx.playbook)
 
 
 def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
@@ -28,10 +29,11 @@ def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
 
     def checkpoint(**data) -> None:
         event = f"{direction.name} cutover: {data['phase']}" if "phase" in data else None
-        if data.get("phase") == "point_of_no_return":
-            # Only from "pausing": the watchdog records going back with the same
+        if data.get("phase") == CutoverPhase.POINT_OF_NO_RETURN:
+            # Only from PAUSING: the watchdog records going back with the same
             # compare-and-set, so exactly one of them decides.
-            if not ctx.store.update_data_if(ctx.move, "cutover", phase_in=("pausing",), event=event, **data):
+            if not ctx.store.update_data_if(ctx.move, "cutover", phase_in=(CutoverPhase.PAUSING,),
+                                            event=event, **data):
                 raise CutoverAborted("the watchdog gave traffic back to the "
                                      f"{direction.old_label} before the point of no return")
         else:
@@ -58,35 +60,44 @@ def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
     return f"pause window {window.total * 1000:.0f} ms ({parts})"
 
 
-def reconcile(ctx: MoveContext) -> str:
-    """Finish or revert a cutover that a crash interrupted; returns the serving side.
+@contextmanager
+def _both_sides(d: Direction) -> Iterator[tuple[SideConnection, SideConnection]]:
+    with connect(d.old_dsn, side=d.old_label, purpose="reconcile") as old, \
+            connect(d.new_dsn, side=d.new_label, purpose="reconcile") as new:
+        yield old, new
 
-    Before the point of no return it is reverted (privileges back on the old side,
-    RESUME there, replication as before); after it, finished (route to the new side,
-    RESUME, reverse subscription on the slot made in the pause, old one dropped).
-    Each action checks first, so this is safe whatever the watchdog already did."""
+
+def _restore_replication(d: Direction, old, new) -> None:
+    """Back to how it was before the pause: the old subscription streams again."""
+    replication.drop_subscription(old, d.new_subscription, new)
+    replication.drop_slot(new, d.new_slot)
+    replication.set_subscription_enabled(new, d.old_subscription, True)
+
+
+def reconcile(ctx: MoveContext) -> Side:
+    """Finish or revert a cutover that a crash interrupted; returns the serving side."""
     data = ctx.data("cutover")
-    phase, name = data.get("phase"), data.get("direction", "forward")
-    d = _direction(ctx, name)
-    if phase is None:
-        return data.get("serving", "source")
-    if phase == "aborted":
+    name = data.get("direction", DirectionName.FORWARD)
+    d = Direction.named(name, ctx.playbook)
+    serving_now = Side(data.get("serving", Side.SOURCE))
+    if data.get("phase") is None:
+        return serving_now
+    phase = CutoverPhase(data["phase"])
+    if phase == CutoverPhase.ABORTED:
         # The abort put replication back as it was, unless its own connections failed
         # (it then logged "abort left work for the next run"): this is that run.
-        with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
-            replication.drop_subscription(old, d.new_subscription, new)
-            replication.drop_slot(new, d.new_slot)
-            replication.set_subscription_enabled(new, d.old_subscription, True)
-        return data.get("serving", "source")
-    if phase == "resumed":
-        with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
+        with _both_sides(d) as (old, new):
+            _restore_replication(d, old, new)
+        return serving_now
+    if phase == CutoverPhase.RESUMED:
+        with _both_sides(d) as (old, new):
             finish_switch(d, old, new)
         ctx.save("cutover", phase=None, serving=d.new_label)
         return d.new_label
     originals = ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook)
     privileges = ctx.data("schema").get("app_privileges", [])
-    finished = phase == "point_of_no_return"
-    with connect(d.old_dsn, purpose="reconcile") as old, connect(d.new_dsn, purpose="reconcile") as new:
+    finished = phase == CutoverPhase.POINT_OF_NO_RETURN
+    with _both_sides(d) as (old, new):
         serving_conn, other_conn = (new, old) if finished else (old, new)
         with serving_conn.transaction():
             for stmt in privilege_statements(privileges, grant=True):
@@ -94,24 +105,18 @@ def reconcile(ctx: MoveContext) -> str:
         with other_conn.transaction():
             for stmt in privilege_statements(privileges, grant=False):
                 other_conn.execute(stmt)
-        side = d.new_label if finished else d.old_label
+        serving = d.new_label if finished else d.old_label
         for bouncer in ctx.playbook.pgbouncers:
-            value = entry_for_side(originals[str(bouncer.config_file)], ctx.playbook, side)
-            changed = read_entry(bouncer.config_file, bouncer.database) != value
-            if changed:
+            value = entry_for_side(originals[str(bouncer.config_file)], ctx.playbook, serving)
+            if read_entry(bouncer.config_file, bouncer.database) != value:
                 rewrite_entry(bouncer.config_file, bouncer.database, value)
             with PgBouncerConsole(bouncer.admin_dsn) as console:
                 console.reload()
                 console.resume(bouncer.database)
         if finished:
             finish_switch(d, old, new)
-            serving = d.new_label
         else:
-            # Back to how it was before the pause: the old subscription streams again.
-            replication.drop_subscription(old, d.new_subscription, new)
-            replication.drop_slot(new, d.new_slot)
-            replication.set_subscription_enabled(new, d.old_subscription, True)
-            serving = d.old_label
+            _restore_replication(d, old, new)
     verdict = "finished" if finished else "reverted"
     ctx.log("cutover", f"an interrupted {name} cutover (phase {phase}) was {verdict}; traffic on the {serving}")
     ctx.reporter.note(f"an interrupted {name} cutover was {verdict}: traffic is on the {serving}")
@@ -120,12 +125,12 @@ def reconcile(ctx: MoveContext) -> str:
 
 
 def cutover_do(ctx: MoveContext) -> str:
-    if reconcile(ctx) == "target":
+    if reconcile(ctx) == Side.TARGET:
         return "traffic already on the target"
     return _run_cutover(ctx, Direction.forward(ctx.playbook))
 
 
 def cutover_undo(ctx: MoveContext) -> str:
-    if reconcile(ctx) == "source":
+    if reconcile(ctx) == Side.SOURCE:
         return "traffic already on the source"
     return _run_cutover(ctx, Direction.reverse(ctx.playbook))
