@@ -262,22 +262,25 @@ def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, tmp
 
 def test_the_record_decides_between_the_tool_and_the_watchdog(tmp_path):
     """Exactly one of them decides, by compare-and-set on the cutover's phase."""
+    from migrator.move.cutover import CutoverPhase
     from migrator.move.state import StateStore
-    from migrator.move.watchdog import REVERTED_PHASE, WatchdogOrders, decide
+    from migrator.move.watchdog import WatchdogOrders, decide
 
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     orders = WatchdogOrders(move="m", deadline=0, old_dsn="", new_dsn="", restore_old=[], grant_new=[])
-    store.update_data("m", "cutover", phase="pausing")
+    store.update_data("m", "cutover", phase=CutoverPhase.PAUSING)
     # The tool said "pnr" but never recorded it: back, and the record says so.
     assert decide(orders, store, told_forward=True) is False
-    assert store.step("m", "cutover").data["phase"] == REVERTED_PHASE
+    assert store.step("m", "cutover").data["phase"] == CutoverPhase.WATCHDOG_REVERTED
     # A tool that wakes up now cannot record the point of no return.
-    assert not store.update_data_if("m", "cutover", phase_in=("pausing",), phase="point_of_no_return")
+    assert not store.update_data_if("m", "cutover", phase_in=(CutoverPhase.PAUSING,),
+                                    phase=CutoverPhase.POINT_OF_NO_RETURN)
     # Recorded (even if the tool died before saying "pnr"): forward.
-    store.update_data("m", "cutover", phase="pausing")
-    assert store.update_data_if("m", "cutover", phase_in=("pausing",), phase="point_of_no_return")
+    store.update_data("m", "cutover", phase=CutoverPhase.PAUSING)
+    assert store.update_data_if("m", "cutover", phase_in=(CutoverPhase.PAUSING,),
+                                phase=CutoverPhase.POINT_OF_NO_RETURN)
     assert decide(orders, store, told_forward=False) is True
-    assert store.step("m", "cutover").data["phase"] == "point_of_no_return"
+    assert store.step("m", "cutover").data["phase"] == CutoverPhase.POINT_OF_NO_RETURN
     # No readable record: the tool's word is all there is.
     assert decide(orders, None, told_forward=True) is True
 

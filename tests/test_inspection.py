@@ -15,7 +15,12 @@ from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.plan.findings import check
 from migrator.plan.inspection import inspect_move
 from migrator.playbook import TableName, parse_playbook
-from migrator.postgres.catalog import foreign_keys, secondary_indexes, sequences_used, table_facts
+from migrator.postgres.catalog import (
+    foreign_keys,
+    secondary_indexes,
+    sequences_used,
+    table_facts,
+)
 from migrator.postgres.connection import connect
 
 T = TableName.parse

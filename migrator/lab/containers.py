@@ -28,10 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from migrator.errors import OperationFailed
+from migrator.errors import OperationFailed, ServerUnreachable
 from migrator.lab.sandbox import (
     APP_DB,
     APP_ROLE,
@@ -48,6 +47,7 @@ from migrator.lab.topology import (
     PostgresCluster,
     free_port,
 )
+from migrator.postgres.connection import connect
 
 DEFAULT_MAJOR = 15
 LOOPBACK = "127.0.0.1"
@@ -391,15 +391,15 @@ def _wait_until(connect_to: str, what: str, container: Any, timeout: float = 120
     try:
         for attempt in Retrying(
             stop=stop_after_delay(timeout), wait=wait_fixed(0.25),
-            retry=retry_if_exception_type(psycopg.OperationalError), reraise=True,
+            retry=retry_if_exception_type(ServerUnreachable), reraise=True,
         ):
             with attempt:
                 if _status(container) not in ("running", "restarting"):
                     raise OperationFailed(f"{what} exited: {_logs(container, 5)}")
-                psycopg.connect(connect_to, connect_timeout=2, autocommit=True).close()
-    except psycopg.OperationalError as exc:
+                connect(connect_to, purpose="lab wait", connect_timeout=2).close()
+    except ServerUnreachable as exc:
         raise OperationFailed(
-            f"{what} accepted no connection within {timeout:.0f}s: {str(exc).strip()}",
+            f"{what} accepted no connection within {timeout:.0f}s: {exc.message}",
             hint=f"its log ends with: {_logs(container, 5)}",
         ) from exc
 

@@ -13,12 +13,12 @@ import secrets
 import time
 from pathlib import Path
 
-import psycopg
 import yaml
 from psycopg import sql
 
 from migrator.errors import OperationFailed
 from migrator.lab.topology import Topology, remove_tree
+from migrator.postgres.connection import connect
 
 APP_DB = "app"
 APP_ROLE = "app"
@@ -192,18 +192,18 @@ def create_app_database(cluster, app_password: str) -> None:
     """The `app` role and database on a fresh server (any object with `.dsn(dbname)`);
     both topology back-ends, local and containers, set up their servers with this."""
     role, database = sql.Identifier(APP_ROLE), sql.Identifier(APP_DB)
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+    with connect(cluster.dsn(), purpose="lab setup") as conn:
         # CREATE ROLE takes no bind parameters: the password goes in as a literal.
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(app_password)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
-    with psycopg.connect(cluster.dsn(APP_DB), autocommit=True) as conn:
+    with connect(cluster.dsn(APP_DB), purpose="lab setup") as conn:
         # PG 15 no longer lets every role create in public; the app only reads/writes.
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
 
 
 def create_demo_schema(dsn: str, *, scale: int = 0, app_role: str = APP_ROLE) -> None:
     """The demo schema on one server, seeded with `scale` thousand files when scale > 0."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect(dsn, purpose="lab demo-schema") as conn:
         conn.execute(DEMO_SCHEMA)
         conn.execute(
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app_role}; "

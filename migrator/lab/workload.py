@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from migrator.postgres.connection import first_line, with_options
+from migrator.errors import ServerUnreachable
+from migrator.postgres.connection import connect, first_line
 
 __all__ = ["MIXES", "Workload", "WorkloadResult"]
 
@@ -146,8 +147,8 @@ class Workload:
     ) -> None:
         if mix not in MIXES:
             raise ValueError(f"unknown mix {mix!r}; choose one of {', '.join(MIXES)}")
-        self.dsn = with_options(dsn, application_name=f"migrator-workload-{mix}",
-                                connect_timeout=connect_timeout)
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
         self.mix = mix
         self.clients = clients
         self.rate = rate
@@ -240,7 +241,7 @@ class Workload:
                         conn = self._connect(index)
                     mix(conn, rng, self._shared)
                     conn.commit()
-                except psycopg.Error as exc:
+                except (psycopg.Error, ServerUnreachable) as exc:
                     self._failed(exc)
                     conn = self._recover(index, conn)
                     continue
@@ -253,7 +254,8 @@ class Workload:
     def _connect(self, index: int) -> psycopg.Connection:
         # Transaction pooling: a server connection is not ours between transactions,
         # so it cannot keep a prepared statement.
-        conn = psycopg.connect(self.dsn, autocommit=False, prepare_threshold=None)
+        conn = connect(self.dsn, purpose=f"workload {self.mix}", connect_timeout=self.connect_timeout,
+                       autocommit=False, prepare_threshold=None)
         self._connections[index] = conn
         return conn
 
@@ -272,7 +274,7 @@ class Workload:
             self._reconnects += 1
         return None
 
-    def _failed(self, exc: psycopg.Error) -> None:
+    def _failed(self, exc: psycopg.Error | ServerUnreachable) -> None:
         with self._lock:
             self._failures.append((time.monotonic(), f"{type(exc).__name__}: {first_line(exc)}"))
 

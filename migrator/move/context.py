@@ -11,7 +11,7 @@ from psycopg import sql
 
 from migrator.move.state import StateStore
 from migrator.playbook import Playbook, TableName
-from migrator.postgres.connection import connect
+from migrator.postgres.connection import Side, SideConnection, connect
 from migrator.postgres.statement import Statement
 
 
@@ -42,11 +42,14 @@ class MoveContext:
     def tables(self) -> list[TableName]:
         return list(self.playbook.tables)
 
-    def source(self, purpose: str = "") -> psycopg.Connection:
-        return connect(self.playbook.source.dsn, purpose=purpose, statement_timeout_ms=None)
+    # A step's purpose ("schema", "index-build <move>", ...) is not in the connection
+    # module's TIMEOUTS: its row is "step", no statement or lock limit (copies and index
+    # builds run long and queue behind the application's locks on purpose).
+    def source(self, purpose: str = "") -> SideConnection:
+        return connect(self.playbook.source.dsn, side=Side.SOURCE, purpose=purpose)
 
-    def target(self, purpose: str = "") -> psycopg.Connection:
-        return connect(self.playbook.target.dsn, purpose=purpose, statement_timeout_ms=None)
+    def target(self, purpose: str = "") -> SideConnection:
+        return connect(self.playbook.target.dsn, side=Side.TARGET, purpose=purpose)
 
     def data(self, step: str) -> dict:
         return self.store.step(self.move, step).data

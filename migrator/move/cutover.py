@@ -15,7 +15,7 @@ A watchdog process resumes PgBouncer if the tool dies or hangs while it is pause
 from __future__ import annotations
 
 import concurrent.futures
-import shlex
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,11 +26,11 @@ from psycopg import sql
 from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.watchdog import Watchdog, WatchdogOrders
-from migrator.pgbouncer.config import prepare_rewrite, read_entry
+from migrator.pgbouncer.config import entry_for_side, prepare_rewrite, read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.playbook import Playbook
 from migrator.postgres import replication
-from migrator.postgres.connection import connect, describe, first_line
+from migrator.postgres.connection import Side, connect, describe, describe_error
 from migrator.postgres.ddl import privilege_statements
 
 # Room the reroute and RESUME need after the point of no return; the tool refuses
@@ -38,6 +38,41 @@ from migrator.postgres.ddl import privilege_statements
 REROUTE_BUDGET = 0.25
 # How far past max_pause the watchdog waits for a live tool before acting itself.
 WATCHDOG_MARGIN = 0.5
+
+
+class CutoverPhase(str, enum.Enum):
+    """Where a cutover stands, in the checkpoint's `phase`. The values are stored (the
+    next run, the watchdog and `status` read them): they never change."""
+
+    PAUSING = "pausing"                        # PAUSE issued; before the point of no return
+    POINT_OF_NO_RETURN = "point_of_no_return"  # recorded before the reroute: only forward now
+    WATCHDOG_REVERTED = "watchdog_reverted"    # the watchdog gave traffic back to the old side
+    ABORTED = "aborted"                        # the tool gave traffic back itself
+    RESUMED = "resumed"                        # traffic flows on the new side
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class DirectionName(str, enum.Enum):
+    """Which way a cutover goes; stored in the checkpoint's `direction`."""
+
+    FORWARD = "forward"   # source -> target (execute)
+    REVERSE = "reverse"   # target -> source (rollback after a move)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PauseOutcome(str, enum.Enum):
+    """How a pause window ended; stored in the cutover's history and `last_window`."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class CutoverAborted(OperationFailed):
@@ -48,11 +83,11 @@ class CutoverAborted(OperationFailed):
 class Direction:
     """Which side serves now and which will serve; named replication objects for both."""
 
-    name: str                 # "forward" or "reverse"
+    name: DirectionName
     old_dsn: str
     new_dsn: str
-    old_label: str            # "source" / "target", for people
-    new_label: str
+    old_label: Side           # which side serves before the cutover
+    new_label: Side
     old_subscription: str     # on the new side, replicating old -> new (stopped here)
     old_slot: str             # its slot, on the old side
     new_publication: str      # on the new side
@@ -60,9 +95,19 @@ class Direction:
     new_slot: str             # its slot, on the new side
 
     @classmethod
+    def named(cls, name: str, playbook: Playbook) -> Direction:
+        """The direction a checkpoint's `direction` names."""
+        return cls.reverse(playbook) if name == DirectionName.REVERSE else cls.forward(playbook)
+
+    @property
+    def verb(self) -> str:
+        """The command that runs (and retries) a cutover this way."""
+        return "execute" if self.name == DirectionName.FORWARD else "rollback"
+
+    @classmethod
     def forward(cls, playbook: Playbook) -> Direction:
         return cls(
-            "forward", playbook.source.dsn, playbook.target.dsn, "source", "target",
+            DirectionName.FORWARD, playbook.source.dsn, playbook.target.dsn, Side.SOURCE, Side.TARGET,
             names.subscription(playbook), names.slot(playbook),
             names.reverse_publication(playbook), names.reverse_subscription(playbook),
             names.reverse_slot(playbook),
@@ -71,7 +116,7 @@ class Direction:
     @classmethod
     def reverse(cls, playbook: Playbook) -> Direction:
         return cls(
-            "reverse", playbook.target.dsn, playbook.source.dsn, "target", "source",
+            DirectionName.REVERSE, playbook.target.dsn, playbook.source.dsn, Side.TARGET, Side.SOURCE,
             names.reverse_subscription(playbook), names.reverse_slot(playbook),
             names.publication(playbook), names.subscription(playbook), names.slot(playbook),
         )
@@ -81,8 +126,8 @@ class Direction:
 class PauseWindow:
     """What the clients saw: from the first PAUSE to the last RESUME, and its parts."""
 
-    direction: str
-    outcome: str = "running"          # completed / aborted
+    direction: DirectionName
+    outcome: PauseOutcome = PauseOutcome.RUNNING
     total: float = 0.0
     parts: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
@@ -91,32 +136,6 @@ class PauseWindow:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def entry_value(original: str, dsn: str) -> str:
-    """The [databases] value routing to dsn's server, keeping the entry's other settings."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(dsn)
-    wanted = {"host": params.get("host") or "localhost", "port": str(params.get("port") or 5432)}
-    if params.get("dbname"):
-        wanted["dbname"] = params["dbname"]
-    out, seen = [], set()
-    for token in shlex.split(original):
-        key, _, value = token.partition("=")
-        if key in wanted:
-            value = wanted[key]
-            seen.add(key)
-        out.append(f"{key}={shlex.quote(value) if ' ' in value else value}")
-    out += [f"{k}={v}" for k, v in wanted.items() if k not in seen]
-    return " ".join(out)
-
-
-def entry_for_side(original: str, playbook: Playbook, side: str) -> str:
-    """The [databases] value routing to `side` ("source" or "target"). Back to the source
-    it is the entry exactly as it was before the move, whatever spelling of the host the
-    playbook's DSN uses: a full rollback leaves the config file as it found it."""
-    return original if side == "source" else entry_value(original, playbook.target.dsn)
 
 
 class Cutover:
@@ -159,8 +178,8 @@ class Cutover:
     # -- the protocol ------------------------------------------------------------
 
     def run(self) -> PauseWindow:
-        old = connect(self.d.old_dsn, purpose="cutover-old", statement_timeout_ms=None)
-        new = connect(self.d.new_dsn, purpose="cutover-new", statement_timeout_ms=None)
+        old = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover old")
+        new = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover new")
         try:
             self._before_pause(old, new)
             return self._pause_window(old, new)
@@ -217,10 +236,10 @@ class Cutover:
                 rewrite.discard()
             raise OperationFailed(f"the cutover did not start: {exc.message}; nothing was paused",
                                   hint=exc.hint) from exc
-        old_side = connect(self.d.old_dsn, purpose="cutover-privileges", statement_timeout_ms=None)
+        old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
         watchdog = Watchdog()
         watchdog.wait_ready()
-        self.checkpoint(phase="pausing", pause_started=time.time())
+        self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time())
         start = time.monotonic()
         watchdog.arm(WatchdogOrders(
             move=self.playbook.name,
@@ -275,21 +294,20 @@ class Cutover:
                 # Recorded before it is crossed, and last in this block: should the
                 # watchdog have given traffic back first, the record refuses it and this
                 # run aborts like any other before the point of no return.
-                self.checkpoint(phase="point_of_no_return")
+                self.checkpoint(phase=CutoverPhase.POINT_OF_NO_RETURN)
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
-                reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
+                reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
                 self._abort(old, new, entries, **changed)
                 self.window.total = round(time.monotonic() - start, 4)
                 watchdog.stand_down()
-                self.window.outcome = "aborted"
+                self.window.outcome = PauseOutcome.ABORTED
                 self.window.reason = reason
-                self.checkpoint(phase="aborted", last_window=self.window.to_dict())
+                self.checkpoint(phase=CutoverPhase.ABORTED, last_window=self.window.to_dict())
                 raise CutoverAborted(
                     f"cutover aborted before the point of no return: {reason}; traffic resumed on the "
                     f"{self.d.old_label}, replication left running, nothing lost "
                     f"(paused {self.window.total * 1000:.0f} ms)",
-                    hint="run `migrator execute` again to retry" if self.d.name == "forward"
-                    else "run `migrator rollback` again to retry",
+                    hint=f"run `migrator {self.d.verb}` again to retry",
                 ) from exc
 
             # ---- the point of no return --------------------------------------------
@@ -308,20 +326,19 @@ class Cutover:
                 watchdog.take_over()
                 if not isinstance(exc, Exception):
                     raise
-                reason = exc.message if isinstance(exc, OperationFailed) else first_line(exc)
-                verb = "execute" if self.d.name == "forward" else "rollback"
+                reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
                 raise OperationFailed(
                     f"the cutover passed its point of no return but could not finish the reroute: "
                     f"{reason}; the watchdog routes traffic to the {self.d.new_label} and resumes it",
-                    hint=f"fix the cause, then run `migrator {verb}` again: it finishes the cutover",
+                    hint=f"fix the cause, then run `migrator {self.d.verb}` again: it finishes the cutover",
                 ) from exc
             watchdog.stand_down()
         finally:
             for rewrite in rewrites:
                 rewrite.discard()
             old_side.close()
-        self.window.outcome = "completed"
-        self.checkpoint(phase="resumed", last_window=self.window.to_dict())
+        self.window.outcome = PauseOutcome.COMPLETED
+        self.checkpoint(phase=CutoverPhase.RESUMED, last_window=self.window.to_dict())
         self._check_routes(entries)
         self.log(f"traffic resumed on the {self.d.new_label} after a pause of "
                  f"{self.window.total * 1000:.0f} ms", None)
@@ -412,7 +429,7 @@ class Cutover:
             try:
                 console.resume(entry)
             except Exception as exc:  # noqa: BLE001 - resume every other one regardless
-                errors.append(f"{console.display}: {first_line(exc)}")
+                errors.append(f"{console.display}: {describe_error(exc)}")
         if errors:
             raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
 
@@ -427,7 +444,7 @@ class Cutover:
                     for stmt in self._old_privileges_sql(grant=True):
                         old.execute(stmt)
             except Exception as exc:  # noqa: BLE001
-                problems.append(f"restoring privileges: {first_line(exc)}")
+                problems.append(f"restoring privileges: {describe_error(exc)}")
         for bouncer, entry in entries:
             try:
                 # The console that issued a PAUSE still waits for it: use a new one.
@@ -435,7 +452,7 @@ class Cutover:
                 fresh_consoles.append(console)
                 console.resume(entry)
             except Exception as exc:  # noqa: BLE001
-                problems.append(f"RESUME {entry}: {first_line(exc)}")
+                problems.append(f"RESUME {entry}: {describe_error(exc)}")
         for console in fresh_consoles:
             console.close()
         try:
@@ -448,7 +465,7 @@ class Cutover:
             if forward_stopped:
                 replication.set_subscription_enabled(new, self.d.old_subscription, True)
         except Exception as exc:  # noqa: BLE001 - the next run reconciles replication
-            problems.append(f"restoring replication: {first_line(exc)}")
+            problems.append(f"restoring replication: {describe_error(exc)}")
         if problems:
             self.log("abort left work for the next run: " + "; ".join(problems), None)
 

@@ -24,7 +24,7 @@ from migrator.move.steps import (
     describe_failure,
 )
 from migrator.playbook import Playbook
-from migrator.postgres.connection import connect, describe
+from migrator.postgres.connection import Side, connect, describe, first_line, side_of
 from migrator.testhooks import hold
 
 
@@ -179,36 +179,40 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
 def _server_error(ctx: MoveContext, exc: psycopg.Error, *, undo: bool) -> OperationFailed:
     """A driver error mid-step (a server restarted, a connection dropped, a statement
     refused) as one line that names the server; every step is safe to run again."""
-    server = "a server"
-    pgconn = getattr(exc, "pgconn", None)
-    if isinstance(exc, psycopg.OperationalError) and (pgconn is None or not pgconn.host):
-        # A connection that broke no longer says where it went: ask both sides.
-        down = [label for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn))
-                if not _answers(dsn)]
-        if len(down) == 1:
-            dsn = ctx.playbook.source.dsn if down[0] == "source" else ctx.playbook.target.dsn
-            server = f"the {down[0]} ({describe(dsn)})"
-        elif not down:
-            server = "a connection (source and target both answer now)"
-    elif pgconn is not None and pgconn.host:
-        host, port = pgconn.host.decode(), pgconn.port.decode()
-        server = f"{host}:{port}"
-        for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn)):
-            if _same_server(f"host={host} port={port}", dsn):
-                server = f"the {label} ({describe(dsn)})"
-                break
     verb = "rollback" if undo else "execute"
     lost = isinstance(exc, psycopg.OperationalError)
-    return OperationFailed(
-        f"lost {server}: {describe_failure(exc)}" if lost else describe_failure(exc),
-        hint=("once it is reachable again, " if lost else "fix the cause, then ")
-        + f"run `migrator {verb}` again: it resumes from this step")
+    hint = (("once it is reachable again, " if lost else "fix the cause, then ")
+            + f"run `migrator {verb}` again: it resumes from this step")
+    if not lost:
+        return OperationFailed(describe_failure(exc), hint=hint)  # "on the target: ..."
+    return OperationFailed(f"lost {_lost_server(ctx, exc)}: {first_line(exc)}", hint=hint)
+
+
+def _lost_server(ctx: MoveContext, exc: psycopg.Error) -> str:
+    sides = ((Side.SOURCE, ctx.playbook.source.dsn), (Side.TARGET, ctx.playbook.target.dsn))
+    side = side_of(exc)
+    if side is not None:
+        return f"the {side} ({describe(dict(sides)[side])})"
+    pgconn = getattr(exc, "pgconn", None)
+    if pgconn is not None and pgconn.host:
+        host, port = pgconn.host.decode(), pgconn.port.decode()
+        for label, dsn in sides:
+            if _same_server(f"host={host} port={port}", dsn):
+                return f"the {label} ({describe(dsn)})"
+        return f"{host}:{port}"
+    # A connection that broke no longer says where it went: ask both sides.
+    down = [(label, dsn) for label, dsn in sides if not _answers(dsn)]
+    if len(down) == 1:
+        return f"the {down[0][0]} ({describe(down[0][1])})"
+    if not down:
+        return "a connection (source and target both answer now)"
+    return "a server"
 
 
 def _unreachable(ctx: MoveContext, exc: ServerUnreachable, *, undo: bool) -> ServerUnreachable:
     """A step that could not (re)connect: name the side, and say how to go on."""
     message = exc.message
-    for label, dsn in (("source", ctx.playbook.source.dsn), ("target", ctx.playbook.target.dsn)):
+    for label, dsn in ((Side.SOURCE, ctx.playbook.source.dsn), (Side.TARGET, ctx.playbook.target.dsn)):
         if f"cannot connect to {describe(dsn)}" in message:
             message = message.replace(f"cannot connect to {describe(dsn)}",
                                       f"cannot connect to the {label} ({describe(dsn)})", 1)

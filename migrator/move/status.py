@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field
 
 from migrator import names
 from migrator.errors import OperationFailed
+from migrator.move.cutover import CutoverPhase, DirectionName
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.playbook import Playbook
 from migrator.postgres import replication
-from migrator.postgres.connection import connect, describe, first_line
+from migrator.postgres.connection import Side, connect, describe, describe_error
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Route:
 
 @dataclass
 class Replication:
-    direction: str        # forward / reverse / none
+    direction: str        # a DirectionName, or "none"
     slot: str | None
     lag_bytes: int | None
     lag_seconds: float | None
@@ -57,9 +58,9 @@ class MoveReport:
 
 def _side(entry_points_at_source: bool, entry_points_at_target: bool) -> str:
     if entry_points_at_target:
-        return "target"
+        return Side.TARGET
     if entry_points_at_source:
-        return "source"
+        return Side.SOURCE
     return "elsewhere"
 
 
@@ -95,19 +96,19 @@ def _config_side(value: str, playbook: Playbook) -> str:
 
 
 def _replication(playbook: Playbook, serving: str) -> Replication:
-    reverse = serving == "target"
+    reverse = serving == Side.TARGET
     slot = names.reverse_slot(playbook) if reverse else names.slot(playbook)
-    publisher_dsn = playbook.target.dsn if reverse else playbook.source.dsn
-    result = Replication("reverse" if reverse else "forward", slot, None, None)
+    publisher, publisher_dsn = (Side.TARGET, playbook.target.dsn) if reverse else (Side.SOURCE, playbook.source.dsn)
+    result = Replication(DirectionName.REVERSE if reverse else DirectionName.FORWARD, slot, None, None)
     try:
-        with connect(publisher_dsn, purpose="status", connect_timeout=3) as conn:
+        with connect(publisher_dsn, side=publisher, purpose="status") as conn:
             result.lag_bytes = replication.slot_lag_bytes(conn, slot)
             result.lag_seconds = replication.replay_lag_seconds(
                 conn, names.reverse_subscription(playbook) if reverse else names.subscription(playbook))
             if result.lag_bytes is None:
                 result.direction, result.slot = "none", None
-        for dsn in (playbook.source.dsn, playbook.target.dsn):
-            with connect(dsn, purpose="status", connect_timeout=3) as conn:
+        for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
+            with connect(dsn, side=side, purpose="status") as conn:
                 rows = conn.execute(
                     "SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE NOT active "
                     "AND (slot_name = ANY(%s) OR slot_name LIKE 'pg\\_%%\\_sync\\_%%')",
@@ -117,7 +118,7 @@ def _replication(playbook: Playbook, serving: str) -> Replication:
     except OperationFailed as exc:
         result.error = exc.message
     except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
-        result.error = first_line(exc)
+        result.error = describe_error(exc)
     return result
 
 
@@ -135,7 +136,7 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
         })
     cutover = records.get("cutover")
     cut_data = cutover.data if cutover else {}
-    serving = cut_data.get("serving", "source")
+    serving = cut_data.get("serving", Side.SOURCE)
     state, next_command = _verdict(playbook, move_status, steps, cut_data)
     return MoveReport(
         move=playbook.name,
@@ -159,12 +160,12 @@ def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict)
         return "completed", "nothing: the move is finished"
     if move_status is None or all(s == "pending" for s in statuses.values()):
         return "not started", f"migrator plan {path}, then migrator execute {path}"
-    if cut_data.get("phase") not in (None, "resumed", "aborted"):
+    if cut_data.get("phase") not in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED):
         phase, direction = cut_data["phase"], cut_data.get("direction")
-        old, new = ("target", "source") if direction == "reverse" else ("source", "target")
-        if phase == "point_of_no_return":
+        old, new = (Side.TARGET, Side.SOURCE) if direction == DirectionName.REVERSE else (Side.SOURCE, Side.TARGET)
+        if phase == CutoverPhase.POINT_OF_NO_RETURN:
             what = f"past its point of no return: the next run finishes it (traffic to the {new})"
-        elif phase == "watchdog_reverted":
+        elif phase == CutoverPhase.WATCHDOG_REVERTED:
             what = f"the watchdog gave traffic back to the {old}; the next run reverts the rest"
         else:
             what = f"before its point of no return: the next run reverts it (traffic on the {old})"

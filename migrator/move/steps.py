@@ -22,7 +22,7 @@ from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_st
 from migrator.playbook import Playbook, TableName
 from migrator.postgres import replication
 from migrator.postgres.catalog import existing_objects, read_group
-from migrator.postgres.connection import first_line
+from migrator.postgres.connection import describe_error
 from migrator.postgres.ddl import DeferredIndex, GroupSchema, group_schema
 from migrator.postgres.statement import Statement
 from migrator.testhooks import hold
@@ -483,4 +483,5 @@ STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
 
 
 def describe_failure(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, OperationFailed) else first_line(exc)
+    """The user's one line for a step's failure; a driver error says on which side."""
+    return exc.message if isinstance(exc, OperationFailed) else describe_error(exc)

@@ -27,9 +27,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-import psycopg
-
 from migrator.errors import OperationFailed
+from migrator.postgres.connection import connect
 
 
 @dataclass
@@ -109,24 +108,26 @@ class Watchdog:
         return self.process.poll() == 3
 
 
-# Recorded by the watchdog when it gives traffic back to the old side; the next run
-# reads it like any phase before the point of no return, and reverts.
-REVERTED_PHASE = "watchdog_reverted"
-
-
 def decide(orders: WatchdogOrders, store, told_forward: bool) -> bool:
     """Forward (route to the new side) or back? The durable checkpoint decides, not the
     "pnr" line: the tool records the point of no return before it tells us, and may die
     in between; the next run then finishes forward, so must we. Going back is recorded
     first, with a compare-and-set on the phase, so a tool that is alive but late cannot
-    record the point of no return after we gave the old side its traffic back."""
+    record the point of no return after we gave the old side its traffic back.
+
+    Going back is recorded as WATCHDOG_REVERTED; the next run reads it like any phase
+    before the point of no return, and reverts the rest."""
+    # Imported by main() before the pause (the cutover module imports this one).
+    from migrator.move.cutover import CutoverPhase
+
     if store is None:
         return told_forward
     try:
-        if store.update_data_if(orders.move, "cutover", phase_in=("pausing",), phase=REVERTED_PHASE,
+        if store.update_data_if(orders.move, "cutover", phase_in=(CutoverPhase.PAUSING,),
+                                phase=CutoverPhase.WATCHDOG_REVERTED,
                                 event="watchdog: gave traffic back to the old side"):
             return False
-        return store.step(orders.move, "cutover").data.get("phase") == "point_of_no_return"
+        return store.step(orders.move, "cutover").data.get("phase") == CutoverPhase.POINT_OF_NO_RETURN
     except Exception:  # noqa: BLE001 - an unreadable store must not stop the RESUME
         return told_forward
 
@@ -192,11 +193,10 @@ def _run_sql(dsn: str, statements: list[str], errors: list[str]) -> None:
     if not statements:
         return
     try:
-        # Bounded: a tool that hangs inside its own privilege transaction holds the
-        # rows these GRANTs need, and the RESUME that follows must not wait for it
-        # (its uncommitted REVOKE hides nothing from the clients anyway).
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=2, application_name="migrator watchdog",
-                             options="-c lock_timeout=500 -c statement_timeout=1500") as conn:
+        # Bounded (the "watchdog" row of TIMEOUTS): a tool that hangs inside its own
+        # privilege transaction holds the rows these GRANTs need, and the RESUME that
+        # follows must not wait for it (its uncommitted REVOKE hides nothing anyway).
+        with connect(dsn, purpose="watchdog") as conn:
             for statement in statements:
                 conn.execute(statement)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
@@ -218,6 +218,7 @@ def _log(orders: WatchdogOrders, message: str) -> None:
 
 def main() -> int:
     # Imported now, while the tool is still before its pause: acting must not wait for it.
+    import migrator.move.cutover  # noqa: F401
     import migrator.move.state  # noqa: F401
     import migrator.pgbouncer.console  # noqa: F401
 

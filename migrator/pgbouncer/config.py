@@ -1,4 +1,5 @@
-"""A PgBouncer config file's [databases] entries: read one, rewrite one atomically.
+"""A PgBouncer config file's [databases] entries: read one, work out the value that
+routes it to a side, rewrite one atomically.
 
 The reroute replaces the file by renaming a new version over it, then RELOADs, so
 PgBouncer never reads a half-written file.
@@ -8,13 +9,19 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.errors import OperationFailed
+from migrator.postgres.connection import Side
+
+if TYPE_CHECKING:
+    from migrator.playbook import Playbook
 
 _SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
 _ENTRY = re.compile(r"^(?P<indent>\s*)(?P<name>[^=;#\s]+)(?P<eq>\s*=\s*)(?P<value>.*?)\s*$")
@@ -26,6 +33,30 @@ def read_entry(config_file: Path, entry: str) -> str | None:
         if section == "databases" and match and match.group("name") == entry:
             return match.group("value")
     return None
+
+
+def entry_value(original: str, dsn: str) -> str:
+    """The [databases] value routing to dsn's server, keeping the entry's other settings."""
+    params = conninfo_to_dict(dsn)
+    wanted = {"host": params.get("host") or "localhost", "port": str(params.get("port") or 5432)}
+    if params.get("dbname"):
+        wanted["dbname"] = params["dbname"]
+    out, seen = [], set()
+    for token in shlex.split(original):
+        key, _, value = token.partition("=")
+        if key in wanted:
+            value = wanted[key]
+            seen.add(key)
+        out.append(f"{key}={shlex.quote(value) if ' ' in value else value}")
+    out += [f"{k}={v}" for k, v in wanted.items() if k not in seen]
+    return " ".join(out)
+
+
+def entry_for_side(original: str, playbook: Playbook, side: Side) -> str:
+    """The [databases] value routing to `side`. Back to the source it is the entry
+    exactly as it was before the move, whatever spelling of the host the playbook's
+    DSN uses: a full rollback leaves the config file as it found it."""
+    return original if side == Side.SOURCE else entry_value(original, playbook.target.dsn)
 
 
 def _entries(lines: list[str]):

@@ -60,11 +60,9 @@ class PgBouncerConsole:
         self.admin_dsn = admin_dsn
         self.display = describe(admin_dsn)
         try:
-            # The console rejects startup options such as statement_timeout.
-            self.conn = connect(
-                admin_dsn, connect_timeout=connect_timeout, statement_timeout_ms=None,
-                purpose="pgbouncer-admin",
-            )
+            # The console rejects startup options such as statement_timeout: its row
+            # of TIMEOUTS sets none.
+            self.conn = connect(admin_dsn, connect_timeout=connect_timeout, purpose="pgbouncer-admin")
         except ServerUnreachable as exc:
             raise ServerUnreachable(
                 f"PgBouncer admin console {self.display} unreachable: {exc.message.split(': ', 1)[-1]}",

@@ -408,7 +408,7 @@ def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
 
 
 def _entry_value(current: str | None, dsn: str) -> str:
-    from migrator.move.cutover import entry_value
+    from migrator.pgbouncer.config import entry_value
 
     if current is None:
         return entry_for(dsn)

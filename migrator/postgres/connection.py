@@ -1,12 +1,17 @@
-"""DSNs: masking secrets in anything a person reads, and opening connections.
+"""The one seam to Postgres: DSNs masked for people, and every connection the tool opens.
 
 Every connection carries an application_name (so an operator sees the tool in
-pg_stat_activity), a connect timeout and a statement timeout; psycopg errors are
-translated here, at the one seam, into the project's own exceptions.
+pg_stat_activity), a connect timeout, and a statement and a lock timeout chosen by
+what the connection is for (TIMEOUTS). A connection that cannot be opened raises
+ServerUnreachable naming the side; a statement that fails on a side's connection
+keeps its driver exception type (callers catch ObjectInUse, UndefinedObject, ...)
+but carries the side, so the user's one line says where it failed.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -16,6 +21,65 @@ from migrator.errors import ServerUnreachable
 from migrator.masking import mask_secrets
 
 APPLICATION_NAME = "migrator"
+
+
+class Side(str, enum.Enum):
+    """The two servers of a move, in the user's words. Values are stored (`serving`)."""
+
+    SOURCE = "source"
+    TARGET = "target"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """None means no limit (the server's default of 0)."""
+
+    connect_s: int = 5
+    statement_ms: int | None = None
+    lock_ms: int | None = None
+
+
+# By the purpose's first word; the rest (a step, the move's slug) only names the session.
+TIMEOUTS: dict[str, Timeouts] = {
+    # Read-only looks a person waits for: a bounded answer, and behind someone's ACCESS
+    # EXCLUSIVE lock (an ALTER TABLE, a DROP) an error that says so, not a queue.
+    "plan": Timeouts(statement_ms=30_000, lock_ms=5_000),
+    "status": Timeouts(connect_s=3, statement_ms=30_000, lock_ms=5_000),
+    "probe": Timeouts(connect_s=2, statement_ms=30_000, lock_ms=5_000),
+    "verify": Timeouts(statement_ms=3_600_000, lock_ms=30_000),   # reads whole tables
+    # It acts while clients wait on a paused PgBouncer: a tool hung inside its own
+    # privilege transaction holds the rows its GRANTs need, and RESUME comes next.
+    "watchdog": Timeouts(connect_s=2, statement_ms=1_500, lock_ms=500),
+    # No statement limit: the waits are bounded by the cutover's own deadlines, and the
+    # REVOKE inside the pause (the one statement there that queues behind the app's
+    # locks) sets a lock_timeout from the time left. After an abort, giving the app its
+    # privileges back must wait its turn rather than give up.
+    "cutover": Timeouts(),
+    "reconcile": Timeouts(),
+    "complete": Timeouts(),
+    # The steps' work: the initial copy and its waits, index builds that must queue
+    # behind the application's transactions (DESIGN section 3), DDL, replication.
+    "step": Timeouts(),
+    # PgBouncer's admin console rejects startup options: nothing to send it.
+    "pgbouncer-admin": Timeouts(connect_s=3),
+    # Lab: the application's own sessions (through PgBouncer) and setting up servers.
+    "workload": Timeouts(),
+    "lab": Timeouts(),
+}
+
+# A purpose the table does not name is a step's (MoveContext passes the step's words):
+# a long step cut off by a limit meant for a quick look would be the worse mistake.
+DEFAULT_PURPOSE = "step"
+
+
+def timeouts_for(purpose: str) -> Timeouts:
+    word = purpose.split(" ", 1)[0]
+    return TIMEOUTS.get(word, TIMEOUTS[DEFAULT_PURPOSE])
+
+
 def describe(dsn: str) -> str:
     """A short, secret-free name for a server: user@host:port/dbname."""
     try:
@@ -36,31 +100,112 @@ def with_options(dsn: str, **params: Any) -> str:
     return make_conninfo(dsn, **extra)
 
 
+# -- driver errors that say where they happened ------------------------------------
+
+_SIDE_ATTRIBUTE = "migrator_side"
+
+
+def side_of(exc: BaseException) -> Side | None:
+    """The side whose connection raised exc, if it was a side's connection."""
+    return getattr(exc, _SIDE_ATTRIBUTE, None)
+
+
+def _mark(exc: BaseException, side: Side | None) -> None:
+    if side is not None and side_of(exc) is None:
+        setattr(exc, _SIDE_ATTRIBUTE, side)
+        exc.add_note(f"on the {side}")
+
+
+class SideCursor(psycopg.Cursor):
+    """A cursor whose driver errors carry its connection's side (type unchanged)."""
+
+    def execute(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        try:
+            return super().execute(*args, **kwargs)
+        except psycopg.Error as exc:
+            _mark(exc, getattr(self.connection, "side", None))
+            raise
+
+    def executemany(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        try:
+            return super().executemany(*args, **kwargs)
+        except psycopg.Error as exc:
+            _mark(exc, getattr(self.connection, "side", None))
+            raise
+
+
+class SideConnection(psycopg.Connection):
+    """A connection to one side of a move. `execute` goes through SideCursor; a
+    failed COMMIT (a deferred constraint, a lost server) is marked here."""
+
+    side: Side | None = None
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        except psycopg.Error as exc:
+            _mark(exc, self.side)
+            raise
+
+
+_KEEP: Any = object()  # "from the purpose's row of TIMEOUTS"
+
+
+def conninfo_for(
+    dsn: str,
+    purpose: str = "",
+    *,
+    connect_timeout: int | None = _KEEP,
+    statement_timeout_ms: int | None = _KEEP,
+    lock_timeout_ms: int | None = _KEEP,
+) -> str:
+    """The DSN with the tool's application_name and the purpose's timeouts (a timeout
+    given here wins over the table; a parameter the DSN sets itself wins over both)."""
+    row = timeouts_for(purpose)
+    connect_s = row.connect_s if connect_timeout is _KEEP else connect_timeout
+    statement_ms = row.statement_ms if statement_timeout_ms is _KEEP else statement_timeout_ms
+    lock_ms = row.lock_ms if lock_timeout_ms is _KEEP else lock_timeout_ms
+    settings = [f"-c statement_timeout={statement_ms}" if statement_ms else None,
+                f"-c lock_timeout={lock_ms}" if lock_ms else None]
+    options = " ".join(s for s in settings if s) or None
+    name = f"{APPLICATION_NAME} {purpose}".strip()
+    return with_options(dsn, application_name=name, connect_timeout=connect_s, options=options)
+
+
 def connect(
     dsn: str,
     *,
-    autocommit: bool = True,
-    connect_timeout: int = 5,
-    statement_timeout_ms: int | None = 30_000,
+    side: Side | None = None,
     purpose: str = "",
+    autocommit: bool = True,
+    connect_timeout: int | None = _KEEP,
+    statement_timeout_ms: int | None = _KEEP,
+    lock_timeout_ms: int | None = _KEEP,
     **kwargs: Any,
-) -> psycopg.Connection:
-    """Open a connection with the tool's name and timeouts, or raise ServerUnreachable."""
-    options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else None
-    name = f"{APPLICATION_NAME} {purpose}".strip()
+) -> SideConnection:
+    """Open a connection for `purpose` (see conninfo_for), or raise ServerUnreachable
+    naming the side. Driver errors of its statements carry the side (see side_of)."""
+    where = f"the {side} ({describe(dsn)})" if side is not None else describe(dsn)
     try:
-        conninfo = with_options(dsn, application_name=name, connect_timeout=connect_timeout)
-        if options:
-            conninfo = with_options(conninfo, options=options)
-        return psycopg.connect(conninfo, autocommit=autocommit, **kwargs)
+        conninfo = conninfo_for(dsn, purpose, connect_timeout=connect_timeout,
+                                statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms)
+        conn = SideConnection.connect(conninfo, autocommit=autocommit, cursor_factory=SideCursor, **kwargs)
     except psycopg.Error as exc:
         raise ServerUnreachable(
-            f"cannot connect to {describe(dsn)}: {first_line(exc)}",
+            f"cannot connect to {where}: {first_line(exc)}",
             hint="check that the server is running and the DSN, role and password are right",
         ) from exc
+    conn.side = side
+    return conn
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, secrets masked."""
     text = str(exc).strip().splitlines()
     return mask_secrets(text[0] if text else type(exc).__name__)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A driver error as the user's one line: where it failed, then the server's words."""
+    side = side_of(exc)
+    return f"on the {side}: {first_line(exc)}" if side is not None else first_line(exc)

@@ -1,0 +1,92 @@
+"""Recovery of a cutover a crash interrupted: `reconcile` reads the checkpoint's phase
+and finishes the cutover or reverts it, whatever the watchdog already did.
+
+Before the point of no return (PAUSING, WATCHDOG_REVERTED) it reverts: privileges back
+on the old side, RESUME there, replication as before. From POINT_OF_NO_RETURN on it
+finishes: route to the new side, RESUME, the reverse subscription on the slot made in
+the pause, the old one dropped. Each action checks first, so running it again (or
+after the watchdog) converges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from migrator.move.context import MoveContext
+from migrator.move.cutover import (
+    CutoverPhase,
+    Direction,
+    DirectionName,
+    finish_switch,
+    original_entries,
+)
+from migrator.pgbouncer.config import entry_for_side, read_entry, rewrite_entry
+from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.postgres import replication
+from migrator.postgres.connection import Side, SideConnection, connect
+from migrator.postgres.ddl import privilege_statements
+
+
+@contextmanager
+def _both_sides(d: Direction) -> Iterator[tuple[SideConnection, SideConnection]]:
+    with connect(d.old_dsn, side=d.old_label, purpose="reconcile") as old, \
+            connect(d.new_dsn, side=d.new_label, purpose="reconcile") as new:
+        yield old, new
+
+
+def _restore_replication(d: Direction, old, new) -> None:
+    """Back to how it was before the pause: the old subscription streams again."""
+    replication.drop_subscription(old, d.new_subscription, new)
+    replication.drop_slot(new, d.new_slot)
+    replication.set_subscription_enabled(new, d.old_subscription, True)
+
+
+def reconcile(ctx: MoveContext) -> Side:
+    """Finish or revert a cutover that a crash interrupted; returns the serving side."""
+    data = ctx.data("cutover")
+    name = data.get("direction", DirectionName.FORWARD)
+    d = Direction.named(name, ctx.playbook)
+    serving_now = Side(data.get("serving", Side.SOURCE))
+    if data.get("phase") is None:
+        return serving_now
+    phase = CutoverPhase(data["phase"])
+    if phase == CutoverPhase.ABORTED:
+        # The abort put replication back as it was, unless its own connections failed
+        # (it then logged "abort left work for the next run"): this is that run.
+        with _both_sides(d) as (old, new):
+            _restore_replication(d, old, new)
+        return serving_now
+    if phase == CutoverPhase.RESUMED:
+        with _both_sides(d) as (old, new):
+            finish_switch(d, old, new)
+        ctx.save("cutover", phase=None, serving=d.new_label)
+        return d.new_label
+    originals = ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook)
+    privileges = ctx.data("schema").get("app_privileges", [])
+    finished = phase == CutoverPhase.POINT_OF_NO_RETURN
+    with _both_sides(d) as (old, new):
+        serving_conn, other_conn = (new, old) if finished else (old, new)
+        with serving_conn.transaction():
+            for stmt in privilege_statements(privileges, grant=True):
+                serving_conn.execute(stmt)
+        with other_conn.transaction():
+            for stmt in privilege_statements(privileges, grant=False):
+                other_conn.execute(stmt)
+        serving = d.new_label if finished else d.old_label
+        for bouncer in ctx.playbook.pgbouncers:
+            value = entry_for_side(originals[str(bouncer.config_file)], ctx.playbook, serving)
+            if read_entry(bouncer.config_file, bouncer.database) != value:
+                rewrite_entry(bouncer.config_file, bouncer.database, value)
+            with PgBouncerConsole(bouncer.admin_dsn) as console:
+                console.reload()
+                console.resume(bouncer.database)
+        if finished:
+            finish_switch(d, old, new)
+        else:
+            _restore_replication(d, old, new)
+    verdict = "finished" if finished else "reverted"
+    ctx.log("cutover", f"an interrupted {name} cutover (phase {phase}) was {verdict}; traffic on the {serving}")
+    ctx.reporter.note(f"an interrupted {name} cutover was {verdict}: traffic is on the {serving}")
+    ctx.save("cutover", phase=None, serving=serving)
+    return serving

@@ -1,0 +1,127 @@
+"""The seam to Postgres: which timeouts each purpose gets, what a refused connection
+says, and how a driver error names its side (all without a server but the last test)."""
+
+from __future__ import annotations
+
+import socket
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from migrator.errors import ServerUnreachable
+from migrator.lab.sandbox import APP_DB
+from migrator.move.steps import describe_failure
+from migrator.postgres.connection import (
+    TIMEOUTS,
+    Side,
+    connect,
+    conninfo_for,
+    describe_error,
+    side_of,
+    timeouts_for,
+)
+from migrator.postgres.connection import _mark as mark_side
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("purpose", ["plan", "status", "probe", "verify"])
+def test_read_only_looks_are_bounded(purpose):
+    row = timeouts_for(purpose)
+    assert row.statement_ms and row.lock_ms and row.lock_ms < row.statement_ms
+
+
+@pytest.mark.parametrize("purpose", [
+    "schema", "schema-undo", "replicate", "rebuild-indexes", "index-build app-files",
+    "cutover old", "cutover privileges", "reconcile", "complete", "",
+])
+def test_work_that_runs_long_or_must_wait_its_turn_has_no_limit(purpose):
+    # Index builds queue behind the app's transactions on purpose; the initial copy
+    # runs for hours; the cutover bounds its own waits from its deadline.
+    row = timeouts_for(purpose)
+    assert (row.statement_ms, row.lock_ms) == (None, None)
+
+
+def test_the_watchdog_keeps_its_short_timeouts():
+    row = TIMEOUTS["watchdog"]
+    assert (row.connect_s, row.statement_ms, row.lock_ms) == (2, 1_500, 500)
+
+
+def test_the_purpose_s_first_word_picks_the_row():
+    assert timeouts_for("status of app-files") == TIMEOUTS["status"]
+    assert timeouts_for("index-build app-files") == TIMEOUTS["step"]
+
+
+def test_the_conninfo_carries_name_and_timeouts():
+    params = conninfo_to_dict(conninfo_for("host=db1 dbname=app", "status"))
+    assert params["application_name"] == "migrator status"
+    assert params["connect_timeout"] == "3"
+    assert params["options"] == "-c statement_timeout=30000 -c lock_timeout=5000"
+
+
+def test_the_pgbouncer_console_gets_no_startup_options():
+    # The admin console refuses a connection that sends `options`.
+    params = conninfo_to_dict(conninfo_for("host=pgb dbname=pgbouncer", "pgbouncer-admin"))
+    assert "options" not in params
+    assert params["application_name"] == "migrator pgbouncer-admin"
+
+
+def test_a_timeout_given_by_the_caller_wins_over_the_table():
+    params = conninfo_to_dict(conninfo_for("host=db1", "verify", statement_timeout_ms=None, lock_timeout_ms=100))
+    assert params["options"] == "-c lock_timeout=100"
+    assert "options" not in conninfo_to_dict(conninfo_for("host=db1", "plan", statement_timeout_ms=None,
+                                                          lock_timeout_ms=None))
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://mover:s3cr3t-pw@127.0.0.1:{port}/app",
+    "host=127.0.0.1 port={port} dbname=app user=mover password=s3cr3t-pw",
+])
+def test_a_refused_connection_names_the_side_and_hides_the_password(dsn):
+    port = closed_port()
+    with pytest.raises(ServerUnreachable) as caught:
+        connect(dsn.format(port=port), side=Side.TARGET, purpose="probe", connect_timeout=2)
+    text = str(caught.value)
+    assert text.startswith(f"cannot connect to the target (mover@127.0.0.1:{port}/app): ")
+    assert "s3cr3t" not in text
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+
+def test_a_connection_without_a_side_says_only_the_server():
+    port = closed_port()
+    with pytest.raises(ServerUnreachable, match=rf"^cannot connect to mover@127.0.0.1:{port}/app: "):
+        connect(f"postgresql://mover@127.0.0.1:{port}/app", purpose="probe")
+
+
+def test_a_driver_error_keeps_its_type_and_says_its_side():
+    exc = psycopg.errors.UndefinedTable('relation "public.files" does not exist')
+    mark_side(exc, Side.TARGET)
+    mark_side(exc, Side.SOURCE)  # the innermost mark wins: it was raised on the target
+    assert isinstance(exc, psycopg.errors.UndefinedTable)
+    assert side_of(exc) == Side.TARGET
+    assert describe_failure(exc) == 'on the target: relation "public.files" does not exist'
+    assert exc.__notes__ == ["on the target"]
+
+
+def test_a_driver_error_without_a_side_is_just_its_first_line():
+    exc = psycopg.errors.ObjectInUse("slot is active\nDETAIL: pid 42")
+    assert side_of(exc) is None
+    assert describe_error(exc) == "slot is active"
+
+
+def test_a_statement_that_fails_on_the_target_says_so(move):
+    with connect(move.target.dsn(APP_DB), side=Side.TARGET, purpose="status") as conn:
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "5s"
+        assert conn.execute("SELECT current_setting('application_name')").fetchone()[0] == "migrator status"
+        with pytest.raises(psycopg.errors.UndefinedTable) as caught:
+            conn.execute("SELECT * FROM public.nowhere")
+        with pytest.raises(psycopg.errors.UndefinedTable) as by_cursor:
+            conn.cursor().execute("SELECT * FROM public.nowhere")
+    assert describe_failure(caught.value) == 'on the target: relation "public.nowhere" does not exist'
+    assert side_of(by_cursor.value) == Side.TARGET
