@@ -260,7 +260,7 @@ class EarlyIndexBuilds:
 
     def table_copied(self, table: TableName) -> None:
         for index in self.pending.pop(table, []):
-            self.futures.append(self.pool.submit(_build_index, self.ctx, "replicate", index))
+            self.futures.append(self.pool.submit(_build_index, self.ctx, "rebuild-indexes", index))
 
     def finish(self) -> int:
         """Wait for the builds started; returns how many there were."""

@@ -36,6 +36,7 @@ from psycopg import sql
 from migrator import names
 from migrator.errors import OperationFailed
 from migrator.playbook import Playbook, TableName
+from migrator.postgres.catalog import table_facts
 from migrator.postgres.connection import connect, describe, first_line
 
 __all__ = ["ChunkDifference", "TableReport", "VerifyReport", "verify"]
@@ -287,40 +288,25 @@ class _Comparison:
     # shapes -------------------------------------------------------------------
 
     def _describe(self, table: TableName) -> _Table:
+        """Columns and key from the catalog model, on both sides."""
         found = _Table(table, TableReport(table=str(table), key=[]))
-        shapes = []
+        facts = []
         for side, conn in (("source", self.source), ("target", self.target)):
-            oid = conn.execute("SELECT pg_catalog.to_regclass(%s)::oid", (table.qualified,)).fetchone()[0]
-            if oid is None:
+            on_side = table_facts(conn, [table])[table]
+            if not on_side.exists:
                 found.report.problem = f"missing on the {side}"
                 return found
-            columns = conn.execute(
-                "SELECT a.attname, a.atttypid::int, pg_catalog.format_type(a.atttypid, a.atttypmod) "
-                "FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 "
-                "AND NOT a.attisdropped ORDER BY a.attnum", (oid,),
-            ).fetchall()
-            shapes.append((oid, columns))
-        (oid, columns), (_, target_columns) = shapes
-        only = {c[::2] for c in columns} ^ {c[::2] for c in target_columns}
+            facts.append(on_side)
+        source, target = facts
+        only = {(c.name, c.type) for c in source.columns} ^ {(c.name, c.type) for c in target.columns}
         if only:
             listed = ", ".join(f"{name} {kind}" for name, kind in sorted(only))
             found.report.problem = f"the columns differ between source and target: {listed}"
             return found
-        found.columns = [(name, type_oid) for name, type_oid, _ in columns]
-        found.report.key = [row[0] for row in self.source.execute(
-            "SELECT a.attname FROM (SELECT i.indkey FROM pg_catalog.pg_index i "
-            "  WHERE i.indrelid = %s AND (i.indisprimary OR i.indisreplident) "
-            "  ORDER BY i.indisprimary DESC LIMIT 1) i, "
-            "unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, n) "
-            "JOIN pg_catalog.pg_attribute a ON a.attrelid = %s AND a.attnum = k.attnum "
-            "ORDER BY k.n", (oid, oid),
-        ).fetchall()]
-        size, estimate = self.source.execute(
-            "SELECT pg_catalog.pg_table_size(%s), c.reltuples::bigint FROM pg_catalog.pg_class c "
-            "WHERE c.oid = %s", (oid, oid),
-        ).fetchone()
-        found.report.bytes = size
-        found.estimated_rows = max(estimate, 0) or self.source.execute(
+        found.columns = [(c.name, c.type_oid) for c in source.columns]
+        found.report.key = list(source.key)
+        found.report.bytes = source.copy_bytes
+        found.estimated_rows = source.estimated_rows or self.source.execute(
             sql.SQL("SELECT count(*) FROM {}").format(found.ident())
         ).fetchone()[0]
         return found

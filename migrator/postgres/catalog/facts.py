@@ -21,6 +21,7 @@ class ColumnFacts:
     collation: str | None          # only when it differs from the type's default
     comment: str | None = None
     grants: tuple[Grant, ...] = ()  # column-level privileges (GRANT SELECT (col) ...)
+    type_oid: int = 0               # the type's oid on this server (verify hashes by type)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class IndexFacts:
     is_valid: bool = True
     size_bytes: int = 0
     owner_constraint: str | None = None   # the PK/unique/exclusion constraint that made it
+    columns: tuple[str, ...] = ()         # key columns in order (empty: an expression is one)
     comment: str | None = None
 
     @property
@@ -183,6 +185,13 @@ class TableFacts:
     @property
     def replica_identity_index(self) -> IndexFacts | None:
         return next((i for i in self.indexes if i.is_replica_identity), None)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The columns that identify a row: the primary key's, else the replica identity
+        index's; empty when there is neither."""
+        index = next((i for i in self.indexes if i.is_primary), None) or self.replica_identity_index
+        return index.columns if index is not None else ()
 
     @property
     def identifies_rows(self) -> bool:

@@ -70,7 +70,13 @@ SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.ind
        ),
        pg_catalog.pg_relation_size(i.indexrelid),
        (SELECT co.conname::text FROM pg_catalog.pg_constraint co
-         WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x'))
+         WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x')),
+       -- the key columns in order; empty when one of them is an expression
+       CASE WHEN 0 <> ALL (i.indkey::pg_catalog.int2[]) THEN ARRAY(
+           SELECT a.attname::text
+           FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, n)
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           WHERE k.n <= i.indnkeyatts ORDER BY k.n) END
 FROM group_tables g
 JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -151,7 +157,8 @@ SELECT g.schema_name, g.table_name, a.attname,
                    WHERE co.oid = a.attcollation)
        END,
        -- large object references: oid, or a domain over it such as the lo extension's
-       'pg_catalog.oid'::pg_catalog.regtype IN (t.oid, t.typbasetype)
+       'pg_catalog.oid'::pg_catalog.regtype IN (t.oid, t.typbasetype),
+       a.atttypid::int
 FROM group_tables g
 JOIN pg_catalog.pg_attribute a ON a.attrelid = g.relid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid

@@ -115,7 +115,7 @@ def _index_rows(conn: psycopg.Connection, tables: Iterable[TableName]) -> list[I
         IndexFacts(
             table=_name(r[0], r[1]), name=r[2], definition=r[3], is_primary=r[4],
             is_replica_identity=r[5], is_constraint=bool(r[8]), constraints=tuple(r[8]),
-            is_unique=r[6], is_valid=r[7], size_bytes=r[9], owner_constraint=r[10],
+            is_unique=r[6], is_valid=r[7], size_bytes=r[9], owner_constraint=r[10], columns=tuple(r[11] or ()),
         )
         for r in conn.execute(_INDEXES, _group_params(tables))  # type: ignore[arg-type]
     ]
@@ -250,7 +250,7 @@ def _column(row: tuple) -> tuple[ColumnFacts, bool]:
             identity={"a": "always", "d": "by default"}.get(row[6] or ""),
             generated=row[5] if generated else None,
             generated_kind={"s": "stored", "v": "virtual"}.get(generated) if generated else None,
-            collation=row[8],
+            collation=row[8], type_oid=row[10],
         ),
         bool(row[9]),
     )
