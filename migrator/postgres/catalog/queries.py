@@ -190,9 +190,8 @@ ORDER BY g.schema_name, g.table_name, tg.tgname
 
 
 # Every type the columns need, following arrays, domains, ranges and composites down
-# to the built-ins; kept when not built in or when an extension provides it.
-_TYPES = (
-    "WITH RECURSIVE" + _GROUP + """,
+# to the built-ins (per group table): the types to create, and the extensions to need.
+_USED_TYPES = """,
 used(relid, typid) AS (
     SELECT a.attrelid, a.atttypid
     FROM pg_catalog.pg_attribute a
@@ -209,7 +208,11 @@ used(relid, typid) AS (
                   WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
                     AND NOT ca.attisdropped
     ) AS x(typid)
-)
+)"""
+
+# The used types, kept when not built in or when an extension provides them.
+_TYPES = (
+    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """
 SELECT g.schema_name, g.table_name, tn.nspname, t.typname,
        -- a composite that is a table's row type is the table, not a type to create
        CASE WHEN t.typtype = 'c' AND tr.relkind <> 'c' THEN 't' ELSE t.typtype END,
@@ -261,21 +264,7 @@ ORDER BY g.schema_name, g.table_name, tn.nspname, t.typname
 # the types above), functions in defaults and generated columns, operator classes
 # and functions of indexes, constraints' functions, trigger functions' languages.
 _EXTENSIONS = (
-    "WITH RECURSIVE" + _GROUP + """,
-used(relid, typid) AS (
-    SELECT a.attrelid, a.atttypid
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid IN (SELECT relid FROM group_tables) AND a.attnum > 0 AND NOT a.attisdropped
-    UNION
-    SELECT u.relid, x.typid
-    FROM used u
-    JOIN pg_catalog.pg_type t ON t.oid = u.typid
-    CROSS JOIN LATERAL (
-        SELECT t.typelem WHERE t.typelem <> 0
-        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
-        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
-    ) AS x(typid)
-),
+    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """,
 objects(relid, classid, objid) AS (
     SELECT g.relid, 'pg_catalog.pg_class'::pg_catalog.regclass, g.relid FROM group_tables g
     UNION ALL
