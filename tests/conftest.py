@@ -7,7 +7,9 @@ Two back-ends behind one fixture interface (DESIGN section 6):
   `testcontainers` or a Docker engine answers.
 
 Every test that needs servers asks for `move` (a MoveTopology: source, target,
-PgBouncer with the `app` and `app_files` entries) or `make_move` for variations.
+PgBouncer with the `app` and `app_files` entries) or `make_move` for variations, and
+`app_load` for the application's load around what it breaks. A test that needs a
+PostgreSQL major is marked `@pytest.mark.pg(18)` (or `pg(">=16")`).
 When a test fails, the tail of every server log is attached to its report.
 """
 
@@ -21,12 +23,15 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from migrator.lab import topology
-from migrator.lab.sandbox import build_move_topology
+from migrator.lab.sandbox import GROUP_ENTRY, build_move_topology
+from migrator.lab.workload import Workload
 
 PASSWORD = "Pw-" + secrets.token_hex(6)
 BACKEND_ENV = "MIGRATOR_TEST_BACKEND"
@@ -195,3 +200,34 @@ def move(make_move):
     """The standard topology: source, target, one PgBouncer (entries app, app_files)."""
     return make_move()
 
+
+@pytest.fixture
+def app_load():
+    """The application's write load through PgBouncer around a block of a test:
+
+        with app_load(move) as load:
+            ...                      # break something, run the tool
+        seen = load.result()         # stopped by now
+
+    The block starts once the load completed a transaction; after it the load stops and
+    no client transaction may have failed (the move's first promise). Raised inside the
+    block, an error goes up untouched and the load is stopped at teardown all the same.
+    A test whose load is allowed to fail (a server restarting) uses Workload itself."""
+    started: list[Workload] = []
+
+    @contextmanager
+    def run(move, *, clients: int = 8, rate: float = 300, pgbouncer=None, entry: str = GROUP_ENTRY,
+            mix: str = "group"):
+        load = Workload(move.app_dsn(entry, pgbouncer), mix=mix, clients=clients, rate=rate).start()
+        started.append(load)
+        deadline = time.monotonic() + 30
+        while load.result().transactions == 0:
+            assert time.monotonic() < deadline, f"the load through {entry} completed nothing in 30 s"
+            time.sleep(0.02)
+        yield load
+        seen = load.stop()
+        assert seen.failures == 0, seen.failure_kinds
+
+    yield run
+    for load in started:
+        load.stop(timeout=2)
