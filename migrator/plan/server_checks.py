@@ -1,0 +1,368 @@
+"""Checks of the two servers and the PgBouncers: versions, settings, the DSN roles'
+rights, the app roles, what earlier runs left, open transactions, and the PgBouncer
+entries and config files the cutover pauses and rewrites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from migrator import names
+from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes, listing, sides
+from migrator.plan.inspection import Snapshot
+from migrator.playbook import Playbook, format_duration, format_size
+
+# Logical replication arrived in PostgreSQL 10; the catalogs read here (attgenerated,
+# conparentid, pg_sequence) are those of 12 and later.
+MIN_MAJOR = 12
+
+
+@codes(
+    ("server.version", f"both servers run PostgreSQL {MIN_MAJOR} or newer"),
+    ("server.version_order", "the target's major version is not older than the source's"),
+    ("server.same_cluster", "source and target are different clusters"),
+)
+def versions(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    source, target = sides(snapshot)
+    old = [s for s in (source, target) if s.major < MIN_MAJOR]
+    for server in old:
+        yield Finding(
+            BLOCK, "server.version", server.side,
+            f"the {server.side} {server.display} runs PostgreSQL {server.version.split()[0]}; "
+            f"migrator needs {MIN_MAJOR} or newer",
+            f"upgrade the {server.side} first",
+        )
+    if not old:
+        yield Finding(OK, "server.version", "servers",
+                      f"source runs PostgreSQL {source.version.split()[0]}, "
+                      f"target {target.version.split()[0]}")
+    if target.major < source.major:
+        yield Finding(
+            BLOCK, "server.version_order", "target",
+            f"the target runs PostgreSQL {target.major}, older than the source's {source.major}: "
+            "rows and schema from a newer major may not load into an older one, and the "
+            "reverse replication would run from old to new",
+            f"move to a server running PostgreSQL {source.major} or newer",
+        )
+    else:
+        yield Finding(OK, "server.version_order", "target",
+                      f"target major {target.major} >= source major {source.major}")
+    if source.system_identifier and source.system_identifier == target.system_identifier:
+        yield Finding(
+            BLOCK, "server.same_cluster", "target",
+            f"source {source.display} and target {target.display} are the same cluster: "
+            "CREATE SUBSCRIPTION to the cluster it runs in waits forever for its own slot",
+            "move the group to a database on another server",
+        )
+
+
+@codes(("server.wal_level", "wal_level = logical on both servers (forward and reverse replication)"))
+def wal_level(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    for server in sides(snapshot):
+        why = "the forward publication" if server.side == "source" else "the reverse replication"
+        if server.wal_level != "logical":
+            yield Finding(
+                BLOCK, "server.wal_level", server.side,
+                f"the {server.side} {server.display} has wal_level = {server.wal_level}; "
+                f"{why} needs logical",
+                f"set wal_level = logical on the {server.side} (ALTER SYSTEM SET wal_level = "
+                "logical) and restart it",
+            )
+        else:
+            yield Finding(OK, "server.wal_level", server.side, f"{server.side} wal_level = logical")
+
+
+def _sync_workers(snapshot: Snapshot, playbook: Playbook) -> int:
+    """Table-sync workers the initial copy can run at once: each holds a slot and a WAL
+    sender on the source and a logical replication worker on the target."""
+    existing = sum(1 for t in snapshot.tables.values() if t.exists)
+    return max(1, min(existing, snapshot.target.settings["max_sync_workers_per_subscription"]))
+
+
+# What each side must have free. (needed to work at all, needed for a full-speed copy)
+# source: the forward slot + table-sync slots, one WAL sender each; after the cutover
+#         the reverse subscription's apply worker runs here.
+# target: the reverse slot and its WAL sender; the forward apply worker + table-sync
+#         workers run here.
+def _needs(snapshot: Snapshot, playbook: Playbook, side: str) -> dict[str, tuple[int, int, str]]:
+    sync = _sync_workers(snapshot, playbook)
+    if side == "source":
+        return {
+            "max_replication_slots": (2, 1 + sync, f"slot {names.slot(playbook)} and table-sync slots"),
+            "max_wal_senders": (2, 1 + sync, "one WAL sender per slot in use"),
+            "max_logical_replication_workers": (1, 1, "the reverse subscription's apply worker"),
+            "max_worker_processes": (1, 1, "the reverse subscription's apply worker"),
+        }
+    return {
+        "max_replication_slots": (1, 1, f"the reverse slot {names.reverse_slot(playbook)}"),
+        "max_wal_senders": (1, 1, "the reverse replication's WAL sender"),
+        "max_logical_replication_workers": (2, 1 + sync, "the apply worker and table-sync workers"),
+        "max_worker_processes": (2, 1 + sync, "the apply worker and table-sync workers"),
+    }
+
+
+_HEADROOM_CODES = {
+    "max_replication_slots": "server.slots_headroom",
+    "max_wal_senders": "server.wal_senders_headroom",
+    "max_logical_replication_workers": "server.logical_workers_headroom",
+    "max_worker_processes": "server.worker_processes_headroom",
+}
+
+
+@codes(
+    ("server.slots_headroom", "free max_replication_slots for the move's slots and table-sync slots"),
+    ("server.wal_senders_headroom", "free max_wal_senders for those slots"),
+    ("server.logical_workers_headroom", "free max_logical_replication_workers for apply and sync workers"),
+    ("server.worker_processes_headroom", "free max_worker_processes for those workers"),
+)
+def headroom(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    for server in sides(snapshot):
+        # A resumed run's own slot is already counted as in use.
+        own = sum(1 for o in server.leftovers if o.kind == "slot" and o.name in expected)
+        enough = []
+        for setting, (minimum, full, what) in _needs(snapshot, playbook, server.side).items():
+            code = _HEADROOM_CODES[setting]
+            free = server.free(setting) + (own if setting == "max_replication_slots" else 0)
+            value = server.settings[setting]
+            state = f"{server.side} {setting} = {value}, {value - server.free(setting)} in use, {free} free"
+            if free < minimum:
+                yield Finding(
+                    BLOCK, code, server.side,
+                    f"{state}; the move needs {minimum} ({what})",
+                    f"raise {setting} to at least {value - free + full} on the {server.side} "
+                    "(takes a restart), or free some",
+                )
+            elif free < full:
+                yield Finding(
+                    WARN, code, server.side,
+                    # Only the settings that also bound table-sync workers get here.
+                    f"{state}; the initial copy would sync {free - 1} table(s) at a time "
+                    f"instead of {full - 1}",
+                    f"raise {setting} to {value - free + full} on the {server.side} for a faster copy",
+                )
+            else:
+                enough.append(f"{setting} {free} free of {value} (needs {full})")
+        if enough:
+            yield Finding(OK, "server.slots_headroom", server.side,
+                          f"{server.side}: " + ", ".join(enough))
+
+
+# --------------------------------------------------------------------------- rights
+
+
+@codes(
+    ("role.replication", "the DSN roles may open replication connections (REPLICATION or superuser)"),
+    ("role.create_subscription", "the DSN roles may create subscriptions"),
+    ("role.create_objects", "the DSN roles have CREATE on their database"),
+    ("role.table_owner", "the source DSN role owns the group's tables (to publish them and revoke on them)"),
+    ("role.signal_backend", "the source DSN role may cancel the app roles' queries at the cutover"),
+)
+def rights(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    problems = 0
+    for server in sides(snapshot):
+        rights = server.rights
+        other = "target" if server.side == "source" else "source"
+        subject = f"{server.side} role {rights.name}"
+        if not rights.replication:
+            problems += 1
+            yield Finding(
+                BLOCK, "role.replication", subject,
+                f"the {server.side} DSN role {rights.name} has no REPLICATION attribute: the "
+                f"subscription on the {other} connects as it",
+                f"ALTER ROLE {rights.name} REPLICATION on the {server.side}",
+            )
+        if not rights.create_subscription:
+            problems += 1
+            grant = ("GRANT pg_create_subscription TO " + rights.name
+                     if server.major >= 16 else "make it a superuser (PostgreSQL < 16)")
+            yield Finding(
+                BLOCK, "role.create_subscription", subject,
+                f"the {server.side} DSN role {rights.name} cannot create subscriptions "
+                f"({'forward' if server.side == 'target' else 'reverse'} replication runs one here)",
+                f"{grant} on the {server.side}",
+            )
+        if not rights.create_on_database:
+            problems += 1
+            yield Finding(
+                BLOCK, "role.create_objects", subject,
+                f"the {server.side} DSN role {rights.name} has no CREATE privilege on its database "
+                "(publications and the migrator schema need it)",
+                f"GRANT CREATE ON DATABASE ... TO {rights.name} on the {server.side}",
+            )
+    not_owned = [t for t in snapshot.tables.values() if t.exists and not t.owned_by_dsn_role]
+    for table in not_owned:
+        problems += 1
+        yield Finding(
+            BLOCK, "role.table_owner", str(table.name),
+            f"{table.name} is owned by {table.owner}, not by the source DSN role "
+            f"{snapshot.source.rights.name}: only its owner can publish it",
+            f"ALTER TABLE {table.name} OWNER TO {snapshot.source.rights.name}, or use the owner's DSN",
+        )
+    if playbook.app_roles and not snapshot.source.rights.signal_backend:
+        yield Finding(
+            WARN, "role.signal_backend", f"source role {snapshot.source.rights.name}",
+            f"the source DSN role {snapshot.source.rights.name} cannot cancel other roles' "
+            f"queries: after cutover.grace the app roles' queries still running hold the pause "
+            "until max_pause aborts it",
+            f"GRANT pg_signal_backend TO {snapshot.source.rights.name} on the source",
+        )
+    if not problems:
+        yield Finding(OK, "role.replication", "roles",
+                      f"DSN roles {snapshot.source.rights.name} (source) and "
+                      f"{snapshot.target.rights.name} (target) have the rights a move needs")
+
+
+@codes(("role.missing", "every app role exists on both servers"))
+def app_roles(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    missing = False
+    for server in sides(snapshot):
+        for role, exists in server.app_roles.items():
+            if not exists:
+                missing = True
+                yield Finding(
+                    BLOCK, "role.missing", f"{server.side} role {role}",
+                    f"app role {role} does not exist on the {server.side} {server.display}: its "
+                    f"privileges on the group are {'revoked' if server.side == 'source' else 'granted'} "
+                    "there at the cutover",
+                    f"CREATE ROLE {role} on the {server.side}, or remove it from app_roles",
+                )
+    if not missing and playbook.app_roles:
+        yield Finding(OK, "role.missing", "app roles",
+                      f"app roles {listing(playbook.app_roles)} exist on both servers")
+
+
+# --------------------------------------------------------------------------- leftovers and open transactions
+
+
+@codes(
+    ("move.leftover_slot", "no replication slot with this move's name exists (orphaned slots retain WAL)"),
+    ("move.leftover_publication", "no publication with this move's name exists"),
+    ("move.leftover_subscription", "no subscription with this move's name exists"),
+)
+def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    found = False
+    for server in sides(snapshot):
+        for obj in server.leftovers:
+            if obj.name in expected:
+                continue
+            found = True
+            retained = (
+                f", retaining {format_size(obj.retained_wal_bytes)} of WAL"
+                if obj.retained_wal_bytes is not None else ""
+            )
+            drop = {
+                "slot": f"SELECT pg_drop_replication_slot('{obj.name}')",
+                "publication": f"DROP PUBLICATION {obj.name}",
+                "subscription": f"DROP SUBSCRIPTION {obj.name}",
+            }[obj.kind]
+            yield Finding(
+                BLOCK, f"move.leftover_{obj.kind}", f"{server.side} {obj.kind} {obj.name}",
+                f"{obj.kind} {obj.name} already exists on the {server.side} ({obj.detail}{retained}): "
+                "left by an earlier run of this move",
+                f"if that run is abandoned, `migrator rollback` it or {drop} on the {server.side}",
+            )
+    if not found:
+        yield Finding(OK, "move.leftover_slot", "leftovers",
+                      f"no publication, subscription or slot named {names.publication(playbook)}* exists")
+
+
+@codes(("source.long_transaction", "no long-running transaction on the source (slot creation waits for it)"))
+def long_transactions(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    for tx in snapshot.source.long_transactions:
+        who = f"{tx.user or '?'}" + (f" ({tx.application_name})" if tx.application_name else "")
+        consequence = ("creating the replication slot waits for it to end" if tx.has_xid
+                       else "it holds back vacuum while the copy runs")
+        yield Finding(
+            WARN, "source.long_transaction", f"source pid {tx.pid}",
+            f"transaction of pid {tx.pid} by {who} on the source has been open for "
+            f"{format_duration(tx.seconds)} ({tx.state}): {consequence}",
+            f"let it finish, or SELECT pg_terminate_backend({tx.pid}) on the source",
+        )
+
+
+# --------------------------------------------------------------------------- PgBouncer
+
+
+@codes(
+    ("pgbouncer.none", "at least one PgBouncer routes the group (the cutover reroutes through it)"),
+    ("pgbouncer.unreachable", "every PgBouncer's admin console answers"),
+    ("pgbouncer.entry_missing", "the group's [databases] entry exists in every PgBouncer"),
+    ("pgbouncer.entry_not_on_source", "that entry routes to the source now"),
+    ("pgbouncer.entry_paused", "that entry is not paused or disabled now"),
+    ("pgbouncer.config_not_writable", "every config file is readable and replaceable by the tool"),
+    ("pgbouncer.config_entry_missing", "every config file holds the entry"),
+    ("pgbouncer.config_entry_not_on_source", "the entry in every config file routes to the source"),
+)
+def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if not snapshot.pgbouncers:
+        yield Finding(
+            WARN, "pgbouncer.none", "pgbouncers",
+            "the playbook lists no PgBouncer: the cutover cannot pause or reroute the application",
+            "list every PgBouncer that routes the group under pgbouncers:",
+        )
+        return
+    for bouncer in snapshot.pgbouncers:
+        subject = f"pgbouncers[{bouncer.index}] {bouncer.display}"
+        entry = bouncer.database
+        bad = False
+        if not bouncer.reachable:
+            bad = True
+            yield Finding(
+                BLOCK, "pgbouncer.unreachable", subject,
+                f"{bouncer.error or 'PgBouncer admin console unreachable'}",
+                "start PgBouncer, and check admin_dsn and that its user is in admin_users",
+            )
+        elif bouncer.entry is None:
+            bad = True
+            yield Finding(
+                BLOCK, "pgbouncer.entry_missing", subject,
+                f"PgBouncer {bouncer.display} has no [databases] entry {entry} (SHOW DATABASES)",
+                f"add {entry} to its config file and RELOAD, or fix pgbouncers[{bouncer.index}].database",
+            )
+        elif not bouncer.entry_points_at_source:
+            bad = True
+            now = f"{bouncer.entry.host}:{bouncer.entry.port}/{bouncer.entry.database}"
+            where = " (the target: already moved?)" if bouncer.entry_points_at_target else ""
+            yield Finding(
+                BLOCK, "pgbouncer.entry_not_on_source", subject,
+                f"PgBouncer {bouncer.display} routes {entry} to {now}{where}, not to the source "
+                f"{snapshot.source.display}",
+                "check the playbook's source DSN, or `migrator status` for a move already done",
+            )
+        elif bouncer.entry.paused or bouncer.entry.disabled:
+            state = "paused" if bouncer.entry.paused else "disabled"
+            yield Finding(
+                WARN, "pgbouncer.entry_paused", subject,
+                f"PgBouncer {bouncer.display} has {entry} {state} right now: its clients are waiting",
+                f"RESUME {entry} (or ENABLE {entry}) on its admin console unless someone is at work",
+            )
+        if not bouncer.config_readable or not bouncer.config_writable:
+            bad = True
+            yield Finding(
+                BLOCK, "pgbouncer.config_not_writable", subject,
+                f"config file {bouncer.config_file} {bouncer.config_problem}: the reroute rewrites "
+                f"the {entry} entry in it",
+                "run migrator where that file is, as a user who may replace it "
+                f"(check pgbouncers[{bouncer.index}].config_file)",
+            )
+        elif bouncer.config_entry is None:
+            bad = True
+            yield Finding(
+                BLOCK, "pgbouncer.config_entry_missing", subject,
+                f"config file {bouncer.config_file} has no {entry} entry under [databases]",
+                "point config_file at the file this PgBouncer was started with",
+            )
+        elif not bouncer.config_points_at_source:
+            bad = True
+            yield Finding(
+                BLOCK, "pgbouncer.config_entry_not_on_source", subject,
+                f"config file {bouncer.config_file} routes {entry} to '{bouncer.config_entry}', not "
+                f"to the source: a RELOAD would send the application elsewhere",
+                "make the file agree with what the PgBouncer routes to now, then plan again",
+            )
+        if not bad:
+            yield Finding(
+                OK, "pgbouncer.unreachable", subject,
+                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source; "
+                f"{bouncer.config_file} is writable",
+            )
