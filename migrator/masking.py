@@ -11,7 +11,9 @@ MASK = "****"
 
 # postgresql://user:secret@host/db  and  key=value password=secret  forms.
 _URL_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.I)
+# key=value (not after ? or &: that is a URL's query, below); libpq quotes with single
+# quotes only, so in an unquoted value a double quote is part of the password.
+_KV_PASSWORD = re.compile(r"(?<![?&])(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s']+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]+)", re.I)
 
 

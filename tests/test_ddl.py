@@ -17,7 +17,12 @@ from migrator.postgres.catalog import (
     TypeFacts,
 )
 from migrator.postgres.catalog.reader import _creation_order
-from migrator.postgres.ddl import AppPrivilege, DeferredIndex, group_schema, privilege_statements
+from migrator.postgres.ddl import (
+    AppPrivilege,
+    DeferredIndex,
+    group_schema,
+    privilege_statements,
+)
 from migrator.postgres.statement import Statement
 
 ACCOUNTS, ORDERS = TableName("public", "accounts"), TableName("public", "orders")

