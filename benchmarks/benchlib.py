@@ -43,7 +43,7 @@ def _cpu_model() -> str:
 
 
 def _pgbouncer_version() -> str:
-    from migrator.lab.topology import pgbouncer_binary
+    from migrator.lab.binaries import pgbouncer_binary
 
     try:
         out = subprocess.run([str(pgbouncer_binary()), "--version"], capture_output=True, text=True).stdout

@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchlib  # noqa: E402
 
+from migrator.lab.binaries import postgres_bindir  # noqa: E402
 from migrator.lab.sandbox import (  # noqa: E402
     APP_DB,
     APP_ROLE,
@@ -57,7 +58,7 @@ from migrator.lab.sandbox import (  # noqa: E402
     build_move_topology,
     create_demo_schema,
 )
-from migrator.lab.topology import LOGICAL_SETTINGS, postgres_bindir, remove_tree  # noqa: E402
+from migrator.lab.topology import LOGICAL_SETTINGS, remove_tree  # noqa: E402
 from migrator.move.runner import execute, rollback  # noqa: E402
 from migrator.move.state import StateStore  # noqa: E402
 from migrator.move.steps import Reporter  # noqa: E402

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.lab import topology
+from migrator.lab import binaries, topology
 from migrator.lab.sandbox import GROUP_ENTRY, build_move_topology
 from migrator.lab.workload import Workload
 
@@ -58,8 +58,8 @@ def server_versions() -> dict[int, tuple[str, Path]] | None:
     if backend_name() == "testcontainers":
         return None
     found = {}
-    for major in topology.available_majors():
-        bindir = topology.postgres_bindir(major)
+    for major in binaries.available_majors():
+        bindir = binaries.postgres_bindir(major)
         out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True,
                              check=True).stdout  # "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
         found[major] = (out.split("(PostgreSQL)")[-1].split()[0], bindir)
@@ -99,9 +99,9 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     try:
-        default = topology.postgres_bindir()
+        default = binaries.postgres_bindir()
         majors = server_versions()
-        bouncer = topology.pgbouncer_binary()
+        bouncer = binaries.pgbouncer_binary()
         bouncer_version = subprocess.run([str(bouncer), "--version"], capture_output=True,
                                          text=True).stdout.splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - the header must not break collection
@@ -113,7 +113,7 @@ def pytest_report_header(config):
             f"{version} ({bindir}{', default' if bindir == default else ''})"
             for version, bindir in majors.values())
     return [
-        f"migrator topology: backend={backend_name()} run_as={topology.run_as_user() or 'self'}",
+        f"migrator topology: backend={backend_name()} run_as={binaries.run_as_user() or 'self'}",
         servers,
         f"{bouncer_version} ({bouncer})",
     ]
@@ -144,7 +144,7 @@ def templates(workdir):
         if version not in made:
             directory = workdir / f"template-{version or 'default'}"
             made[version] = topology.make_template(
-                directory, version=version, password=PASSWORD, run_as=topology.run_as_user()
+                directory, version=version, password=PASSWORD, run_as=binaries.run_as_user()
             )
         return made[version]
 

@@ -117,7 +117,7 @@ def recorded_sql(monkeypatch, function, *args, **kwargs) -> list[tuple[str, str]
             text = query if isinstance(query, str) else query.as_string(None)
             statements.append((self.dbname, text))
 
-    monkeypatch.setattr(sandbox.psycopg, "connect", Recorder)
+    monkeypatch.setattr(sandbox, "connect", Recorder)
     function(*args, **kwargs)
     return statements
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from migrator.errors import MissingBinary
+from migrator.lab.binaries import postgres_bindir
 from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, WHOLE_ENTRY
-from migrator.lab.topology import postgres_bindir
 from migrator.pgbouncer.config import read_entry, rewrite_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 
@@ -103,7 +103,7 @@ def test_missing_server_binaries_name_the_package():
 
 
 def test_available_majors_lists_the_installed_postgres():
-    from migrator.lab.topology import available_majors
+    from migrator.lab.binaries import available_majors
 
     majors = available_majors()
     assert 15 in majors

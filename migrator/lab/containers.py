@@ -31,6 +31,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from migrator.errors import OperationFailed, ServerUnreachable
+from migrator.lab.binaries import free_port
 from migrator.lab.sandbox import (
     APP_DB,
     APP_ROLE,
@@ -45,7 +46,6 @@ from migrator.lab.topology import (
     LOGICAL_SETTINGS,
     PgBouncerProcess,
     PostgresCluster,
-    free_port,
 )
 from migrator.postgres.connection import connect
 

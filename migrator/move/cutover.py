@@ -15,7 +15,6 @@ A watchdog process resumes PgBouncer if the tool dies or hangs while it is pause
 from __future__ import annotations
 
 import concurrent.futures
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from psycopg import sql
 
 from migrator import names
 from migrator.errors import OperationFailed
+from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.watchdog import Watchdog, WatchdogOrders
 from migrator.pgbouncer.config import entry_for_side, prepare_rewrite, read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
@@ -38,41 +38,6 @@ from migrator.postgres.ddl import privilege_statements
 REROUTE_BUDGET = 0.25
 # How far past max_pause the watchdog waits for a live tool before acting itself.
 WATCHDOG_MARGIN = 0.5
-
-
-class CutoverPhase(str, enum.Enum):
-    """Where a cutover stands, in the checkpoint's `phase`. The values are stored (the
-    next run, the watchdog and `status` read them): they never change."""
-
-    PAUSING = "pausing"                        # PAUSE issued; before the point of no return
-    POINT_OF_NO_RETURN = "point_of_no_return"  # recorded before the reroute: only forward now
-    WATCHDOG_REVERTED = "watchdog_reverted"    # the watchdog gave traffic back to the old side
-    ABORTED = "aborted"                        # the tool gave traffic back itself
-    RESUMED = "resumed"                        # traffic flows on the new side
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class DirectionName(str, enum.Enum):
-    """Which way a cutover goes; stored in the checkpoint's `direction`."""
-
-    FORWARD = "forward"   # source -> target (execute)
-    REVERSE = "reverse"   # target -> source (rollback after a move)
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class PauseOutcome(str, enum.Enum):
-    """How a pause window ended; stored in the cutover's history and `last_window`."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    ABORTED = "aborted"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class CutoverAborted(OperationFailed):

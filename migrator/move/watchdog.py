@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from migrator.errors import OperationFailed
+from migrator.move.phases import CutoverPhase
 from migrator.postgres.connection import connect
 
 
@@ -117,9 +118,6 @@ def decide(orders: WatchdogOrders, store, told_forward: bool) -> bool:
 
     Going back is recorded as WATCHDOG_REVERTED; the next run reads it like any phase
     before the point of no return, and reverts the rest."""
-    # Imported by main() before the pause (the cutover module imports this one).
-    from migrator.move.cutover import CutoverPhase
-
     if store is None:
         return told_forward
     try:
@@ -218,7 +216,6 @@ def _log(orders: WatchdogOrders, message: str) -> None:
 
 def main() -> int:
     # Imported now, while the tool is still before its pause: acting must not wait for it.
-    import migrator.move.cutover  # noqa: F401
     import migrator.move.state  # noqa: F401
     import migrator.pgbouncer.console  # noqa: F401
 
