@@ -265,13 +265,16 @@ def test_tables_replication_cannot_publish_block(move):
     blocks = {(f.code, f.subject) for f in findings if f.level == "block"}
     assert blocks == {
         ("table.unlogged", "public.cache"),
-        ("table.partitioned", "public.measurements"),
+        # a partitioned table moves with its tree, but like any table it needs a key
+        ("table.no_replica_identity", "public.measurements"),
+        # a partition named alone does not: its tree moves from the root
         ("table.partitioned", "public.measurements_2024"),
         ("table.not_a_table", "public.recent"),
         ("table.no_replica_identity", "public.nothing"),
     }
-    partitioned = next(f for f in findings if f.subject == "public.measurements")
-    assert "partitions public.measurements_2024" in partitioned.message
+    partition = next(f for f in findings if f.subject == "public.measurements_2024")
+    assert "a partition of public.measurements" in partition.message
+    assert "top of its tree" in partition.hint
     assert "REPLICA IDENTITY NOTHING" in next(f for f in findings if f.subject == "public.nothing").message
     full = by_code(findings, "table.replica_identity_full")
     assert [(f.level, f.subject) for f in full] == [("warn", "public.wide")]

@@ -94,6 +94,8 @@ def schema_do(ctx: MoveContext) -> str:
             app_privileges=[p.to_list() for p in schema.app_privileges],
             sequences=[[n.schema, n.name] for n in schema.sequence_names],
             indexes=[i.to_dict() for i in schema.secondary_indexes],
+            partitioned=schema.group.partitioned,
+            leaves=[[t.schema, t.name] for table in ctx.tables for t in schema.group.leaves(table)],
         )
         statements = schema_statements(schema)
         ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source")
@@ -147,6 +149,11 @@ def schema_undo(ctx: MoveContext) -> str:
     # must not take it for its own half-finished work.
     ctx.save("schema", intent=False)
     return "kept the target's tables" if ctx.keep_target else "dropped the group on the target"
+
+
+def _via_root(ctx: MoveContext) -> bool:
+    """Publish partitioned tables via their root (see replication.publication_statement)."""
+    return bool(ctx.data("schema").get("partitioned"))
 
 
 def _all_tables_exist(conn: psycopg.Connection, tables: list[TableName]) -> bool:
@@ -252,7 +259,7 @@ class EarlyIndexBuilds:
         self.ctx = ctx
         self.pending: dict[TableName, list[DeferredIndex]] = {}
         for index in _deferred(ctx):
-            self.pending.setdefault(index.table, []).append(index)
+            self.pending.setdefault(index.copied_with or index.table, []).append(index)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if self.pending else None
         self.futures: list[concurrent.futures.Future] = []
         if self.pool is not None:
@@ -337,12 +344,12 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, st
 # --------------------------------------------------------------------------- replicate
 
 
-def replicate_statements(playbook: Playbook) -> list[Statement]:
+def replicate_statements(playbook: Playbook, *, via_root: bool = False) -> list[Statement]:
     """The publication of the group on the source, the subscription on the target (which
     makes the slot and starts the initial copy)."""
     pub, sub = names.publication(playbook), names.subscription(playbook)
     return [
-        Statement("source", replication.publication_statement(pub, list(playbook.tables))),
+        Statement("source", replication.publication_statement(pub, list(playbook.tables), via_root=via_root)),
         Statement("target", replication.subscription_statement(
             sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True)),
     ]
@@ -350,7 +357,7 @@ def replicate_statements(playbook: Playbook) -> list[Statement]:
 
 def replicate_do(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
-    publication, subscription = replicate_statements(ctx.playbook)
+    publication, subscription = replicate_statements(ctx.playbook, via_root=_via_root(ctx))
     with ctx.source("replicate") as src, ctx.target("replicate") as dst:
         if not replication.publication_exists(src, pub):
             ctx.run(src, [publication], "replicate", "publication on the source")
@@ -436,16 +443,16 @@ def replicate_undo(ctx: MoveContext) -> str:
 # --------------------------------------------------------------------------- prepare-reverse
 
 
-def prepare_reverse_statements(playbook: Playbook) -> list[Statement]:
+def prepare_reverse_statements(playbook: Playbook, *, via_root: bool = False) -> list[Statement]:
     pub = names.reverse_publication(playbook)
-    return [Statement("target", replication.publication_statement(pub, list(playbook.tables)))]
+    return [Statement("target", replication.publication_statement(pub, list(playbook.tables), via_root=via_root))]
 
 
 def prepare_reverse_do(ctx: MoveContext) -> str:
     pub = names.reverse_publication(ctx.playbook)
     with ctx.target("prepare-reverse") as dst:
         if not replication.publication_exists(dst, pub):
-            ctx.run(dst, prepare_reverse_statements(ctx.playbook), "prepare-reverse",
+            ctx.run(dst, prepare_reverse_statements(ctx.playbook, via_root=_via_root(ctx)), "prepare-reverse",
                     "reverse publication on the target")
     return f"publication {pub} ready on the target"
 

@@ -177,15 +177,17 @@ def build_plan(
         _preflight(findings),
         _schema(playbook, snapshot, tables),
         _defer_indexes(playbook, snapshot, tables),
-        _replicate(playbook, tables),
+        _replicate(playbook, snapshot),
         _rebuild_indexes(playbook, snapshot),
-        _prepare_reverse(playbook, tables),
+        _prepare_reverse(playbook, snapshot),
         _cutover(playbook, snapshot, tables),
     )
     assert tuple(s.name for s in steps) == STEP_NAMES
     return Plan(
         playbook=playbook, snapshot=snapshot, findings=findings, steps=steps,
-        estimate=_estimate(playbook, tables, copy_rate_bytes_per_s),
+        # A partitioned table's rows are in its partitions.
+        estimate=_estimate(playbook, snapshot.catalog.relations if snapshot.catalog else tables,
+                           copy_rate_bytes_per_s),
     )
 
 
@@ -269,6 +271,10 @@ def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) ->
     return PlannedStep("schema", "Create the group's schema on the target", tuple(statements), tuple(notes))
 
 
+def _via_root(snapshot: Snapshot) -> bool:
+    return snapshot.catalog is not None and snapshot.catalog.partitioned
+
+
 def _deferred(snapshot: Snapshot) -> list[DeferredIndex]:
     return list(snapshot.schema.secondary_indexes) if snapshot.schema is not None else []
 
@@ -299,10 +305,10 @@ def _why_kept(index: Any) -> str:
     return "constraint " + ", ".join(index.constraints)
 
 
-def _replicate(playbook: Playbook, tables: list[TableFacts]) -> PlannedStep:
+def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     return PlannedStep(
         "replicate", "Replicate the group from the source to the target",
-        tuple(replicate_statements(playbook)),
+        tuple(replicate_statements(playbook, via_root=_via_root(snapshot))),
         (
             f"the subscription creates replication slot {names.slot(playbook)} on the source, "
             "which waits for the transactions open at that moment",
@@ -322,10 +328,10 @@ def _rebuild_indexes(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     return PlannedStep("rebuild-indexes", title, tuple(rebuild_statements(playbook, _deferred(snapshot))), notes)
 
 
-def _prepare_reverse(playbook: Playbook, tables: list[TableFacts]) -> PlannedStep:
+def _prepare_reverse(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     return PlannedStep(
         "prepare-reverse", "Publish the group on the target, for replication back",
-        tuple(prepare_reverse_statements(playbook)),
+        tuple(prepare_reverse_statements(playbook, via_root=_via_root(snapshot))),
         ("so that the reverse subscription can be created in milliseconds during the cutover",),
     )
 

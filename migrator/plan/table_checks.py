@@ -20,7 +20,7 @@ def _existing(snapshot: Snapshot) -> list[TableFacts]:
     ("table.missing", "every table of the group exists on the source"),
     ("table.not_a_table", "every name in the group is a table (not a view, sequence, ...)"),
     ("table.unlogged", "no table is UNLOGGED (logical replication cannot publish it)"),
-    ("table.partitioned", "no partitioned table or partition is in the group (not supported yet)"),
+    ("table.partitioned", "a partitioned table is named by its root, and its tree holds only tables"),
 )
 def tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     bad = 0
@@ -40,17 +40,12 @@ def tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> 
                 f"{name} is a {table.kind}, not a table: only tables can be replicated",
                 f"remove {name} from tables: and recreate it on the target yourself",
             )
-        elif table.kind == "partitioned table" or table.partition_of:
+        elif table.partition_of:
             bad += 1
-            detail = (
-                f"a partitioned table with partitions {listing(table.partitions)}"
-                if table.kind == "partitioned table"
-                else f"a partition of {table.partition_of}"
-            )
             yield Finding(
                 BLOCK, "table.partitioned", name,
-                f"{name} is {detail}: migrator does not move partitioned tables yet",
-                "move partitioned tables another way, or leave them out of the group",
+                f"{name} is a partition of {table.partition_of}: a partition moves with its whole tree",
+                f"name the partitioned table at the top of its tree in tables: instead of {name}",
             )
         if table.exists and table.unlogged:
             bad += 1
@@ -59,9 +54,23 @@ def tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> 
                 f"{name} is UNLOGGED: its changes are not in the WAL, so it cannot be published",
                 f"ALTER TABLE {name} SET LOGGED (rewrites the table), or leave it out of the group",
             )
+    catalog = snapshot.catalog
+    for partition in (catalog.partitions.values() if catalog is not None else ()):
+        if partition.kind != "table" and partition.kind != "partitioned table":
+            bad += 1
+            yield Finding(
+                BLOCK, "table.partitioned", str(partition.name),
+                f"{partition.name}, a partition of {partition.partition_of}, is a {partition.kind}: "
+                "only tables can be replicated",
+                f"detach {partition.name} (ALTER TABLE {partition.partition_of} DETACH PARTITION "
+                f"{partition.name}) or move it another way",
+            )
     if not bad:
+        partitions = len(catalog.partitions) if catalog is not None else 0
+        more = f" (and {plural(partitions, 'partition')} under them)" if partitions else ""
         yield Finding(OK, "table.missing", "tables",
-                      f"all {plural(len(snapshot.tables), 'table')} of the group exist and are plain tables")
+                      f"all {plural(len(snapshot.tables), 'table')} of the group exist and are tables{more}")
+
 
 
 @codes(
@@ -71,7 +80,7 @@ def tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> 
 def replica_identity(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     bad = 0
     for table in _existing(snapshot):
-        if table.kind != "table" or table.partition_of:
+        if table.kind not in ("table", "partitioned table") or table.partition_of:
             continue  # reported as not movable already
         name = str(table.name)
         if not table.identifies_rows:

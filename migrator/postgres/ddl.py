@@ -69,12 +69,20 @@ class DeferredIndex:
 
     table: TableName
     name: str
-    definition: str                # pg_get_indexdef: CREATE [UNIQUE] INDEX name ON ...
+    definition: str                # pg_get_indexdef: CREATE [UNIQUE] INDEX name ON [ONLY] ...
     comment: str | None = None
+    # On a partitioned table: the partitions' indexes attached to it (any depth), each
+    # built on its own and attached, as pg_dump makes them: (index, its parent index).
+    attached: tuple[tuple[DeferredIndex, TableName], ...] = ()
+    # The group table whose initial copy brings this index's rows (a partition's root):
+    # the index can be built as soon as that copy is done.
+    copied_with: TableName | None = None
 
     @classmethod
-    def of(cls, index: IndexFacts) -> DeferredIndex:
-        return cls(index.table, index.name, index.definition, index.comment)
+    def of(cls, index: IndexFacts, children: Iterable[tuple[IndexFacts, TableName]] = (),
+           copied_with: TableName | None = None) -> DeferredIndex:
+        return cls(index.table, index.name, index.definition, index.comment,
+                   tuple((cls.of(child), parent) for child, parent in children), copied_with)
 
     @property
     def identity(self) -> TableName:
@@ -84,21 +92,30 @@ class DeferredIndex:
         return sql.SQL("DROP INDEX IF EXISTS {}").format(self.identity.identifier)
 
     def build(self) -> list[sql.Composable]:
-        """CREATE INDEX IF NOT EXISTS (safe to run again), and the index's comment, which
-        went with the DROP."""
+        """CREATE INDEX IF NOT EXISTS (safe to run again) and the index's comment, which
+        went with the DROP; on a partitioned table, then each partition's index and its
+        ATTACH (a no-op when attached already)."""
         head, rest = self.definition.split(" INDEX ", 1)
         out: list[sql.Composable] = [sql.SQL(f"{head} INDEX IF NOT EXISTS {rest}")]
         if self.comment is not None:
             out.append(_comment("INDEX", self.identity.identifier, self.comment))
+        for child, _ in self.attached:
+            out += child.build()
+        out += [sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(parent.identifier, child.identity.identifier)
+                for child, parent in self.attached]
         return out
 
     def to_dict(self) -> dict:
         return {"table": [self.table.schema, self.table.name], "name": self.name,
-                "definition": self.definition, "comment": self.comment}
+                "definition": self.definition, "comment": self.comment,
+                "attached": [[child.to_dict(), [parent.schema, parent.name]] for child, parent in self.attached],
+                "copied_with": [self.copied_with.schema, self.copied_with.name] if self.copied_with else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> DeferredIndex:
-        return cls(TableName(*data["table"]), data["name"], data["definition"], data.get("comment"))
+        return cls(TableName(*data["table"]), data["name"], data["definition"], data.get("comment"),
+                   tuple((cls.from_dict(child), TableName(*parent)) for child, parent in data.get("attached", ())),
+                   TableName(*data["copied_with"]) if data.get("copied_with") else None)
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ class GroupSchema:
     app_privileges: tuple[AppPrivilege, ...] = field(default=())
 
     def statements(self) -> list[sql.Composable]:
-        """In an order where every object exists before what needs it."""
+        """In an order where every object exists before what needs it (pg_dump's)."""
         out: list[sql.Composable] = []
         for schema in self.schemas:
             out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema.name)))
@@ -126,19 +143,27 @@ class GroupSchema:
         in_group = {t.name for t in self.tables}
         out += [_create_table(t) for t in self.tables]
         for table in self.tables:
-            out += [_add_constraint(table.name, c.name, c.definition) for c in table.constraints]
+            out += _column_options(table)
+        for table in self.tables:
+            out += [_add_constraint(table, c) for c in table.constraints
+                    # an inherited CHECK comes with the parent's; a partition's key is its own
+                    # (attached to the parent's below), as pg_dump makes them
+                    if not (c.inherited and c.kind == "check")]
+        out += _attachments(self.tables, constraints=True)
         # Plain indexes before foreign keys: a foreign key may reference a unique index
         # that no constraint owns.
         for table in self.tables:
             out += [sql.SQL(i.definition) for i in table.indexes if i.owner_constraint is None]
+        out += _attachments(self.tables, constraints=False)
         for table in self.tables:
-            out += [_add_constraint(table.name, fk.name, fk.definition)
+            out += [_add_constraint(table, fk)
                     for fk in table.foreign_keys
                     # a key to or from a table outside the group is a plan-time block
                     if fk.table == table.name and fk.references in in_group]
         for table in self.tables:
             out += _replica_identity(table)
             out += _triggers(table)
+            out += _row_security(table)
         out += [
             sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
                 s.name.identifier, sql.Identifier(s.owned_by[0].schema, s.owned_by[0].name, s.owned_by[1]))
@@ -195,7 +220,27 @@ class GroupSchema:
 
     @property
     def secondary_indexes(self) -> list[DeferredIndex]:
-        return [DeferredIndex.of(i) for t in self.tables for i in t.secondary_indexes]
+        """The indexes deferred for the copy; a partitioned table's with the partitions'
+        indexes attached to it."""
+        by_parent: dict[TableName, list[IndexFacts]] = {}
+        for t in self.tables:
+            for i in t.indexes:
+                if i.parent_index is not None:
+                    by_parent.setdefault(i.parent_index, []).append(i)
+
+        def attached(index: IndexFacts) -> list[tuple[IndexFacts, TableName]]:
+            out = []
+            for child in by_parent.get(index.qualified, []):
+                out += [(child, index.qualified), *attached(child)]
+            return out
+
+        parent_of = {t.name: t.partition_of for t in self.tables}
+
+        def root(table: TableName) -> TableName:
+            return root(parent_of[table]) if parent_of.get(table) in parent_of else table
+
+        return [DeferredIndex.of(i, attached(i), root(t.name)) for t in self.tables for i in t.secondary_indexes
+                if i.parent_index is None]
 
     @property
     def sequence_names(self) -> list[TableName]:
@@ -207,7 +252,7 @@ def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iter
     """What the target must get, given what it has (a schema, type, sequence or function
     it has already is not ours to create, grant on or drop)."""
     roles = frozenset(app_roles)
-    tables = tuple(t for t in group.tables.values() if t.exists)
+    tables = tuple(group.relations)
     privileges = []
     for table in tables:
         for g in table.grants:
@@ -274,10 +319,79 @@ def _create_sequence(s: SequenceFacts) -> sql.Composable:
 
 
 def _create_table(table: TableFacts) -> sql.Composable:
+    tail: list[sql.Composable] = []
+    if table.partition_key:
+        tail.append(sql.SQL("PARTITION BY {}").format(sql.SQL(table.partition_key)))
+    if table.options:
+        tail.append(sql.SQL("WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in table.options)))
+    end = sql.SQL("").join(sql.SQL(" ") + t for t in tail)
+    if table.partition_of is not None and table.partition_bound:
+        # Columns, NOT NULL and defaults come with the parent.
+        return sql.SQL("CREATE TABLE {} PARTITION OF {} {}{}").format(
+            table.name.identifier, table.partition_of.identifier, sql.SQL(table.partition_bound), end)
     identity_sequences = {u.column: u for u in table.sequences if u.identity}
-    return sql.SQL("CREATE {}TABLE {} ({})").format(
+    return sql.SQL("CREATE {}TABLE {} ({}){}").format(
         sql.SQL("UNLOGGED " if table.unlogged else ""), table.name.identifier,
-        sql.SQL(", ").join(_column(c, identity_sequences) for c in table.columns))
+        sql.SQL(", ").join(_column(c, identity_sequences) for c in table.columns), end)
+
+
+def _partitioned(table: TableFacts) -> bool:
+    return table.partition_key is not None or table.partition_of is not None
+
+
+def _only(table: TableFacts) -> sql.Composable:
+    """ALTER TABLE ONLY for a partition tree (each member gets its own), plain otherwise."""
+    return sql.SQL("ONLY {}").format(table.name.identifier) if _partitioned(table) else table.name.identifier
+
+
+_STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
+_COMPRESSION = {"p": "pglz", "l": "lz4"}
+
+
+def _column_options(table: TableFacts) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    for c in table.columns:
+        column = sql.SQL("ALTER TABLE {} ALTER COLUMN {} ").format(_only(table), sql.Identifier(c.name))
+        if c.statistics is not None:
+            out.append(column + sql.SQL("SET STATISTICS {}").format(sql.Literal(c.statistics)))
+        if c.storage in _STORAGE:
+            out.append(column + sql.SQL("SET STORAGE {}").format(sql.SQL(_STORAGE[c.storage])))
+        if c.compression in _COMPRESSION:
+            out.append(column + sql.SQL("SET COMPRESSION {}").format(sql.SQL(_COMPRESSION[c.compression])))
+    return out
+
+
+def _attachments(tables: Iterable[TableFacts], *, constraints: bool) -> list[sql.Composable]:
+    """ALTER INDEX parent ATTACH PARTITION child: a partition's index joins its parent's
+    (a key's index with its constraint, others after their CREATE INDEX)."""
+    return [
+        sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(i.parent_index.identifier, i.qualified.identifier)
+        for t in tables for i in t.indexes
+        if i.parent_index is not None and (i.owner_constraint is not None) == constraints
+    ]
+
+
+_POLICY_COMMAND = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+
+
+def _row_security(table: TableFacts) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    if table.row_security:
+        out.append(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(_only(table)))
+    if table.row_security_forced:
+        out.append(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(_only(table)))
+    for p in table.policies:
+        parts = [sql.SQL("CREATE POLICY {} ON {}").format(sql.Identifier(p.name), table.name.identifier)]
+        if not p.permissive:
+            parts.append(sql.SQL("AS RESTRICTIVE"))
+        parts.append(sql.SQL("FOR {}").format(sql.SQL(_POLICY_COMMAND.get(p.command, "ALL"))))
+        parts.append(sql.SQL("TO {}").format(sql.SQL(", ").join(_grantee(r) for r in p.roles)))
+        if p.using is not None:
+            parts.append(sql.SQL("USING ({})").format(sql.SQL(p.using)))
+        if p.check is not None:
+            parts.append(sql.SQL("WITH CHECK ({})").format(sql.SQL(p.check)))
+        out.append(sql.SQL(" ").join(parts))
+    return out
 
 
 def _column(c: ColumnFacts, identity_sequences: dict) -> sql.Composable:
@@ -307,9 +421,11 @@ def _as_sequence(use) -> SequenceFacts:
                          identity=True, owned_by=None)
 
 
-def _add_constraint(table: TableName, name: str, definition: str) -> sql.Composable:
+def _add_constraint(table: TableFacts, constraint) -> sql.Composable:
+    # A CHECK on a partitioned table must reach its partitions: no ONLY for it.
+    target = table.name.identifier if getattr(constraint, "kind", None) == "check" else _only(table)
     return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-        table.identifier, sql.Identifier(name), sql.SQL(definition))
+        target, sql.Identifier(constraint.name), sql.SQL(constraint.definition))
 
 
 def _replica_identity(table: TableFacts) -> list[sql.Composable]:
@@ -329,6 +445,8 @@ _TRIGGER_STATE = {"disabled": "DISABLE", "always": "ENABLE ALWAYS", "replica": "
 def _triggers(table: TableFacts) -> list[sql.Composable]:
     out: list[sql.Composable] = []
     for trigger in table.triggers:
+        if trigger.inherited:
+            continue  # the partitioned parent's trigger makes it
         out.append(sql.SQL(trigger.definition))
         state = _TRIGGER_STATE.get(trigger.enabled)
         if state:

@@ -62,18 +62,16 @@ def publication_exists(conn: psycopg.Connection, name: str) -> bool:
     return _exists(conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,))
 
 
-def publication_statement(name: str, tables: list[TableName]) -> sql.Composable:
-    """The group and the tool's marker table, whose rows prove how far the other side is."""
-    return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]))
+def publication_statement(name: str, tables: list[TableName], *, via_root: bool = False) -> sql.Composable:
+    """The group and the tool's marker table, whose rows prove how far the other side is.
 
-
-def create_publication(conn: psycopg.Connection, name: str, tables: list[TableName]) -> sql.Composable | None:
-    if publication_exists(conn, name):
-        return None
-    stmt = publication_statement(name, tables)
-    conn.execute(stmt)
-    return stmt
+    With partitioned tables, via the root: the changes of every partition are published
+    as the partitioned table's, so each group table is one relation to copy and follow
+    (one line in pg_subscription_rel) and the other side routes rows into its own
+    identical tree; partitions added later are covered without touching the publication."""
+    return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}{}").format(
+        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]),
+        sql.SQL(" WITH (publish_via_partition_root = true)" if via_root else ""))
 
 
 def drop_publication_statement(name: str) -> sql.Composable:
@@ -275,10 +273,12 @@ def sync_states(conn: psycopg.Connection, name: str) -> dict[TableName, str]:
 
 
 def relation_bytes(conn: psycopg.Connection, tables: list[TableName]) -> dict[TableName, int]:
-    """Heap + TOAST bytes per table (what the initial copy moves; indexes excluded)."""
+    """Heap + TOAST bytes per table (what the initial copy moves; indexes excluded); a
+    partitioned table's are its partitions'."""
     rows = conn.execute(
         """
-        SELECT n.nspname, c.relname, pg_catalog.pg_table_size(c.oid)
+        SELECT n.nspname, c.relname,
+               (SELECT sum(pg_catalog.pg_table_size(t.relid))::bigint FROM pg_catalog.pg_partition_tree(c.oid) t)
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
         """,

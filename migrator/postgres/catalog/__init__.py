@@ -36,6 +36,7 @@ from migrator.postgres.catalog.facts import (
 from migrator.postgres.catalog.reader import (
     existing_objects,
     foreign_keys,
+    leaf_tables,
     read_group,
     secondary_indexes,
     sequences_used,
@@ -60,6 +61,7 @@ __all__ = [
     "TypeFacts",
     "existing_objects",
     "foreign_keys",
+    "leaf_tables",
     "read_group",
     "secondary_indexes",
     "sequences_used",

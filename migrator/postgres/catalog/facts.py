@@ -22,6 +22,10 @@ class ColumnFacts:
     comment: str | None = None
     grants: tuple[Grant, ...] = ()  # column-level privileges (GRANT SELECT (col) ...)
     type_oid: int = 0               # the type's oid on this server (verify hashes by type)
+    statistics: int | None = None   # ALTER COLUMN SET STATISTICS, when not the default
+    compression: str | None = None  # 'p' pglz | 'l' lz4, when set on the column
+    storage: str | None = None      # 'p' | 'e' | 'm' | 'x' when it differs from the type's
+    local: bool = True              # False: inherited from the partitioned parent
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class ConstraintFacts:
     kind: str                      # 'primary key' | 'unique' | 'check' | 'exclusion'
     definition: str
     comment: str | None = None
+    inherited: bool = False        # a partition's copy of its parent's (made by the parent's)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class IndexFacts:
     size_bytes: int = 0
     owner_constraint: str | None = None   # the PK/unique/exclusion constraint that made it
     columns: tuple[str, ...] = ()         # key columns in order (empty: an expression is one)
+    parent_index: TableName | None = None  # the partitioned index it is attached to
     comment: str | None = None
 
     @property
@@ -133,6 +139,19 @@ class TriggerFacts:
     enabled: str                   # 'origin' | 'always' | 'replica' | 'disabled'
     function: str                  # schema-qualified name of the trigger function
     comment: str | None = None
+    inherited: bool = False        # cloned from the partitioned parent's trigger
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """A row-level security policy."""
+
+    name: str
+    command: str                   # '*' all | 'r' SELECT | 'a' INSERT | 'w' UPDATE | 'd' DELETE
+    permissive: bool
+    roles: tuple[str, ...]         # role names, or PUBLIC
+    using: str | None
+    check: str | None
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,11 @@ class TableFacts:
     large_object_columns: tuple[str, ...] = ()
     on_target: str = "absent"            # 'absent' | 'empty' | 'has rows' | 'unknown'
     comment: str | None = None
+    partition_key: str | None = None     # pg_get_partkeydef: 'RANGE (created_at)'
+    partition_bound: str | None = None   # 'FOR VALUES FROM (...) TO (...)' | 'DEFAULT'
+    options: tuple[str, ...] = ()        # storage parameters (reloptions): 'fillfactor=70'
+    row_security_forced: bool = False
+    policies: tuple[PolicyFacts, ...] = ()
 
     @property
     def copy_bytes(self) -> int:
@@ -258,6 +282,8 @@ class GroupCatalog:
     """Everything the group is and needs on one server, read at one moment."""
 
     tables: Mapping[TableName, TableFacts]          # in playbook order; missing ones too
+    # The partitions under the group's partitioned tables, parents before children.
+    partitions: Mapping[TableName, TableFacts] = field(default_factory=dict)
     types: tuple[TypeFacts, ...] = ()               # in creation order (dependencies first)
     sequences: tuple[SequenceFacts, ...] = ()
     routines: tuple[RoutineFacts, ...] = ()
@@ -270,12 +296,24 @@ class GroupCatalog:
         return [t for t in self.tables.values() if t.exists]
 
     @property
-    def sequence_uses(self) -> tuple[SequenceUse, ...]:
-        return tuple(u for t in self.tables.values() for u in t.sequences)
+    def relations(self) -> list[TableFacts]:
+        """Every table the move creates: the group's, then their partitions."""
+        return self.existing + [t for t in self.partitions.values() if t.exists]
+
+    def leaves(self, table: TableName) -> list[TableName]:
+        """Where a table's rows are: itself, or the leaf partitions under it."""
+        facts = self.tables.get(table) or self.partitions.get(table)
+        if facts is None or facts.kind != "partitioned table":
+            return [table]
+        return [leaf for child in facts.partitions for leaf in self.leaves(child)]
 
     @property
-    def secondary_indexes(self) -> tuple[IndexFacts, ...]:
-        return tuple(i for t in self.existing for i in t.secondary_indexes)
+    def sequence_uses(self) -> tuple[SequenceUse, ...]:
+        return tuple(u for t in self.relations for u in t.sequences)
+
+    @property
+    def partitioned(self) -> bool:
+        return any(t.kind == "partitioned table" for t in self.existing)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,11 @@ SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.ind
            SELECT a.attname::text
            FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, n)
            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-           WHERE k.n <= i.indnkeyatts ORDER BY k.n) END
+           WHERE k.n <= i.indnkeyatts ORDER BY k.n) END,
+       (SELECT ARRAY[pn.nspname::text, pi.relname::text] FROM pg_catalog.pg_inherits h
+          JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent
+          JOIN pg_catalog.pg_namespace pn ON pn.oid = pi.relnamespace
+         WHERE h.inhrelid = i.indexrelid)
 FROM group_tables g
 JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -137,7 +141,11 @@ SELECT g.ord, g.s, g.n, c.oid, c.relkind, c.relpersistence, c.relispartition,
                             a.privilege_type::text AS privilege, a.is_grantable::text AS grantable
                        FROM pg_catalog.aclexplode(c.relacl) a
                       WHERE a.grantee <> c.relowner) AS x
-              ORDER BY x.grantee, x.privilege)
+              ORDER BY x.grantee, x.privilege),
+       CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
+       CASE WHEN c.relispartition THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
+       c.reloptions::text[],
+       c.relforcerowsecurity
 FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) WITH ORDINALITY AS g(s, n, ord)
 LEFT JOIN pg_catalog.pg_namespace ns ON ns.nspname = g.s
 LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid AND c.relname = g.n
@@ -158,7 +166,11 @@ SELECT g.schema_name, g.table_name, a.attname,
        END,
        -- large object references: oid, or a domain over it such as the lo extension's
        'pg_catalog.oid'::pg_catalog.regtype IN (t.oid, t.typbasetype),
-       a.atttypid::int
+       a.atttypid::int,
+       NULLIF(COALESCE((pg_catalog.to_jsonb(a) ->> 'attstattarget')::int, -1), -1),
+       NULLIF(pg_catalog.to_jsonb(a) ->> 'attcompression', ''),
+       CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage::text END,
+       a.attislocal
 FROM group_tables g
 JOIN pg_catalog.pg_attribute a ON a.attrelid = g.relid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
@@ -169,7 +181,8 @@ ORDER BY g.schema_name, g.table_name, a.attnum
 
 _CONSTRAINTS = (
     "WITH" + _GROUP + """
-SELECT g.schema_name, g.table_name, co.conname, co.contype, pg_catalog.pg_get_constraintdef(co.oid)
+SELECT g.schema_name, g.table_name, co.conname, co.contype, pg_catalog.pg_get_constraintdef(co.oid),
+       co.conparentid <> 0 OR NOT co.conislocal
 FROM group_tables g
 JOIN pg_catalog.pg_constraint co ON co.conrelid = g.relid
 -- 'n' (PostgreSQL 18's NOT NULL constraints) is carried by the columns' NOT NULL
@@ -181,7 +194,8 @@ ORDER BY g.schema_name, g.table_name, pg_catalog.strpos('pucx', co.contype::text
 _TRIGGERS = (
     "WITH" + _GROUP + """
 SELECT g.schema_name, g.table_name, tg.tgname, pg_catalog.pg_get_triggerdef(tg.oid),
-       tg.tgenabled, tg.tgfoid::pg_catalog.regproc::text
+       tg.tgenabled, tg.tgfoid::pg_catalog.regproc::text,
+       COALESCE((pg_catalog.to_jsonb(tg) ->> 'tgparentid')::pg_catalog.oid, 0) <> 0
 FROM group_tables g
 JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = g.relid
 WHERE NOT tg.tgisinternal
@@ -415,4 +429,43 @@ SELECT n.nspname,
 FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) x
 WHERE n.nspname = ANY(%s::text[]) AND x.grantee <> n.nspowner
 ORDER BY 1, 2, 3
+"""
+
+
+# The partitions under each partitioned table of the group, parents before children.
+_PARTITION_TREE = """
+SELECT n.nspname, c.relname, t.isleaf
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+JOIN pg_catalog.pg_namespace gn ON gn.nspname = g.s
+JOIN pg_catalog.pg_class gc ON gc.relnamespace = gn.oid AND gc.relname = g.n AND gc.relkind = 'p'
+CROSS JOIN LATERAL pg_catalog.pg_partition_tree(gc.oid) t
+JOIN pg_catalog.pg_class c ON c.oid = t.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE t.level > 0 AND c.relkind IN ('r', 'p', 'f')
+ORDER BY t.level, n.nspname, c.relname
+"""
+
+_POLICIES = (
+    "WITH" + _GROUP + """
+SELECT g.schema_name, g.table_name, p.polname, p.polcmd::text, p.polpermissive,
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(r)::text END
+               FROM pg_catalog.unnest(p.polroles) r ORDER BY 1),
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
+FROM group_tables g
+JOIN pg_catalog.pg_policy p ON p.polrelid = g.relid
+ORDER BY 1, 2, 3
+""")
+
+# The leaf partitions under each partitioned table of the group.
+_PARTITION_TREE_LEAVES = """
+SELECT g.s, g.n, n.nspname, c.relname
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[]))
+     WITH ORDINALITY AS g(s, n, ord)
+JOIN pg_catalog.pg_namespace gn ON gn.nspname = g.s
+JOIN pg_catalog.pg_class gc ON gc.relnamespace = gn.oid AND gc.relname = g.n AND gc.relkind = 'p'
+CROSS JOIN LATERAL pg_catalog.pg_partition_tree(gc.oid) t
+JOIN pg_catalog.pg_class c ON c.oid = t.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE t.isleaf
+ORDER BY g.ord, n.nspname, c.relname
 """

@@ -21,6 +21,7 @@ from migrator.postgres.catalog.facts import (
     Grant,
     GroupCatalog,
     IndexFacts,
+    PolicyFacts,
     RoutineFacts,
     SchemaFacts,
     SequenceFacts,
@@ -37,6 +38,9 @@ from migrator.postgres.catalog.queries import (
     _EXTENSIONS,
     _FOREIGN_KEYS,
     _INDEXES,
+    _PARTITION_TREE,
+    _PARTITION_TREE_LEAVES,
+    _POLICIES,
     _RELATION_GRANTS,
     _ROUTINES,
     _SCHEMA_GRANTS,
@@ -116,6 +120,7 @@ def _index_rows(conn: psycopg.Connection, tables: Iterable[TableName]) -> list[I
             table=_name(r[0], r[1]), name=r[2], definition=r[3], is_primary=r[4],
             is_replica_identity=r[5], is_constraint=bool(r[8]), constraints=tuple(r[8]),
             is_unique=r[6], is_valid=r[7], size_bytes=r[9], owner_constraint=r[10], columns=tuple(r[11] or ()),
+            parent_index=_name(*r[12]) if r[12] else None,
         )
         for r in conn.execute(_INDEXES, _group_params(tables))  # type: ignore[arg-type]
     ]
@@ -175,6 +180,10 @@ def table_facts(
             (_name(r[0], r[1]), r[2], r[3]): r[4]
             for r in conn.execute(_COMMENTS, params)  # type: ignore[arg-type]
         }
+        policies: dict[TableName, list[PolicyFacts]] = {}
+        for r in conn.execute(_POLICIES, params):  # type: ignore[arg-type]
+            policies.setdefault(_name(r[0], r[1]), []).append(PolicyFacts(
+                name=r[2], command=r[3], permissive=r[4], roles=tuple(r[5]), using=r[6], check=r[7]))
         column_grants: dict[tuple[TableName, str], list[tuple[str, str, str]]] = {}
         for r in conn.execute(_COLUMN_GRANTS, params):  # type: ignore[arg-type]
             column_grants.setdefault((_name(r[0], r[1]), r[2]), []).append((r[3], r[4], r[5]))
@@ -223,6 +232,11 @@ def table_facts(
             types=tuple(by_table["types"].get(name, ())),
             extensions=tuple(by_table["extensions"].get(name, ())),
             grants=_grants(row[17]),
+            partition_key=row[18],
+            partition_bound=row[19],
+            options=tuple(row[20] or ()),
+            row_security_forced=row[21],
+            policies=tuple(policies.get(name, ())),
             large_object_columns=tuple(c.name for c, is_lo in columns if is_lo),
             comment=comments.get((name, "table", None)),
         )
@@ -250,7 +264,8 @@ def _column(row: tuple) -> tuple[ColumnFacts, bool]:
             identity={"a": "always", "d": "by default"}.get(row[6] or ""),
             generated=row[5] if generated else None,
             generated_kind={"s": "stored", "v": "virtual"}.get(generated) if generated else None,
-            collation=row[8], type_oid=row[10],
+            collation=row[8], type_oid=row[10], statistics=row[11], compression=row[12],
+            storage=row[13], local=row[14],
         ),
         bool(row[9]),
     )
@@ -258,12 +273,12 @@ def _column(row: tuple) -> tuple[ColumnFacts, bool]:
 
 def _constraint(row: tuple) -> ConstraintFacts:
     kind = {"p": "primary key", "u": "unique", "x": "exclusion", "c": "check"}[row[3]]
-    return ConstraintFacts(name=row[2], kind=kind, definition=row[4])
+    return ConstraintFacts(name=row[2], kind=kind, definition=row[4], inherited=row[5])
 
 
 def _trigger(row: tuple) -> TriggerFacts:
     enabled = {"O": "origin", "A": "always", "R": "replica", "D": "disabled"}.get(row[4], row[4])
-    return TriggerFacts(name=row[2], definition=row[3], enabled=enabled, function=row[5])
+    return TriggerFacts(name=row[2], definition=row[3], enabled=enabled, function=row[5], inherited=row[6])
 
 
 _TYPE_KIND = {"e": "enum", "d": "domain", "c": "composite", "r": "range", "b": "base", "m": "multirange",
@@ -328,8 +343,14 @@ def target_tables(conn: psycopg.Connection, tables: Iterable[TableName]) -> dict
 def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCatalog:
     """The whole group on this server: one reading, for every question about it."""
     tables = list(tables)
-    facts = table_facts(conn, tables)
-    existing = [n for n, t in facts.items() if t.exists]
+    # A partitioned table comes with its whole tree: the partitions are created, copied,
+    # granted and compared like the tables the playbook names.
+    tree = [_name(r[0], r[1]) for r in conn.execute(_PARTITION_TREE, _group_params(tables))]  # type: ignore[arg-type]
+    tree = [t for t in tree if t not in tables]
+    everything = table_facts(conn, tables + tree)
+    facts = {t: everything[t] for t in tables}
+    partitions = {t: everything[t] for t in tree}
+    existing = [n for n, t in everything.items() if t.exists]
     if not existing:
         return GroupCatalog(tables=facts)
     params = _group_params(existing)
@@ -342,12 +363,12 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCa
         for row in _sequence_rows(conn, existing):
             if not row[15]:
                 shared.setdefault(_name(row[3], row[4]), set()).add(_name(row[0], row[1]))
-        sequences = _sequences(facts)
+        sequences = _sequences(everything)
         grants: dict[TableName, list[tuple[str, str, str]]] = {}
         for r in conn.execute(_RELATION_GRANTS, _group_params(s.name for s in sequences)):  # type: ignore[arg-type]
             grants.setdefault(_name(r[0], r[1]), []).append((r[2], r[3], r[4]))
         sequences = tuple(replace(s, grants=_grants(grants.get(s.name))) for s in sequences)
-        types = _creation_order(t for table in facts.values() for t in table.types)
+        types = _creation_order(t for table in everything.values() for t in table.types)
         schema_names = sorted(
             {t.schema for t in existing} | {t.schema for t in types if t.movable}
             | {s.name.schema for s in sequences} | {r.name.schema for r in routines}
@@ -357,10 +378,20 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCa
         for r in conn.execute(_SCHEMA_GRANTS, (schema_names,)):
             schema_grants.setdefault(r[0], []).append((r[1], r[2], r[3]))
     return GroupCatalog(
-        tables=facts, types=types, sequences=sequences, routines=routines,
+        tables=facts, partitions=partitions, types=types, sequences=sequences, routines=routines,
         schemas=tuple(SchemaFacts(s, _grants(schema_grants.get(s))) for s in schema_names),
         shared_sequences={seq: tuple(sorted(users)) for seq, users in sorted(shared.items())},
     )
+
+
+def leaf_tables(conn: psycopg.Connection, tables: Iterable[TableName]) -> list[TableName]:
+    """Where the rows are: each table, or for a partitioned one its leaf partitions."""
+    tables = list(tables)
+    leaves: dict[TableName, list[TableName]] = {}
+    rows = conn.execute(_PARTITION_TREE_LEAVES, _group_params(tables)).fetchall()  # type: ignore[arg-type]
+    for root_schema, root_name, schema, name in rows:
+        leaves.setdefault(_name(root_schema, root_name), []).append(_name(schema, name))
+    return [leaf for t in tables for leaf in leaves.get(t, [t])]
 
 
 def _sequences(tables: Mapping[TableName, TableFacts]) -> tuple[SequenceFacts, ...]:
