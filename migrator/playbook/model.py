@@ -186,6 +186,14 @@ class IndexSettings(_Section):
     defer: StrictBool = True
 
 
+class ObjectSettings(_Section):
+    """Views and routines to move beyond those detected (a routine whose body builds its
+    SQL at run time), or to leave behind though detected."""
+
+    include: tuple[Annotated[TableName, PlainValidator(_table_name)], ...] = ()
+    exclude: tuple[Annotated[TableName, PlainValidator(_table_name)], ...] = ()
+
+
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
 
@@ -204,6 +212,7 @@ class Playbook(_Section):
     pgbouncers: tuple[PgBouncerEntry, ...] = ()
     cutover: CutoverSettings = CutoverSettings()
     indexes: IndexSettings = IndexSettings()
+    objects: ObjectSettings = ObjectSettings()
     path: Path | None = None
 
     @model_validator(mode="before")
@@ -212,7 +221,7 @@ class Playbook(_Section):
         # `cutover:` with every setting commented out parses as null; treat it like
         # an absent section rather than as a type error.
         if isinstance(data, dict):
-            optional = ("app_roles", "pgbouncers", "cutover", "indexes")
+            optional = ("app_roles", "pgbouncers", "cutover", "indexes", "objects")
             return {k: v for k, v in data.items() if not (k in optional and v is None)}
         return data
 
@@ -246,7 +255,7 @@ class Playbook(_Section):
 # `path` records where the playbook came from; it is not something a user writes.
 _YAML_KEYS = {
     model: [key for key in model.model_fields if key != "path"]
-    for model in (Playbook, Server, PgBouncerEntry, CutoverSettings, IndexSettings)
+    for model in (Playbook, Server, PgBouncerEntry, CutoverSettings, IndexSettings, ObjectSettings)
 }
 
 

@@ -18,13 +18,16 @@ identity is a (schema, name) value composed only with `sql.Identifier`.
 """
 
 from migrator.postgres.catalog.facts import (
+    AggregateParts,
     ColumnFacts,
     ConstraintFacts,
+    Crossing,
     ExistingObjects,
     ForeignKey,
     Grant,
     GroupCatalog,
     IndexFacts,
+    PolicyFacts,
     RoutineFacts,
     SchemaFacts,
     SequenceFacts,
@@ -32,6 +35,7 @@ from migrator.postgres.catalog.facts import (
     TableFacts,
     TriggerFacts,
     TypeFacts,
+    ViewFacts,
 )
 from migrator.postgres.catalog.reader import (
     existing_objects,
@@ -45,13 +49,16 @@ from migrator.postgres.catalog.reader import (
 )
 
 __all__ = [
+    "AggregateParts",
     "ColumnFacts",
     "ConstraintFacts",
+    "Crossing",
     "ExistingObjects",
     "ForeignKey",
     "Grant",
     "GroupCatalog",
     "IndexFacts",
+    "PolicyFacts",
     "RoutineFacts",
     "SchemaFacts",
     "SequenceFacts",
@@ -59,6 +66,7 @@ __all__ = [
     "TableFacts",
     "TriggerFacts",
     "TypeFacts",
+    "ViewFacts",
     "existing_objects",
     "foreign_keys",
     "leaf_tables",

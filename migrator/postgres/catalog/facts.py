@@ -238,18 +238,65 @@ class TableFacts:
 
 @dataclass(frozen=True)
 class RoutineFacts:
-    """A function the group's objects call (defaults, generated columns, constraints,
-    index expressions, triggers): its identity is (schema, name, argument types)."""
+    """A routine the group needs: one its defaults, generated columns, constraints,
+    index expressions, triggers or views call, or whose body uses group tables. Its
+    identity is (schema, name, argument types)."""
 
     name: TableName                # (schema, name), composed with sql.Identifier
     arguments: str                 # oidvectortypes(proargtypes): the argument types, qualified
-    definition: str                # pg_get_functiondef(): a complete CREATE FUNCTION
+    definition: str                # pg_get_functiondef(): a complete CREATE FUNCTION ('' for an aggregate)
     comment: str | None = None
+    kind: str = "function"         # 'function' | 'procedure' | 'aggregate' | 'window'
+    sql_body: bool = False         # BEGIN ATOMIC: parsed at creation, so after what it uses
+    aggregate: AggregateParts | None = None
+    why: str = ""                  # why it moves, in words
 
     @property
     def signature(self) -> str:
         """'"schema"."name"(args)': text for to_regprocedure(), never for composing SQL."""
         return f"{self.name.qualified}({self.arguments})"
+
+
+@dataclass(frozen=True)
+class AggregateParts:
+    """What CREATE AGGREGATE needs (pg_aggregate), names as the server prints them."""
+
+    arguments: str                 # pg_get_function_arguments()
+    transition: str                # SFUNC
+    state_type: str                # STYPE
+    final: str | None = None
+    combine: str | None = None
+    initial: str | None = None     # INITCOND
+    functions: tuple[TableName, ...] = ()   # the user functions among SFUNC, FINALFUNC, COMBINEFUNC
+
+
+@dataclass(frozen=True)
+class ViewFacts:
+    """A view or materialized view that reads only the group's tables (or such views):
+    it moves with the group, so the application's queries on it work on the target."""
+
+    name: TableName
+    materialized: bool
+    definition: str                # pg_get_viewdef(): the query
+    options: tuple[str, ...] = ()  # reloptions: check_option, security_barrier, ...
+    reads: tuple[TableName, ...] = ()
+    routines: tuple[tuple[TableName, str], ...] = ()   # (name, argument types) it calls
+    comment: str | None = None
+    owner: str | None = None
+    grants: tuple[Grant, ...] = ()
+    indexes: tuple[str, ...] = ()  # a materialized view's (pg_get_indexdef)
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A view or routine that uses group tables and objects outside the group: after the
+    move it works on neither side."""
+
+    kind: str                      # 'view' | 'routine'
+    name: str                      # as a person reads it (a routine with its arguments)
+    inside: tuple[TableName, ...]
+    outside: tuple[TableName, ...]
+    writes_outside: bool = False
 
 
 @dataclass(frozen=True)
@@ -290,6 +337,10 @@ class GroupCatalog:
     schemas: tuple[SchemaFacts, ...] = ()
     # Sequences the group uses that tables outside the group use too.
     shared_sequences: Mapping[TableName, tuple[TableName, ...]] = field(default_factory=dict)
+    views: tuple[ViewFacts, ...] = ()               # that move, in creation order
+    crossings: tuple[Crossing, ...] = ()            # views and routines that use both sides
+    name_searched: tuple[str, ...] = ()             # routines only a name search could read
+    left_behind: tuple[tuple[str, str], ...] = ()   # (object, why) it stays on the source
 
     @property
     def existing(self) -> list[TableFacts]:

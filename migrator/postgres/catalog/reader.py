@@ -13,7 +13,9 @@ import psycopg
 from psycopg import sql
 
 from migrator.playbook import TableName
+from migrator.postgres.catalog.dependents import RoutineSource, resolve, search_path
 from migrator.postgres.catalog.facts import (
+    AggregateParts,
     ColumnFacts,
     ConstraintFacts,
     ExistingObjects,
@@ -29,8 +31,10 @@ from migrator.postgres.catalog.facts import (
     TableFacts,
     TriggerFacts,
     TypeFacts,
+    ViewFacts,
 )
 from migrator.postgres.catalog.queries import (
+    _ALL_ROUTINES,
     _COLUMN_GRANTS,
     _COLUMNS,
     _COMMENTS,
@@ -42,6 +46,7 @@ from migrator.postgres.catalog.queries import (
     _PARTITION_TREE_LEAVES,
     _POLICIES,
     _RELATION_GRANTS,
+    _RELATIONS,
     _ROUTINES,
     _SCHEMA_GRANTS,
     _SEQUENCE_USES,
@@ -49,6 +54,7 @@ from migrator.postgres.catalog.queries import (
     _TARGET_TABLES,
     _TRIGGERS,
     _TYPES,
+    _VIEWS,
 )
 
 _KIND = {
@@ -340,8 +346,10 @@ def target_tables(conn: psycopg.Connection, tables: Iterable[TableName]) -> dict
     return state
 
 
-def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCatalog:
-    """The whole group on this server: one reading, for every question about it."""
+def read_group(conn: psycopg.Connection, tables: Iterable[TableName], *,
+               include: Iterable[TableName] = (), exclude: Iterable[TableName] = ()) -> GroupCatalog:
+    """The whole group on this server: one reading, for every question about it.
+    `include`/`exclude`: views and routines to move, or leave, beyond what is detected."""
     tables = list(tables)
     # A partitioned table comes with its whole tree: the partitions are created, copied,
     # granted and compared like the tables the playbook names.
@@ -355,8 +363,9 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCa
         return GroupCatalog(tables=facts)
     params = _group_params(existing)
     with _qualified_names(conn):
-        routines = tuple(
-            RoutineFacts(name=_name(r[0], r[1]), arguments=r[2], definition=r[3], comment=r[4])
+        needed = tuple(
+            RoutineFacts(name=_name(r[0], r[1]), arguments=r[2], definition=r[3], comment=r[4],
+                         why="the group's defaults, constraints, indexes or triggers call it")
             for r in conn.execute(_ROUTINES, params)  # type: ignore[arg-type]
         )
         shared: dict[TableName, set[TableName]] = {}
@@ -368,6 +377,14 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCa
         for r in conn.execute(_RELATION_GRANTS, _group_params(s.name for s in sequences)):  # type: ignore[arg-type]
             grants.setdefault(_name(r[0], r[1]), []).append((r[2], r[3], r[4]))
         sequences = tuple(replace(s, grants=_grants(grants.get(s.name))) for s in sequences)
+        group_names = set(existing) | {s.name for s in sequences}
+        dependents = resolve(
+            group_names, needed, [_view(r) for r in conn.execute(_VIEWS)],
+            [_routine(r) for r in conn.execute(_ALL_ROUTINES)],
+            {_name(r[0], r[1]): r[2] for r in conn.execute(_RELATIONS)},
+            include=include, exclude=exclude,
+        )
+        routines = dependents.routines
         types = _creation_order(t for table in everything.values() for t in table.types)
         schema_names = sorted(
             {t.schema for t in existing} | {t.schema for t in types if t.movable}
@@ -381,7 +398,42 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName]) -> GroupCa
         tables=facts, partitions=partitions, types=types, sequences=sequences, routines=routines,
         schemas=tuple(SchemaFacts(s, _grants(schema_grants.get(s))) for s in schema_names),
         shared_sequences={seq: tuple(sorted(users)) for seq, users in sorted(shared.items())},
+        views=dependents.views, crossings=dependents.crossings,
+        name_searched=dependents.name_searched, left_behind=dependents.left_behind,
     )
+
+
+_ROUTINE_KIND = {"f": "function", "p": "procedure", "a": "aggregate", "w": "window"}
+
+
+def _view(r: tuple) -> ViewFacts:
+    (schema, name, kind, definition, options, reads, routines, comment, owner, grants, indexes) = r
+    return ViewFacts(
+        name=_name(schema, name), materialized=kind == "m", definition=definition.strip().rstrip(";"),
+        options=tuple(options or ()), reads=tuple(sorted({_name(s, n) for s, n, _ in reads or ()})),
+        routines=tuple(sorted({(_name(s, n), args) for s, n, args in routines or ()})),
+        comment=comment, owner=owner, grants=_grants(grants), indexes=tuple(indexes or ()),
+    )
+
+
+def _routine(r: tuple) -> RoutineSource:
+    (schema, name, arguments, kind, language, source, definition, sql_body, depends_on, config,
+     comment, owner, aggregate) = r
+    parts = None
+    if aggregate:
+        transition, state_type, final, combine, initial, aggkind, args = aggregate
+        parts = AggregateParts(
+            arguments=args, transition=transition, state_type=state_type, final=final, combine=combine,
+            initial=initial,
+            functions=tuple(TableName.parse(f) for f in (transition, final, combine)
+                            if f and "." in f and not f.startswith("pg_catalog.")),
+        )
+    facts = RoutineFacts(name=_name(schema, name), arguments=arguments, definition=definition or "",
+                         comment=comment, kind=_ROUTINE_KIND.get(kind, kind), sql_body=sql_body,
+                         aggregate=parts)
+    return RoutineSource(facts=facts, language=language, source=source or "",
+                         depends_on=tuple(_name(s, n) for s, n in depends_on or ()),
+                         search_path=search_path(config))
 
 
 def leaf_tables(conn: psycopg.Connection, tables: Iterable[TableName]) -> list[TableName]:

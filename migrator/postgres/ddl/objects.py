@@ -1,0 +1,47 @@
+"""Types and sequences: what the tables are made of."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from migrator.postgres.catalog import SequenceFacts, TypeFacts
+
+
+def create_type(t: TypeFacts) -> sql.Composable:
+    name = t.identity.identifier
+    if t.kind == "enum":
+        return sql.SQL("CREATE TYPE {} AS ENUM ({})").format(name, sql.SQL(", ").join(map(sql.Literal, t.labels)))
+    if t.kind == "composite":
+        attributes = [
+            sql.SQL(" ").join([sql.Identifier(a), sql.SQL(typ)]
+                              + ([sql.SQL("COLLATE {}").format(sql.SQL(coll))] if coll else []))
+            for a, typ, coll in t.attributes
+        ]
+        return sql.SQL("CREATE TYPE {} AS ({})").format(name, sql.SQL(", ").join(attributes))
+    if t.kind == "range":
+        return sql.SQL("CREATE TYPE {} AS RANGE (subtype = {})").format(name, sql.SQL(t.subtype or ""))
+    parts = [sql.SQL("CREATE DOMAIN {} AS {}").format(name, sql.SQL(t.base or ""))]
+    if t.default is not None:
+        parts.append(sql.SQL("DEFAULT {}").format(sql.SQL(t.default)))
+    if t.not_null:
+        parts.append(sql.SQL("NOT NULL"))
+    parts += [sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(n), sql.SQL(d)) for n, d in t.checks]
+    return sql.SQL(" ").join(parts)
+
+
+def sequence_options(s: SequenceFacts) -> sql.Composable:
+    return sql.SQL("INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}").format(
+        sql.Literal(s.increment), sql.Literal(s.minimum), sql.Literal(s.maximum),
+        sql.Literal(s.start), sql.Literal(s.cache), sql.SQL("CYCLE" if s.cycle else "NO CYCLE"))
+
+
+def create_sequence(s: SequenceFacts) -> sql.Composable:
+    # An identity column's sequence takes the column's type; a sequence of its own says it.
+    return sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} AS {} {}").format(
+        s.name.identifier, sql.SQL(s.data_type), sequence_options(s))
+
+
+def identity_sequence(use) -> SequenceFacts:
+    return SequenceFacts(name=use.sequence, data_type=use.data_type, start=use.start, increment=use.increment,
+                         minimum=use.minimum, maximum=use.maximum, cache=use.cache, cycle=use.cycle,
+                         identity=True, owned_by=None)

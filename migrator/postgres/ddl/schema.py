@@ -1,0 +1,200 @@
+"""The group's schema: what the target needs, in creation order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from migrator.playbook import TableName
+from migrator.postgres.catalog import (
+    ExistingObjects,
+    Grant,
+    GroupCatalog,
+    IndexFacts,
+    RoutineFacts,
+    SchemaFacts,
+    SequenceFacts,
+    TableFacts,
+    TypeFacts,
+)
+from migrator.postgres.ddl.indexes import DeferredIndex
+from migrator.postgres.ddl.objects import create_sequence, create_type
+from migrator.postgres.ddl.privileges import (
+    AppPrivilege,
+    comment_statement,
+    grant_statements,
+)
+from migrator.postgres.ddl.tables import (
+    add_constraint,
+    attachments,
+    column_options,
+    create_table,
+    replica_identity,
+    row_security,
+    triggers,
+)
+
+
+@dataclass(frozen=True)
+class GroupSchema:
+    """The DDL the target needs for the group, minus what it has already."""
+
+    schemas: tuple[SchemaFacts, ...]
+    types: tuple[TypeFacts, ...]
+    sequences: tuple[SequenceFacts, ...]       # to create (identity sequences: their table does)
+    routines: tuple[RoutineFacts, ...]
+    tables: tuple[TableFacts, ...]
+    group: GroupCatalog
+    app_roles: frozenset[str] = frozenset()
+    app_privileges: tuple[AppPrivilege, ...] = field(default=())
+
+    def statements(self) -> list[sql.Composable]:
+        """In an order where every object exists before what needs it (pg_dump's)."""
+        out: list[sql.Composable] = []
+        for schema in self.schemas:
+            out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema.name)))
+            out += grant_statements(schema.grants, sql.SQL("SCHEMA"), sql.Identifier(schema.name))
+        out += [create_type(t) for t in self.types]
+        out += [create_sequence(s) for s in self.sequences if not s.identity]
+        out += [sql.SQL(r.definition) for r in self.routines]
+        in_group = {t.name for t in self.tables}
+        out += [create_table(t) for t in self.tables]
+        for table in self.tables:
+            out += column_options(table)
+        for table in self.tables:
+            out += [add_constraint(table, c) for c in table.constraints
+                    # an inherited CHECK comes with the parent's; a partition's key is its own
+                    # (attached to the parent's below), as pg_dump makes them
+                    if not (c.inherited and c.kind == "check")]
+        out += attachments(self.tables, constraints=True)
+        # Plain indexes before foreign keys: a foreign key may reference a unique index
+        # that no constraint owns.
+        for table in self.tables:
+            out += [sql.SQL(i.definition) for i in table.indexes if i.owner_constraint is None]
+        out += attachments(self.tables, constraints=False)
+        for table in self.tables:
+            out += [add_constraint(table, fk)
+                    for fk in table.foreign_keys
+                    # a key to or from a table outside the group is a plan-time block
+                    if fk.table == table.name and fk.references in in_group]
+        for table in self.tables:
+            out += replica_identity(table)
+            out += triggers(table)
+            out += row_security(table)
+        out += [
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                s.name.identifier, sql.Identifier(s.owned_by[0].schema, s.owned_by[0].name, s.owned_by[1]))
+            for s in self.sequences if s.owned_by is not None and not s.identity
+        ]
+        out += self._grants()
+        out += self._comments()
+        return out
+
+    def _grants(self) -> list[sql.Composable]:
+        out: list[sql.Composable] = []
+        for table in self.tables:
+            out += grant_statements(self._not_app(table.grants), sql.SQL("TABLE"), table.name.identifier)
+            for column in table.columns:
+                out += grant_statements(self._not_app(column.grants), sql.SQL("TABLE"),
+                                         table.name.identifier, column=column.name)
+        for sequence in self.group.sequences:
+            out += grant_statements(self._not_app(sequence.grants), sql.SQL("SEQUENCE"),
+                                     sequence.name.identifier)
+        return out
+
+    def _not_app(self, grants: Iterable[Grant]) -> list[Grant]:
+        return [g for g in grants if g.grantee not in self.app_roles]
+
+    def _comments(self) -> list[sql.Composable]:
+        out: list[sql.Composable] = []
+        for t in self.types:
+            if t.comment is not None:
+                out.append(comment_statement("DOMAIN" if t.kind == "domain" else "TYPE", t.identity.identifier, t.comment))
+        for r in self.routines:
+            if r.comment is not None:
+                out.append(comment_statement("FUNCTION", sql.SQL("{}({})").format(r.name.identifier, sql.SQL(r.arguments)),
+                                    r.comment))
+        for table in self.tables:
+            ident = table.name.identifier
+            if table.comment is not None:
+                out.append(comment_statement("TABLE", ident, table.comment))
+            for c in table.columns:
+                if c.comment is not None:
+                    out.append(comment_statement("COLUMN", sql.Identifier(table.name.schema, table.name.name, c.name),
+                                        c.comment))
+            for constraint in (*table.constraints, *(fk for fk in table.foreign_keys if fk.table == table.name)):
+                if constraint.comment is not None:
+                    out.append(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                        sql.Identifier(constraint.name), ident, sql.Literal(constraint.comment)))
+            for index in table.indexes:
+                if index.comment is not None:
+                    out.append(comment_statement("INDEX", index.qualified.identifier, index.comment))
+            for trigger in table.triggers:
+                if trigger.comment is not None:
+                    out.append(sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
+                        sql.Identifier(trigger.name), ident, sql.Literal(trigger.comment)))
+        return out
+
+    @property
+    def secondary_indexes(self) -> list[DeferredIndex]:
+        """The indexes deferred for the copy; a partitioned table's with the partitions'
+        indexes attached to it."""
+        by_parent: dict[TableName, list[IndexFacts]] = {}
+        for t in self.tables:
+            for i in t.indexes:
+                if i.parent_index is not None:
+                    by_parent.setdefault(i.parent_index, []).append(i)
+
+        def attached(index: IndexFacts) -> list[tuple[IndexFacts, TableName]]:
+            out = []
+            for child in by_parent.get(index.qualified, []):
+                out += [(child, index.qualified), *attached(child)]
+            return out
+
+        parent_of = {t.name: t.partition_of for t in self.tables}
+
+        def root(table: TableName) -> TableName:
+            return root(parent_of[table]) if parent_of.get(table) in parent_of else table
+
+        return [DeferredIndex.of(i, attached(i), root(t.name)) for t in self.tables for i in t.secondary_indexes
+                if i.parent_index is None]
+
+    @property
+    def sequence_names(self) -> list[TableName]:
+        """Every sequence the group uses: the cutover copies each one's value."""
+        return [s.name for s in self.group.sequences]
+
+
+def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iterable[str]) -> GroupSchema:
+    """What the target must get, given what it has (a schema, type, sequence or function
+    it has already is not ours to create, grant on or drop)."""
+    roles = frozenset(app_roles)
+    tables = tuple(group.relations)
+    privileges = []
+    for table in tables:
+        for g in table.grants:
+            if g.grantee in roles:
+                privileges += [AppPrivilege("TABLE", table.name.schema, table.name.name, g.grantee, p)
+                               for p in g.privileges]
+        for column in table.columns:
+            for g in column.grants:
+                if g.grantee in roles:
+                    privileges += [AppPrivilege("TABLE", table.name.schema, table.name.name, g.grantee, p,
+                                                column.name) for p in g.privileges]
+    for sequence in group.sequences:
+        for g in sequence.grants:
+            if g.grantee in roles:
+                privileges += [AppPrivilege("SEQUENCE", sequence.name.schema, sequence.name.name, g.grantee, p)
+                               for p in g.privileges]
+    return GroupSchema(
+        schemas=tuple(s for s in group.schemas if s.name not in existing.schemas),
+        types=tuple(t for t in group.types if t.movable and t.identity not in existing.types),
+        sequences=tuple(s for s in group.sequences if s.identity or s.name not in existing.sequences),
+        routines=tuple(r for r in group.routines if r.signature not in existing.routines),
+        tables=tables,
+        group=group,
+        app_roles=roles,
+        app_privileges=tuple(privileges),
+    )
