@@ -62,7 +62,8 @@ def nothing(ctx: MoveContext) -> None:
 def read_schema(src: psycopg.Connection, dst: psycopg.Connection, playbook: Playbook) -> GroupSchema:
     """The catalog model's reading of the source, and what the target has of it."""
     with src.transaction():
-        group = read_group(src, playbook.tables)
+        group = read_group(src, playbook.tables, include=playbook.objects.include,
+                           exclude=playbook.objects.exclude)
     return group_schema(group, existing_objects(dst, group), playbook.app_roles)
 
 
@@ -89,7 +90,8 @@ def schema_do(ctx: MoveContext) -> str:
             intent=True,
             created_schemas=[s.name for s in schema.schemas],
             created_types=[[t.schema, t.name, t.kind] for t in schema.types],
-            created_functions=[[r.name.schema, r.name.name, r.arguments] for r in schema.routines],
+            created_functions=[[r.name.schema, r.name.name, r.arguments, r.kind] for r in schema.routines],
+            created_views=[[v.name.schema, v.name.name, v.materialized] for v in schema.views],
             created_sequences=[[q.name.schema, q.name.name] for q in schema.sequences if not q.identity],
             app_privileges=[p.to_list() for p in schema.app_privileges],
             sequences=[[n.schema, n.name] for n in schema.sequence_names],
@@ -104,17 +106,24 @@ def schema_do(ctx: MoveContext) -> str:
     return f"{len(ctx.tables)} tables, {len(statements)} statements"
 
 
+_DROP_ROUTINE = {"procedure": "PROCEDURE", "aggregate": "AGGREGATE"}
+
+
 def schema_undo_statements(ctx: MoveContext) -> UndoPlan:
     data = ctx.data("schema")
     if ctx.keep_target:
         return UndoPlan([], ["--keep-target: the target's tables stay (no longer this move's)"])
-    out = [Statement("target", sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t.identifier))
-           for t in reversed(ctx.tables)]
+    # Views first, each before the views it reads.
+    out = [Statement("target", sql.SQL("DROP {}VIEW IF EXISTS {}").format(
+                sql.SQL("MATERIALIZED " if materialized else ""), sql.Identifier(schema, name)))
+            for schema, name, materialized in reversed(data.get("created_views", []))]
+    out += [Statement("target", sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t.identifier))
+            for t in reversed(ctx.tables)]
     out += [Statement("target", sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(*q)))
             for q in data.get("created_sequences", [])]
-    out += [Statement("target", sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(
-                sql.Identifier(schema, name), sql.SQL(arguments)))
-            for schema, name, arguments in data.get("created_functions", [])]
+    out += [Statement("target", sql.SQL("DROP {} IF EXISTS {}({})").format(
+                sql.SQL(_DROP_ROUTINE.get(kind, "FUNCTION")), sql.Identifier(schema, name), sql.SQL(arguments)))
+            for schema, name, arguments, kind in reversed(data.get("created_functions", []))]
     # Made dependencies first, so dropped in reverse: a composite before the enum it holds.
     out += [Statement("target", sql.SQL("DROP {} IF EXISTS {}").format(
                 sql.SQL("DOMAIN" if kind == "domain" else "TYPE"), sql.Identifier(schema, name)))
@@ -281,10 +290,25 @@ class EarlyIndexBuilds:
         return len(self.futures)
 
 
-def rebuild_statements(playbook: Playbook, indexes: list[DeferredIndex]) -> list[Statement]:
-    """The recorded definitions (and comments), then ANALYZE of each table."""
+def rebuild_statements(playbook: Playbook, indexes: list[DeferredIndex],
+                       materialized_views: list[TableName]) -> list[Statement]:
+    """The recorded definitions (and comments), ANALYZE of each table, and the contents
+    of the materialized views that moved, computed on the target from the copied rows."""
     builds = [Statement("target", q) for i in indexes for q in i.build()] if playbook.indexes.defer else []
-    return builds + [Statement("target", sql.SQL("ANALYZE {}").format(t.identifier)) for t in playbook.tables]
+    return builds + _analyze_statements(playbook) + _refresh_statements(materialized_views)
+
+
+def _analyze_statements(playbook: Playbook) -> list[Statement]:
+    return [Statement("target", sql.SQL("ANALYZE {}").format(t.identifier)) for t in playbook.tables]
+
+
+def _refresh_statements(materialized_views: list[TableName]) -> list[Statement]:
+    return [Statement("target", sql.SQL("REFRESH MATERIALIZED VIEW {}").format(v.identifier))
+            for v in materialized_views]
+
+
+def _materialized_views(ctx: MoveContext) -> list[TableName]:
+    return [TableName(s, n) for s, n, materialized in ctx.data("schema").get("created_views", []) if materialized]
 
 
 def rebuild_do(ctx: MoveContext) -> str:
@@ -293,21 +317,25 @@ def rebuild_do(ctx: MoveContext) -> str:
     _build_indexes(ctx, "rebuild-indexes", dropped)
     built = time.monotonic() - started
     _analyze(ctx)
+    refresh = _refresh_statements(_materialized_views(ctx))
+    if refresh:
+        with ctx.target("refresh") as conn:
+            ctx.run(conn, refresh, "rebuild-indexes", "computed on the target")
     with ctx.source("lag") as src:
         _wait_for_lag(ctx, src, names.slot(ctx.playbook), "rebuild-indexes")
-    return f"rebuilt {len(dropped)} indexes in {built:.1f}s, analyzed the group; lag under max_lag"
+    views = f", refreshed {len(refresh)} materialized view{'' if len(refresh) == 1 else 's'}" if refresh else ""
+    return f"rebuilt {len(dropped)} indexes in {built:.1f}s, analyzed the group{views}; lag under max_lag"
 
 
 def _analyze(ctx: MoveContext) -> None:
     """Statistics before the target serves traffic: the copy leaves it with none, and
     until autovacuum gets there every query on the group is planned blind."""
-    def analyze(table: TableName) -> None:
+    def analyze(statement: Statement) -> None:
         with ctx.target("analyze") as conn:
-            ctx.run(conn, [Statement("target", sql.SQL("ANALYZE {}").format(table.identifier))],
-                    "rebuild-indexes", "analyzed")
+            ctx.run(conn, [statement], "rebuild-indexes", "analyzed")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(analyze, t) for t in ctx.tables]:
+        for future in [pool.submit(analyze, q) for q in _analyze_statements(ctx.playbook)]:
             future.result()
 
 

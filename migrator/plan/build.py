@@ -325,7 +325,9 @@ def _rebuild_indexes(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     notes = ("the recorded definitions, up to 4 at a time; ANALYZE of each table", wait)
     if not playbook.indexes.defer:
         notes = ("indexes.defer is false: nothing to rebuild; ANALYZE of each table", wait)
-    return PlannedStep("rebuild-indexes", title, tuple(rebuild_statements(playbook, _deferred(snapshot))), notes)
+    views = [v.name for v in snapshot.schema.views if v.materialized] if snapshot.schema is not None else []
+    return PlannedStep("rebuild-indexes", title, tuple(rebuild_statements(playbook, _deferred(snapshot), views)),
+                       notes)
 
 
 def _prepare_reverse(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:

@@ -8,7 +8,7 @@ message names the object, the hint says what to do.
 A blocking finding stops `plan` (exit 3) and `execute`'s preflight. A warning is
 something the tool handles but a person should know before the move starts.
 
-The checks live by subject in server_checks and table_checks; this module only orders
+The checks live by subject in server_checks, table_checks and object_checks; this module only orders
 them (CHECKS) and is the one place callers import from.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from migrator.plan import server_checks, table_checks
+from migrator.plan import object_checks, server_checks, table_checks
 from migrator.plan.finding import BLOCK, OK, WARN, Check, Finding, Level
 from migrator.plan.inspection import Snapshot
 from migrator.playbook import Playbook
@@ -37,6 +37,7 @@ CHECKS: tuple[Check, ...] = (
     table_checks.indexes,
     table_checks.target_tables,
     table_checks.schema,
+    object_checks.dependents,
     server_checks.leftovers,
     server_checks.long_transactions,
     server_checks.pgbouncers,

@@ -204,7 +204,8 @@ def inspect_move(
             conn, "source", playbook.source.dsn, app_roles=playbook.app_roles,
             object_names=objects, long_transaction_after=long_transaction_after,
         )
-        catalog = read_group(conn, playbook.tables)
+        catalog = read_group(conn, playbook.tables, include=playbook.objects.include,
+                             exclude=playbook.objects.exclude)
     with _read_only(playbook.target.dsn, "target") as conn:
         target = server_facts(
             conn, "target", playbook.target.dsn, app_roles=playbook.app_roles,

@@ -377,3 +377,4 @@ class ExistingObjects:
     sequences: frozenset[TableName] = frozenset()
     routines: frozenset[str] = frozenset()       # signatures
     tables: frozenset[TableName] = frozenset()
+    views: frozenset[TableName] = frozenset()

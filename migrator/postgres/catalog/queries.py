@@ -494,7 +494,8 @@ SELECT n.nspname, v.relname, v.relkind::text, pg_catalog.pg_get_viewdef(v.oid), 
        pg_catalog.pg_get_userbyid(v.relowner),
        ARRAY(SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
                           a.privilege_type::text, a.is_grantable::text]
-               FROM pg_catalog.aclexplode(v.relacl) a WHERE a.grantee <> v.relowner ORDER BY 1, 2),
+               FROM pg_catalog.aclexplode(v.relacl) a WHERE a.grantee <> v.relowner
+              ORDER BY a.grantee, a.privilege_type),
        ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i
               WHERE i.indrelid = v.oid ORDER BY i.indexrelid)
 FROM pg_catalog.pg_class v

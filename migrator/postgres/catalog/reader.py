@@ -486,12 +486,14 @@ def existing_objects(conn: psycopg.Connection, group: GroupCatalog) -> ExistingO
     checks += [("sequences", s.name, "pg_catalog.to_regclass", s.name.qualified) for s in group.sequences]
     checks += [("routines", r.signature, "pg_catalog.to_regprocedure", r.signature) for r in group.routines]
     checks += [("tables", t, "pg_catalog.to_regclass", t.qualified) for t in group.tables]
+    checks += [("views", v.name, "pg_catalog.to_regclass", v.name.qualified) for v in group.views]
     if not checks:
         return ExistingObjects()
     query = sql.SQL("SELECT ARRAY[{}]").format(sql.SQL(", ").join(
         sql.SQL("{}({}) IS NOT NULL").format(sql.SQL(fn), sql.Literal(arg)) for _, _, fn, arg in checks))
     found = conn.execute(query).fetchone()[0]
-    out: dict[str, set] = {"schemas": set(), "types": set(), "sequences": set(), "routines": set(), "tables": set()}
+    out: dict[str, set] = {"schemas": set(), "types": set(), "sequences": set(), "routines": set(), "tables": set(),
+                           "views": set()}
     for (kind, key, _, _), present in zip(checks, found, strict=True):
         if present:
             out[kind].add(key)

@@ -1,10 +1,11 @@
-"""Types and sequences: what the tables are made of."""
+"""Types and sequences (what the tables are made of), routines and views (what the
+application calls)."""
 
 from __future__ import annotations
 
 from psycopg import sql
 
-from migrator.postgres.catalog import SequenceFacts, TypeFacts
+from migrator.postgres.catalog import RoutineFacts, SequenceFacts, TypeFacts, ViewFacts
 
 
 def create_type(t: TypeFacts) -> sql.Composable:
@@ -45,3 +46,34 @@ def identity_sequence(use) -> SequenceFacts:
     return SequenceFacts(name=use.sequence, data_type=use.data_type, start=use.start, increment=use.increment,
                          minimum=use.minimum, maximum=use.maximum, cache=use.cache, cycle=use.cycle,
                          identity=True, owned_by=None)
+
+
+def create_routine(r: RoutineFacts) -> sql.Composable:
+    """pg_get_functiondef's text; an aggregate composed from pg_aggregate."""
+    if r.aggregate is None:
+        return sql.SQL(r.definition)
+    a = r.aggregate
+    parts = [sql.SQL("SFUNC = {}").format(sql.SQL(a.transition)), sql.SQL("STYPE = {}").format(sql.SQL(a.state_type))]
+    if a.final:
+        parts.append(sql.SQL("FINALFUNC = {}").format(sql.SQL(a.final)))
+    if a.combine:
+        parts.append(sql.SQL("COMBINEFUNC = {}").format(sql.SQL(a.combine)))
+    if a.initial is not None:
+        parts.append(sql.SQL("INITCOND = {}").format(sql.Literal(a.initial)))
+    return sql.SQL("CREATE AGGREGATE {}({}) ({})").format(
+        r.name.identifier, sql.SQL(a.arguments), sql.SQL(", ").join(parts))
+
+
+def create_view(v: ViewFacts) -> list[sql.Composable]:
+    """A view, or a materialized view made empty (its contents are computed on the target
+    by REFRESH before the cutover) with its indexes."""
+    options = (sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in v.options))
+               if v.options else sql.SQL(""))
+    if not v.materialized:
+        return [sql.SQL("CREATE VIEW {}{} AS {}").format(v.name.identifier, options, sql.SQL(v.definition))]
+    return [sql.SQL("CREATE MATERIALIZED VIEW {}{} AS {} WITH NO DATA").format(
+        v.name.identifier, options, sql.SQL(v.definition))] + [sql.SQL(i) for i in v.indexes]
+
+
+def refresh_view(v: ViewFacts) -> sql.Composable:
+    return sql.SQL("REFRESH MATERIALIZED VIEW {}").format(v.name.identifier)

@@ -18,9 +18,15 @@ from migrator.postgres.catalog import (
     SequenceFacts,
     TableFacts,
     TypeFacts,
+    ViewFacts,
 )
 from migrator.postgres.ddl.indexes import DeferredIndex
-from migrator.postgres.ddl.objects import create_sequence, create_type
+from migrator.postgres.ddl.objects import (
+    create_routine,
+    create_sequence,
+    create_type,
+    create_view,
+)
 from migrator.postgres.ddl.privileges import (
     AppPrivilege,
     comment_statement,
@@ -47,6 +53,7 @@ class GroupSchema:
     routines: tuple[RoutineFacts, ...]
     tables: tuple[TableFacts, ...]
     group: GroupCatalog
+    views: tuple[ViewFacts, ...] = ()          # to create, in creation order
     app_roles: frozenset[str] = frozenset()
     app_privileges: tuple[AppPrivilege, ...] = field(default=())
 
@@ -58,7 +65,11 @@ class GroupSchema:
             out += grant_statements(schema.grants, sql.SQL("SCHEMA"), sql.Identifier(schema.name))
         out += [create_type(t) for t in self.types]
         out += [create_sequence(s) for s in self.sequences if not s.identity]
-        out += [sql.SQL(r.definition) for r in self.routines]
+        if self.routines:
+            # As pg_dump: a body may use tables and views made below (a SQL-standard body
+            # is parsed at creation: it is made after them).
+            out.append(sql.SQL("SET LOCAL check_function_bodies = false"))
+        out += [create_routine(r) for r in self.routines if not r.sql_body]
         in_group = {t.name for t in self.tables}
         out += [create_table(t) for t in self.tables]
         for table in self.tables:
@@ -88,6 +99,9 @@ class GroupSchema:
                 s.name.identifier, sql.Identifier(s.owned_by[0].schema, s.owned_by[0].name, s.owned_by[1]))
             for s in self.sequences if s.owned_by is not None and not s.identity
         ]
+        for view in self.views:
+            out += create_view(view)
+        out += [create_routine(r) for r in self.routines if r.sql_body]
         out += self._grants()
         out += self._comments()
         return out
@@ -102,6 +116,8 @@ class GroupSchema:
         for sequence in self.group.sequences:
             out += grant_statements(self._not_app(sequence.grants), sql.SQL("SEQUENCE"),
                                      sequence.name.identifier)
+        for view in self.views:
+            out += grant_statements(self._not_app(view.grants), sql.SQL("TABLE"), view.name.identifier)
         return out
 
     def _not_app(self, grants: Iterable[Grant]) -> list[Grant]:
@@ -114,8 +130,13 @@ class GroupSchema:
                 out.append(comment_statement("DOMAIN" if t.kind == "domain" else "TYPE", t.identity.identifier, t.comment))
         for r in self.routines:
             if r.comment is not None:
-                out.append(comment_statement("FUNCTION", sql.SQL("{}({})").format(r.name.identifier, sql.SQL(r.arguments)),
-                                    r.comment))
+                out.append(comment_statement(
+                    _ROUTINE_KEYWORD.get(r.kind, "FUNCTION"),
+                    sql.SQL("{}({})").format(r.name.identifier, sql.SQL(r.arguments)), r.comment))
+        for v in self.views:
+            if v.comment is not None:
+                out.append(comment_statement("MATERIALIZED VIEW" if v.materialized else "VIEW",
+                                             v.name.identifier, v.comment))
         for table in self.tables:
             ident = table.name.identifier
             if table.comment is not None:
@@ -167,12 +188,21 @@ class GroupSchema:
         return [s.name for s in self.group.sequences]
 
 
+_ROUTINE_KEYWORD = {"procedure": "PROCEDURE", "aggregate": "AGGREGATE"}
+
+
 def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iterable[str]) -> GroupSchema:
     """What the target must get, given what it has (a schema, type, sequence or function
     it has already is not ours to create, grant on or drop)."""
     roles = frozenset(app_roles)
     tables = tuple(group.relations)
+    views = tuple(v for v in group.views if v.name not in existing.views)
     privileges = []
+    for view in views:
+        for g in view.grants:
+            if g.grantee in roles:
+                privileges += [AppPrivilege("TABLE", view.name.schema, view.name.name, g.grantee, p)
+                               for p in g.privileges]
     for table in tables:
         for g in table.grants:
             if g.grantee in roles:
@@ -195,6 +225,7 @@ def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iter
         routines=tuple(r for r in group.routines if r.signature not in existing.routines),
         tables=tables,
         group=group,
+        views=views,
         app_roles=roles,
         app_privileges=tuple(privileges),
     )
