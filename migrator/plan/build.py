@@ -147,6 +147,7 @@ class Plan:
             "pgbouncers": [_pgbouncer_dict(b) for b in self.snapshot.pgbouncers],
             "steps": [s.to_dict() for s in self.steps],
             "estimate": self.estimate.to_dict(),
+            "objects": _objects_dict(self.snapshot),
             "inspected_at": self.snapshot.taken_at.isoformat(),
         }
 
@@ -265,6 +266,8 @@ def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) ->
     ]
     if group is None:
         notes.append("the definitions could not be read: " + (snapshot.schema_error or "no table exists"))
+    else:
+        notes += _objects_notes(snapshot)
     if playbook.app_roles:
         notes.append(f"the app roles ({', '.join(playbook.app_roles)}) are granted on the target "
                      "only at the cutover")
@@ -424,6 +427,50 @@ def _entry_value(current: str | None, dsn: str) -> str:
         return entry_value(current, dsn)
     except ValueError:  # an entry shlex cannot split; the cutover would say so
         return entry_for(dsn)
+
+
+def _objects(snapshot: Snapshot) -> dict[str, list[str]]:
+    """What the schema step creates on the target besides the named tables, by kind."""
+    schema = snapshot.schema
+    if schema is None:
+        return {}
+    views = [v for v in schema.views if not v.materialized]
+    return {
+        "schemas": [s.name for s in schema.schemas],
+        "types": [t.qualified for t in schema.types],
+        "sequences": [str(s.name) for s in schema.sequences if not s.identity],
+        "routines": [f"{r.name}({r.arguments})" for r in schema.routines],
+        "partitions": [str(t.name) for t in schema.tables if t.partition_of is not None],
+        "views": [str(v.name) for v in views],
+        "materialized views": [str(v.name) for v in schema.views if v.materialized],
+    }
+
+
+def _objects_notes(snapshot: Snapshot) -> list[str]:
+    # The kinds are plural nouns: one of them drops the final s.
+    created = [f"{len(names)} {kind if len(names) != 1 else kind[:-1]}: {_short_list(names)}"
+               for kind, names in _objects(snapshot).items() if names]
+    notes = ["besides the tables it creates " + "; ".join(created)] if created else []
+    catalog = snapshot.catalog
+    if catalog is not None and catalog.left_behind:
+        notes.append("left on the source: " + "; ".join(f"{name} ({why})" for name, why in catalog.left_behind))
+    return notes
+
+
+def _short_list(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _objects_dict(snapshot: Snapshot) -> dict[str, Any]:
+    catalog = snapshot.catalog
+    return {
+        "creates": _objects(snapshot),
+        "left_behind": [{"object": name, "why": why} for name, why in (catalog.left_behind if catalog else ())],
+        "crossing": [{"kind": c.kind, "name": c.name, "inside": [str(t) for t in c.inside],
+                      "outside": [str(t) for t in c.outside], "writes_outside": c.writes_outside}
+                     for c in (catalog.crossings if catalog else ())],
+    }
 
 
 # --------------------------------------------------------------------------- JSON

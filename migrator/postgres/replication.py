@@ -278,7 +278,8 @@ def relation_bytes(conn: psycopg.Connection, tables: list[TableName]) -> dict[Ta
     rows = conn.execute(
         """
         SELECT n.nspname, c.relname,
-               (SELECT sum(pg_catalog.pg_table_size(t.relid))::bigint FROM pg_catalog.pg_partition_tree(c.oid) t)
+               COALESCE((SELECT sum(pg_catalog.pg_table_size(t.relid))::bigint
+                         FROM pg_catalog.pg_partition_tree(c.oid) t), pg_catalog.pg_table_size(c.oid))
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
         """,

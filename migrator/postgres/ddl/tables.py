@@ -112,8 +112,10 @@ def _column(c: ColumnFacts, identity_sequences: dict) -> sql.Composable:
 
 
 def add_constraint(table: TableFacts, constraint) -> sql.Composable:
-    # A CHECK on a partitioned table must reach its partitions: no ONLY for it.
-    target = table.name.identifier if getattr(constraint, "kind", None) == "check" else _only(table)
+    # Keys are made per member and attached (ONLY); a CHECK or a foreign key on a
+    # partitioned table reaches its partitions by itself (Postgres refuses ONLY there).
+    keyed = getattr(constraint, "kind", None) in ("primary key", "unique", "exclusion")
+    target = _only(table) if keyed else table.name.identifier
     return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
         target, sql.Identifier(constraint.name), sql.SQL(constraint.definition))
 
