@@ -122,6 +122,7 @@ COMMENT ON FUNCTION "Shop".place_order(bigint, date, numeric) IS 'what the check
 
 CREATE ROLE reporting;
 GRANT SELECT (id, "Name") ON "Shop".customers TO reporting;
+ALTER TABLE "Shop".shelves OWNER TO shop_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "Shop".customers, "Shop"."Orders", "Shop".stock, "Shop".shelves TO app;
 GRANT SELECT ON "Shop"."Recent Orders", "Shop".region_totals, "Shop".daily, "Shop".customer_names TO app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA "Shop" TO app;
@@ -158,7 +159,8 @@ def the_application(conn: psycopg.Connection, i: int) -> None:
 def the_schema(make_move, tmp_path, **versions) -> CatalogMove:
     move = make_move(**versions)
     on_both(move, "CREATE EXTENSION IF NOT EXISTS btree_gist")  # not needed, but any move may
-    on_both(move, "DO $$ BEGIN CREATE ROLE reporting; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    for role in ("reporting", "shop_owner"):
+        on_both(move, f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     return catalog_move(move, tmp_path, SCHEMA.replace("CREATE ROLE reporting;", ""), TABLES, name="shop")
 
 
@@ -168,7 +170,7 @@ def dump(move, side: str) -> list[str]:
     cluster = getattr(move, side)
     pg_dump = postgres_bindir(18) / "pg_dump"
     out = subprocess.run(
-        [str(pg_dump), "--schema-only", "--no-owner", "-n", '"Shop"', "-n", "lookup", "-d", cluster.dsn(APP_DB)],
+        [str(pg_dump), "--schema-only", "-n", '"Shop"', "-n", "lookup", "-d", cluster.dsn(APP_DB)],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout
     lines = []
@@ -217,7 +219,8 @@ def test_the_whole_schema_moves_and_the_application_keeps_working(make_move, tmp
     wait_rows_identical(demo.move, LEAVES)
     source, target = dump(demo.move, "source"), dump(demo.move, "target")
     for what in ('CREATE VIEW "Shop"."Recent Orders" AS', "CREATE MATERIALIZED VIEW", "CREATE AGGREGATE",
-                 "ATTACH PARTITION", "CREATE POLICY", "EXCLUDE USING gist", "COMMENT ON INDEX"):
+                 "ATTACH PARTITION", "CREATE POLICY", "EXCLUDE USING gist", "COMMENT ON INDEX",
+                 'ALTER TABLE "Shop".shelves OWNER TO shop_owner'):
         assert any(what in line for line in source), f"the dump has no {what}: the comparison would prove little"
     assert source == target
     assert demo.verify().code == 0
@@ -252,6 +255,8 @@ CREATE FUNCTION public.copy_out(n int) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.outside SELECT id, v FROM public.inside WHERE id = n; END $$;
 CREATE EXTENSION citext;
 CREATE TABLE public.tagged (id int PRIMARY KEY, tag citext);
+CREATE ROLE lonely_owner;
+ALTER TABLE public.tagged OWNER TO lonely_owner;
 """
 
 
@@ -267,6 +272,9 @@ def test_what_crosses_the_boundary_and_a_missing_extension_block_the_plan(make_m
     routine = blocking["routine.crosses_group"]
     assert "public.copy_out(integer)" in routine["message"] and "writes outside" in routine["message"]
     assert "citext" in blocking["table.extension_missing"]["message"]
+    # Roles are the cluster's: one made on the source only is missing on the target.
+    owner = next(f for f in ran.json()["findings"] if f["code"] == "owner.missing")
+    assert owner["level"] == "warn" and "lonely_owner" in owner["message"] and "public.tagged" in owner["message"]
 
     # Left behind on purpose, and the extension installed: ready.
     doc = move.playbook_doc(["public.inside", "public.tagged"], name="crossing")

@@ -30,6 +30,7 @@ from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.playbook import PgBouncerEntry, Playbook, TableName
 from migrator.postgres.catalog import (
+    ExistingObjects,
     GroupCatalog,
     SequenceUse,
     TableFacts,
@@ -165,6 +166,7 @@ class Snapshot:
     # step will run from it given what the target has; None with schema_error when it
     # could not be built (no table exists).
     catalog: GroupCatalog | None = None
+    existing: ExistingObjects | None = None    # what the target has of it
     schema: GroupSchema | None = None
     schema_error: str | None = None
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -224,7 +226,7 @@ def inspect_move(
     )
     return Snapshot(
         source=source, target=target, tables=tables, pgbouncers=bouncers,
-        shared_sequences=catalog.shared_sequences, catalog=catalog, schema=schema,
+        shared_sequences=catalog.shared_sequences, catalog=catalog, existing=existing, schema=schema,
     )
 
 

@@ -18,6 +18,7 @@ from migrator.playbook import Playbook
     ("routine.crosses_group", "no routine's body uses group tables and tables outside the group"),
     ("routine.name_search", "routines whose SQL is built at run time were searched by name only"),
     ("objects.moved", "the views and routines the group needs move with it"),
+    ("owner.missing", "the roles that own the group's tables and views exist on the target"),
 )
 def dependents(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     catalog = snapshot.catalog
@@ -53,6 +54,23 @@ def dependents(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
             "group table, so it may use the group",
             "if the application calls it on the group, add it to objects.include",
         )
+    existing = snapshot.existing
+    if existing is not None and existing.current_user is not None:
+        owned: dict[str, list[str]] = {}
+        for t in catalog.relations:
+            if t.owner:
+                owned.setdefault(t.owner, []).append(str(t.name))
+        for v in catalog.views:
+            if v.owner:
+                owned.setdefault(v.owner, []).append(str(v.name))
+        for role, objects in sorted(owned.items()):
+            if role not in existing.roles and role != existing.current_user:
+                yield Finding(
+                    WARN, "owner.missing", role,
+                    f"role {role}, which owns {listing(objects)} on the source, does not exist on the "
+                    f"target: there they will be owned by {existing.current_user}",
+                    f"CREATE ROLE {role} on the target before the move to keep the ownership",
+                )
     if not bad:
         views = snapshot.schema.views if snapshot.schema else ()
         routines = snapshot.schema.routines if snapshot.schema else ()

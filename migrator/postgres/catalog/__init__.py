@@ -19,6 +19,7 @@ identity is a (schema, name) value composed only with `sql.Identifier`.
 
 from migrator.postgres.catalog.facts import (
     AggregateParts,
+    CollationFacts,
     ColumnFacts,
     ConstraintFacts,
     Crossing,
@@ -50,6 +51,7 @@ from migrator.postgres.catalog.reader import (
 
 __all__ = [
     "AggregateParts",
+    "CollationFacts",
     "ColumnFacts",
     "ConstraintFacts",
     "Crossing",

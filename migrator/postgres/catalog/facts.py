@@ -300,11 +300,24 @@ class Crossing:
 
 
 @dataclass(frozen=True)
+class CollationFacts:
+    """A collation a column uses that is not built in."""
+
+    name: TableName
+    provider: str                  # 'c' libc | 'i' icu | 'd' the database default
+    collate: str | None
+    ctype: str | None
+    locale: str | None             # ICU (and builtin) locale
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
 class SchemaFacts:
     """A schema (other than public) that holds something of the group, with its ACL."""
 
     name: str
     grants: tuple[Grant, ...] = ()
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -338,6 +351,7 @@ class GroupCatalog:
     # Sequences the group uses that tables outside the group use too.
     shared_sequences: Mapping[TableName, tuple[TableName, ...]] = field(default_factory=dict)
     views: tuple[ViewFacts, ...] = ()               # that move, in creation order
+    collations: tuple[CollationFacts, ...] = ()
     crossings: tuple[Crossing, ...] = ()            # views and routines that use both sides
     name_searched: tuple[str, ...] = ()             # routines only a name search could read
     left_behind: tuple[tuple[str, str], ...] = ()   # (object, why) it stays on the source
@@ -378,3 +392,6 @@ class ExistingObjects:
     routines: frozenset[str] = frozenset()       # signatures
     tables: frozenset[TableName] = frozenset()
     views: frozenset[TableName] = frozenset()
+    collations: frozenset[TableName] = frozenset()
+    roles: frozenset[str] = frozenset()          # the owners the other side has
+    current_user: str | None = None

@@ -422,6 +422,25 @@ ORDER BY 1, 2, 3, 4
 """
 
 
+_SCHEMA_COMMENTS = """
+SELECT n.nspname, pg_catalog.obj_description(n.oid, 'pg_namespace'), pg_catalog.pg_get_userbyid(n.nspowner)
+FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(%s::text[])
+"""
+
+# Collations the group's columns use that are not built in: the target needs them made.
+_COLLATIONS = (
+    "WITH" + _GROUP + """
+SELECT DISTINCT cn.nspname, co.collname, co.collprovider::text, co.collcollate, co.collctype,
+       COALESCE(pg_catalog.to_jsonb(co) ->> 'colllocale', pg_catalog.to_jsonb(co) ->> 'colliculocale'),
+       co.collisdeterministic
+FROM group_tables g
+JOIN pg_catalog.pg_attribute a ON a.attrelid = g.relid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+WHERE cn.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2
+""")
+
 _SCHEMA_GRANTS = """
 SELECT n.nspname,
        CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee)::text END,

@@ -16,6 +16,7 @@ from migrator.playbook import TableName
 from migrator.postgres.catalog.dependents import RoutineSource, resolve, search_path
 from migrator.postgres.catalog.facts import (
     AggregateParts,
+    CollationFacts,
     ColumnFacts,
     ConstraintFacts,
     ExistingObjects,
@@ -35,6 +36,7 @@ from migrator.postgres.catalog.facts import (
 )
 from migrator.postgres.catalog.queries import (
     _ALL_ROUTINES,
+    _COLLATIONS,
     _COLUMN_GRANTS,
     _COLUMNS,
     _COMMENTS,
@@ -48,6 +50,7 @@ from migrator.postgres.catalog.queries import (
     _RELATION_GRANTS,
     _RELATIONS,
     _ROUTINES,
+    _SCHEMA_COMMENTS,
     _SCHEMA_GRANTS,
     _SEQUENCE_USES,
     _TABLES,
@@ -391,12 +394,19 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName], *,
             | {s.name.schema for s in sequences} | {r.name.schema for r in routines}
         )
         schema_names = [s for s in schema_names if s != "public"]
+        collations = tuple(
+            CollationFacts(_name(r[0], r[1]), provider=r[2], collate=r[3], ctype=r[4], locale=r[5],
+                           deterministic=r[6])
+            for r in conn.execute(_COLLATIONS, _group_params(existing))  # type: ignore[arg-type]
+        )
+        schema_comments = {r[0]: r[1] for r in conn.execute(_SCHEMA_COMMENTS, (schema_names,))}
         schema_grants: dict[str, list[tuple[str, str, str]]] = {}
         for r in conn.execute(_SCHEMA_GRANTS, (schema_names,)):
             schema_grants.setdefault(r[0], []).append((r[1], r[2], r[3]))
     return GroupCatalog(
         tables=facts, partitions=partitions, types=types, sequences=sequences, routines=routines,
-        schemas=tuple(SchemaFacts(s, _grants(schema_grants.get(s))) for s in schema_names),
+        schemas=tuple(SchemaFacts(s, _grants(schema_grants.get(s)), schema_comments.get(s)) for s in schema_names),
+        collations=collations,
         shared_sequences={seq: tuple(sorted(users)) for seq, users in sorted(shared.items())},
         views=dependents.views, crossings=dependents.crossings,
         name_searched=dependents.name_searched, left_behind=dependents.left_behind,
@@ -487,14 +497,18 @@ def existing_objects(conn: psycopg.Connection, group: GroupCatalog) -> ExistingO
     checks += [("routines", r.signature, "pg_catalog.to_regprocedure", r.signature) for r in group.routines]
     checks += [("tables", t, "pg_catalog.to_regclass", t.qualified) for t in group.tables]
     checks += [("views", v.name, "pg_catalog.to_regclass", v.name.qualified) for v in group.views]
+    checks += [("collations", c.name, "pg_catalog.to_regcollation", c.name.qualified) for c in group.collations]
+    owners = sorted({t.owner for t in group.relations if t.owner} | {v.owner for v in group.views if v.owner})
+    checks += [("roles", role, "pg_catalog.to_regrole", sql.Identifier(role).as_string(None)) for role in owners]
     if not checks:
         return ExistingObjects()
     query = sql.SQL("SELECT ARRAY[{}]").format(sql.SQL(", ").join(
         sql.SQL("{}({}) IS NOT NULL").format(sql.SQL(fn), sql.Literal(arg)) for _, _, fn, arg in checks))
     found = conn.execute(query).fetchone()[0]
     out: dict[str, set] = {"schemas": set(), "types": set(), "sequences": set(), "routines": set(), "tables": set(),
-                           "views": set()}
+                           "views": set(), "collations": set(), "roles": set()}
     for (kind, key, _, _), present in zip(checks, found, strict=True):
         if present:
             out[kind].add(key)
-    return ExistingObjects(**{k: frozenset(v) for k, v in out.items()})
+    user = conn.execute("SELECT current_user").fetchone()[0]
+    return ExistingObjects(**{k: frozenset(v) for k, v in out.items()}, current_user=user)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from migrator.postgres.catalog import RoutineFacts, SequenceFacts, TypeFacts, ViewFacts
+from migrator.postgres.catalog import (
+    CollationFacts,
+    RoutineFacts,
+    SequenceFacts,
+    TypeFacts,
+    ViewFacts,
+)
 
 
 def create_type(t: TypeFacts) -> sql.Composable:
@@ -77,3 +83,15 @@ def create_view(v: ViewFacts) -> list[sql.Composable]:
 
 def refresh_view(v: ViewFacts) -> sql.Composable:
     return sql.SQL("REFRESH MATERIALIZED VIEW {}").format(v.name.identifier)
+
+
+def create_collation(c: CollationFacts) -> sql.Composable:
+    options = [sql.SQL("provider = {}").format(sql.SQL({"i": "icu", "b": "builtin"}.get(c.provider, "libc")))]
+    if c.provider in ("i", "b"):
+        options.append(sql.SQL("locale = {}").format(sql.Literal(c.locale or "")))
+    else:
+        options += [sql.SQL("lc_collate = {}").format(sql.Literal(c.collate or "")),
+                    sql.SQL("lc_ctype = {}").format(sql.Literal(c.ctype or ""))]
+    if not c.deterministic:
+        options.append(sql.SQL("deterministic = false"))
+    return sql.SQL("CREATE COLLATION {} ({})").format(c.name.identifier, sql.SQL(", ").join(options))

@@ -9,6 +9,7 @@ from psycopg import sql
 
 from migrator.playbook import TableName
 from migrator.postgres.catalog import (
+    CollationFacts,
     ExistingObjects,
     Grant,
     GroupCatalog,
@@ -22,6 +23,7 @@ from migrator.postgres.catalog import (
 )
 from migrator.postgres.ddl.indexes import DeferredIndex
 from migrator.postgres.ddl.objects import (
+    create_collation,
     create_routine,
     create_sequence,
     create_type,
@@ -54,6 +56,8 @@ class GroupSchema:
     tables: tuple[TableFacts, ...]
     group: GroupCatalog
     views: tuple[ViewFacts, ...] = ()          # to create, in creation order
+    collations: tuple[CollationFacts, ...] = ()
+    owners: dict[TableName, str] = field(default_factory=dict)   # relation -> its owner, where not us
     app_roles: frozenset[str] = frozenset()
     app_privileges: tuple[AppPrivilege, ...] = field(default=())
 
@@ -63,6 +67,7 @@ class GroupSchema:
         for schema in self.schemas:
             out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema.name)))
             out += grant_statements(schema.grants, sql.SQL("SCHEMA"), sql.Identifier(schema.name))
+        out += [create_collation(c) for c in self.collations]
         out += [create_type(t) for t in self.types]
         out += [create_sequence(s) for s in self.sequences if not s.identity]
         if self.routines:
@@ -102,6 +107,7 @@ class GroupSchema:
         for view in self.views:
             out += create_view(view)
         out += [create_routine(r) for r in self.routines if r.sql_body]
+        out += self._owners()
         out += self._grants()
         out += self._comments()
         return out
@@ -120,11 +126,20 @@ class GroupSchema:
             out += grant_statements(self._not_app(view.grants), sql.SQL("TABLE"), view.name.identifier)
         return out
 
+    def _owners(self) -> list[sql.Composable]:
+        """The source's owners, where they exist on the target and are not the role that
+        creates the objects there (a missing one is a plan finding)."""
+        kinds = {t.name: "TABLE" for t in self.tables}
+        kinds |= {v.name: "MATERIALIZED VIEW" if v.materialized else "VIEW" for v in self.views}
+        return [sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[name]), name.identifier, sql.Identifier(role))
+                for name, role in self.owners.items() if name in kinds]
+
     def _not_app(self, grants: Iterable[Grant]) -> list[Grant]:
         return [g for g in grants if g.grantee not in self.app_roles]
 
     def _comments(self) -> list[sql.Composable]:
-        out: list[sql.Composable] = []
+        out: list[sql.Composable] = [comment_statement("SCHEMA", sql.Identifier(s.name), s.comment)
+                                     for s in self.schemas if s.comment is not None]
         for t in self.types:
             if t.comment is not None:
                 out.append(comment_statement("DOMAIN" if t.kind == "domain" else "TYPE", t.identity.identifier, t.comment))
@@ -226,6 +241,10 @@ def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iter
         tables=tables,
         group=group,
         views=views,
+        collations=tuple(c for c in group.collations if c.name not in existing.collations),
+        owners={name: owner for name, owner in
+                [(t.name, t.owner) for t in tables] + [(v.name, v.owner) for v in views]
+                if owner and owner != existing.current_user and owner in existing.roles},
         app_roles=roles,
         app_privileges=tuple(privileges),
     )
