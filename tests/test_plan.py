@@ -22,7 +22,7 @@ from migrator.pgbouncer.console import PgBouncerConsole
 # The keys of `plan --json` (README "Plan"): scripts rely on them, so they only grow.
 PLAN_KEYS = {
     "ok", "playbook", "source", "target", "findings", "blocking", "tables", "pgbouncers",
-    "steps", "estimate", "inspected_at",
+    "steps", "estimate", "objects", "inspected_at",
 }
 FINDING_KEYS = {"level", "code", "subject", "message", "hint"}
 STEP_KEYS = {"name", "title", "statements", "notes"}
