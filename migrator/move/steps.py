@@ -372,21 +372,23 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, st
 # --------------------------------------------------------------------------- replicate
 
 
-def replicate_statements(playbook: Playbook, *, via_root: bool = False) -> list[Statement]:
+def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_version: int = 0) -> list[Statement]:
     """The publication of the group on the source, the subscription on the target (which
     makes the slot and starts the initial copy)."""
     pub, sub = names.publication(playbook), names.subscription(playbook)
     return [
         Statement("source", replication.publication_statement(pub, list(playbook.tables), via_root=via_root)),
         Statement("target", replication.subscription_statement(
-            sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True)),
+            sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True,
+            run_as_owner=replication.runs_as_owner(target_version))),
     ]
 
 
 def replicate_do(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
-    publication, subscription = replicate_statements(ctx.playbook, via_root=_via_root(ctx))
     with ctx.source("replicate") as src, ctx.target("replicate") as dst:
+        publication, subscription = replicate_statements(
+            ctx.playbook, via_root=_via_root(ctx), target_version=dst.info.server_version)
         if not replication.publication_exists(src, pub):
             ctx.run(src, [publication], "replicate", "publication on the source")
         if replication.subscription(dst, sub) is None:

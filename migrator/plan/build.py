@@ -311,7 +311,8 @@ def _why_kept(index: Any) -> str:
 def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     return PlannedStep(
         "replicate", "Replicate the group from the source to the target",
-        tuple(replicate_statements(playbook, via_root=_via_root(snapshot))),
+        tuple(replicate_statements(playbook, via_root=_via_root(snapshot),
+                                   target_version=snapshot.target.version_num)),
         (
             f"the subscription creates replication slot {names.slot(playbook)} on the source, "
             "which waits for the transactions open at that moment",
@@ -342,9 +343,10 @@ def _prepare_reverse(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
 
 
 def _subscription(name: str, dsn: str, publication: str, slot: str, *, copy_data: bool,
-                  create_slot: bool = True) -> sql.Composable:
+                  create_slot: bool = True, subscriber_version: int = 0) -> sql.Composable:
     return replication.subscription_statement(name, dsn, publication, slot, copy_data=copy_data,
-                                              create_slot=create_slot)
+                                              create_slot=create_slot,
+                                              run_as_owner=replication.runs_as_owner(subscriber_version))
 
 
 def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
@@ -392,7 +394,8 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
     s += [_stmt(on, "SHOW DATABASES", "checks that the entry routes to the target") for on, _ in bouncers]
     s.append(_stmt("source", _subscription(
         names.reverse_subscription(playbook), playbook.target.dsn, names.reverse_publication(playbook),
-        names.reverse_slot(playbook), copy_data=False, create_slot=False), "after RESUME"))
+        names.reverse_slot(playbook), copy_data=False, create_slot=False,
+        subscriber_version=snapshot.source.version_num), "after RESUME"))
     s.append(_stmt("target", sql.SQL("DROP SUBSCRIPTION {}").format(_ident(names.subscription(playbook))),
                    "after RESUME; drops its slot on the source too"))
     cut = playbook.cutover

@@ -195,22 +195,30 @@ def create_subscription(
         raise OperationFailed(f"replication slot {slot} is missing on the publisher; "
                               "the changes since the cutover cannot be replicated back")
     stmt = subscription_statement(name, publisher_dsn, publication, slot, copy_data=copy_data,
-                                  create_slot=create_slot)
+                                  create_slot=create_slot, run_as_owner=runs_as_owner(subscriber.info.server_version))
     subscriber.execute(stmt)
     return stmt
 
 
+def runs_as_owner(subscriber_version: int) -> bool:
+    """From PostgreSQL 16 the apply worker acts as each table's owner unless told to act
+    as the subscription's: a table owned by a role without rights on its own schema (or
+    the subscription owner unable to become it) would stop replication. As the
+    subscription's owner (the DSN role), 16+ applies as 15 does."""
+    return subscriber_version >= 160000
+
+
 def subscription_statement(name: str, publisher_dsn: str, publication: str, slot: str, *,
-                           copy_data: bool, create_slot: bool = True) -> sql.Composable:
+                           copy_data: bool, create_slot: bool = True, run_as_owner: bool = False) -> sql.Composable:
     """CREATE SUBSCRIPTION; its connection string holds the DSN as given (a Statement's
-    text masks any password in it)."""
+    text masks any password in it). run_as_owner: see runs_as_owner."""
     return sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true)"
+        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true{})"
     ).format(
         sql.Identifier(name), sql.Literal(publisher_dsn), sql.Identifier(publication),
         sql.SQL("true" if copy_data else "false"), sql.SQL("true" if create_slot else "false"),
-        sql.Literal(slot),
+        sql.Literal(slot), sql.SQL(", run_as_owner = true" if run_as_owner else ""),
     )
 
 
