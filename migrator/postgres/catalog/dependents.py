@@ -56,8 +56,8 @@ def search_path(config: Iterable[str] | None) -> tuple[str, ...]:
     for item in config or ():
         match = _SEARCH_PATH.match(item)
         if match:
-            return tuple(s.strip().strip('"') for s in match.group("value").split(",")
-                         if s.strip() and s.strip() != "$user")
+            schemas = (s.strip().strip('"') for s in match.group("value").split(","))
+            return tuple(s for s in schemas if s and s != "$user")
     return ("public",)
 
 

@@ -1,0 +1,83 @@
+"""What moves with the group besides its tables, decided with no server: routine bodies
+parsed with pglast, views and routines sorted into moving and crossing."""
+
+from __future__ import annotations
+
+from migrator.playbook import TableName
+from migrator.postgres.catalog import RoutineFacts, ViewFacts
+from migrator.postgres.catalog.bodies import plpgsql_body, sql_body
+from migrator.postgres.catalog.dependents import RoutineSource, resolve, search_path
+
+T = TableName.parse
+ORDERS, LINES, USERS = T("shop.orders"), T("shop.lines"), T("public.users")
+RELATIONS = {ORDERS: "r", LINES: "r", USERS: "r", T("shop.recent"): "v", T("shop.per_day"): "v",
+             T("public.mixed"): "v"}
+
+
+def test_a_sql_body_reads_tables_but_not_its_ctes_and_calls_functions():
+    refs = sql_body("WITH o AS (SELECT * FROM shop.orders) SELECT count(*) FROM o JOIN lines USING (id) "
+                    "WHERE shop.valid(o.id)")
+    assert refs.reads == {("shop", "orders"), (None, "lines")}
+    assert ("shop", "valid") in refs.calls and refs.parsed and not refs.dynamic
+
+
+def test_a_plpgsql_body_knows_what_it_writes_and_when_it_builds_sql():
+    refs = plpgsql_body("""CREATE FUNCTION shop.close(n int) RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE c int;
+        BEGIN
+            SELECT count(*) INTO c FROM shop.lines WHERE order_id = n;
+            IF c > 0 THEN UPDATE shop.orders SET closed = true WHERE id = n; END IF;
+            DELETE FROM public.users WHERE id = n;
+            EXECUTE format('TRUNCATE %I', 'x');
+        END $$""")
+    assert {("shop", "lines"), ("shop", "orders"), ("public", "users")} <= refs.reads
+    assert refs.writes == {("shop", "orders"), ("public", "users")}
+    assert refs.dynamic
+
+
+def test_a_body_that_does_not_parse_says_so():
+    assert sql_body("SELEKT 1").parsed is False
+
+
+def test_search_path_from_the_routines_own_setting():
+    assert search_path(["search_path=shop, \"$user\", public"]) == ("shop", "public")
+    assert search_path(None) == ("public",)
+
+
+def routine(name: str, body: str, *, language: str = "sql", args: str = "") -> RoutineSource:
+    facts = RoutineFacts(T(name), args, f"CREATE FUNCTION {name}() LANGUAGE {language} AS $$ {body} $$")
+    return RoutineSource(facts, language, body, (), ("public",))
+
+
+def test_views_and_routines_move_with_the_group_or_cross_it():
+    views = [
+        ViewFacts(T("shop.recent"), False, "SELECT ...", reads=(ORDERS,)),
+        ViewFacts(T("shop.per_day"), True, "SELECT ...", reads=(T("shop.recent"), LINES)),
+        ViewFacts(T("public.mixed"), False, "SELECT ...", reads=(ORDERS, USERS)),
+        ViewFacts(T("public.elsewhere"), False, "SELECT ...", reads=(USERS,)),
+    ]
+    routines = [
+        routine("shop.total", "SELECT sum(x) FROM shop.lines"),
+        routine("shop.archive", "INSERT INTO public.users SELECT * FROM shop.orders"),
+        routine("public.peek", "SELECT * FROM shop.orders JOIN public.users USING (id)"),
+        routine("public.unrelated", "SELECT * FROM public.users"),
+        routine("shop.wrapper", "SELECT shop.total()"),
+    ]
+    found = resolve({ORDERS, LINES}, [], views, routines, RELATIONS)
+    # a view over a moving view comes after it
+    assert [str(v.name) for v in found.views] == ["shop.recent", "shop.per_day"]
+    assert {str(r.name) for r in found.routines} == {"shop.total"}
+    crossing = {c.name: c for c in found.crossings}
+    assert set(crossing) == {"public.mixed", "shop.archive()", "public.peek()"}
+    assert crossing["shop.archive()"].writes_outside and not crossing["public.peek()"].writes_outside
+    assert crossing["public.mixed"].outside == (USERS,)
+
+
+def test_what_the_playbook_includes_or_excludes_wins():
+    views = [ViewFacts(T("public.mixed"), False, "SELECT ...", reads=(ORDERS, USERS))]
+    routines = [routine("public.dyn", "SELECT 1", language="plpgsql")]
+    found = resolve({ORDERS}, [], views, routines, RELATIONS, include=[T("public.dyn")],
+                    exclude=[T("public.mixed")])
+    assert found.crossings == ()
+    assert [str(r.name) for r in found.routines] == ["public.dyn"]
+    assert found.left_behind == (("public.mixed", "objects.exclude"),)
