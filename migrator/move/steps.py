@@ -80,7 +80,7 @@ def schema_do(ctx: MoveContext) -> str:
         if ctx.data("schema").get("intent") and _all_tables_exist(dst, ctx.tables):
             return "already on the target"  # the DDL transaction committed before a crash
         schema = read_schema(src, dst, ctx.playbook)
-        if any(t in ctx.tables for t in existing_objects(dst, schema.group).tables):
+        if any(t in ctx.tables for t in schema.existing.tables):
             raise OperationFailed(
                 "some group tables already exist on the target and were not made by this move",
                 hint="drop them on the target, or remove them from the playbook")
@@ -97,7 +97,6 @@ def schema_do(ctx: MoveContext) -> str:
             sequences=[[n.schema, n.name] for n in schema.sequence_names],
             indexes=[i.to_dict() for i in schema.secondary_indexes],
             partitioned=schema.group.partitioned,
-            leaves=[[t.schema, t.name] for table in ctx.tables for t in schema.group.leaves(table)],
         )
         statements = schema_statements(schema)
         ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source")

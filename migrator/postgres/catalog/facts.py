@@ -365,13 +365,6 @@ class GroupCatalog:
         """Every table the move creates: the group's, then their partitions."""
         return self.existing + [t for t in self.partitions.values() if t.exists]
 
-    def leaves(self, table: TableName) -> list[TableName]:
-        """Where a table's rows are: itself, or the leaf partitions under it."""
-        facts = self.tables.get(table) or self.partitions.get(table)
-        if facts is None or facts.kind != "partitioned table":
-            return [table]
-        return [leaf for child in facts.partitions for leaf in self.leaves(child)]
-
     @property
     def sequence_uses(self) -> tuple[SequenceUse, ...]:
         return tuple(u for t in self.relations for u in t.sequences)

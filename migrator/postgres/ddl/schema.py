@@ -58,6 +58,7 @@ class GroupSchema:
     views: tuple[ViewFacts, ...] = ()          # to create, in creation order
     collations: tuple[CollationFacts, ...] = ()
     owners: dict[TableName, str] = field(default_factory=dict)   # relation -> its owner, where not us
+    existing: ExistingObjects = field(default_factory=ExistingObjects)   # what the target had
     app_roles: frozenset[str] = frozenset()
     app_privileges: tuple[AppPrivilege, ...] = field(default=())
 
@@ -247,4 +248,5 @@ def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iter
                 if owner and owner != existing.current_user and owner in existing.roles},
         app_roles=roles,
         app_privileges=tuple(privileges),
+        existing=existing,
     )
