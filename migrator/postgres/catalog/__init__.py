@@ -30,6 +30,7 @@ from migrator.postgres.catalog.facts import (
     SequenceFacts,
     SequenceUse,
     TableFacts,
+    TableRelation,
     TriggerFacts,
     TypeFacts,
 )
@@ -40,6 +41,7 @@ from migrator.postgres.catalog.reader import (
     secondary_indexes,
     sequences_used,
     table_facts,
+    table_relations,
     target_tables,
 )
 
@@ -56,6 +58,7 @@ __all__ = [
     "SequenceFacts",
     "SequenceUse",
     "TableFacts",
+    "TableRelation",
     "TriggerFacts",
     "TypeFacts",
     "existing_objects",
@@ -64,5 +67,6 @@ __all__ = [
     "secondary_indexes",
     "sequences_used",
     "table_facts",
+    "table_relations",
     "target_tables",
 ]
