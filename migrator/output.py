@@ -279,6 +279,16 @@ class Output:
         self.err.print(f"  to copy: {format_size(est.bytes_to_copy)} in {est.tables} tables, "
                        f"about {format_duration(est.copy_seconds)}")
 
+    def analyze_summary(self, report) -> None:
+        if self.json_mode:
+            return
+        group = report.group_impact
+        findings = len(report.findings)
+        style = "green" if not findings else "red"
+        self.err.print(f"  {report.samples} samples, {report.coverage.transactions_observed} transactions seen; "
+                       f"group AAS {group.aas if group else 0:.3f}; [{style}]{findings} findings[/]"
+                       + ("" if findings else " (routing and isolation clean)"))
+
     def demo_figures(self, figures, *, kept: bool) -> None:
         if self.json_mode:
             self.document({"ok": figures.ok, **figures.to_dict()})
@@ -302,6 +312,10 @@ class Output:
                     f"[{style}]failed: {failed}[/]; longest stall on the group's entry "
                     f"{(group.get('longest_gap_s') or 0) * 1000:.0f} ms, on the other entry "
                     f"{(other.get('longest_gap_s') or 0) * 1000:.0f} ms")
+        if figures.analyzed:
+            found = len(figures.analyzed.get("findings") or [])
+            self.line(f"analyze on the live load: {found} findings ({figures.analyzed.get('samples')} samples, "
+                      f"{figures.analyzed.get('transactions_observed')} transactions seen)")
         for number, check in enumerate(figures.verified, start=1):
             self.line(f"verify #{number}: {'identical' if check['identical'] else 'DIFFERENT'}, "
                       f"{check['rows_compared']} rows compared per side")
