@@ -47,7 +47,11 @@ def entry(name: str) -> Route:
 
 
 def txn(query: str) -> Transaction:
-    return Transaction(vxid="3/1", backend=(1, 0.0), query=query)
+    seen = Transaction(vxid="3/1", backend=(1, 0.0))
+    for text in ("BEGIN", query, query, "COMMIT"):
+        seen.saw(text)
+    assert seen.query == query          # control statements and repeats left out
+    return seen
 
 
 def test_routes_that_break_at_the_cutover_and_only_those():
@@ -113,3 +117,15 @@ def test_the_picture_marks_the_group_and_the_crossing_edges():
     assert dot.startswith("graph coaccess {") and "subgraph cluster_1" in dot
     assert dot.count('fillcolor="#9ecae1"') == 2                       # the two group tables
     assert '"public.files" -- "public.users"' in dot and "color=red" in dot
+
+
+def test_the_readme_lists_every_analyze_code_and_the_json_keys():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Analyze"):readme.index("## Plan")]
+    for code in CODES:
+        assert f"| `{code}` | block |" in section, code
+    for key in ("duration_s", "interval_ms", "samples", "tables", "group", "routing", "isolation",
+                "candidates", "findings"):
+        assert f"`{key}`" in section, key

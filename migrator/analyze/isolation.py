@@ -63,7 +63,7 @@ def crossings(touches: Iterable[Touch], statements: Iterable[StatementUse],
             entry = found.setdefault((inside, outside), [0, 0, set(), None])
             entry[0] += 1
             entry[2].add(touch.route_label)
-            entry[3] = entry[3] or touch.query
+            entry[3] = _fuller(entry[3], touch.query)
     for use in statements:
         inside, outside = use.tables & group, use.tables - group
         if inside and outside:
@@ -77,6 +77,13 @@ def crossings(touches: Iterable[Touch], statements: Iterable[StatementUse],
          for (i, o), (n, c, r, q) in found.items()),
         key=lambda c: (-(c.transactions + c.statement_calls), c.inside, c.outside),
     )
+
+
+def _fuller(current: str | None, candidate: str | None) -> str | None:
+    """The sample that shows more of its transaction's statements."""
+    if current is None or (candidate and candidate.count("; ") > current.count("; ")):
+        return candidate or current
+    return current
 
 
 def coaccess_graph(tables: Iterable[TableName], touches: Iterable[Touch],

@@ -18,7 +18,7 @@ from migrator.playbook import TableName
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def to_dot(report) -> str:
@@ -38,7 +38,7 @@ def to_dot(report) -> str:
     def node(table: TableName) -> str:
         aas = graph.nodes[table].get("aas", 0.0) if table in graph else 0.0
         fill = ', fillcolor="#9ecae1", penwidth=2' if table in group else ""
-        label = _quote(f"{table}\\nAAS {aas:.3f}")
+        label = _quote(f"{table}\nAAS {aas:.3f}")
         return f"  {_quote(str(table))} [label={label}{fill}];"
 
     placed: set[TableName] = set()

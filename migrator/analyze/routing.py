@@ -44,7 +44,7 @@ class Route:
     @property
     def label(self) -> str:
         if self.kind == ENTRY:
-            return f"entry {self.entry} on PgBouncer {self.pgbouncer}"
+            return f"entry {self.entry} on PgBouncer {self.pgbouncer} (role {self.role})"
         app = f", application_name {self.application_name!r}" if self.application_name else ""
         return f"direct connection: role {self.role}{app}, client {self.client or 'local socket'}"
 
@@ -119,8 +119,9 @@ class RouteMap:
         if server is None:
             return Route(kind=DIRECT, role=backend.role, application_name=backend.application_name,
                          client=backend.client_addr)
-        return Route(kind=ENTRY, role=backend.role, application_name=backend.application_name,
-                     pgbouncer=server.pgbouncer, entry=server.entry)
+        # A server connection carries the application_name of whichever client used it
+        # last: the entry and the role name the route, the clients are listed apart.
+        return Route(kind=ENTRY, role=backend.role, pgbouncer=server.pgbouncer, entry=server.entry)
 
 
 def _address(addr: object, port: object) -> tuple[str, int]:

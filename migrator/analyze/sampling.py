@@ -21,6 +21,7 @@ commits, pg_stat_user_tables' reads and writes) say how much was seen.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,10 @@ import psycopg
 
 from migrator.playbook import TableName
 from migrator.postgres.catalog import TableRelation
+
+MAX_QUERIES = 3
+_CONTROL = re.compile(r"^\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|SET|RESET|SHOW|"
+                      r"DISCARD|DEALLOCATE|SELECT 1\s*;?\s*$)", re.I)
 
 # The tool's own observing sessions (this one, a `plan --observe`) are left out.
 OWN_SESSIONS = "migrator analyze%"
@@ -101,7 +106,17 @@ class Transaction:
     relids: set[int] = field(default_factory=set)
     samples: int = 0
     active_samples: int = 0
-    query: str | None = None        # the first statement text seen in it
+    queries: list[str] = field(default_factory=list)   # distinct statements seen, in order
+
+    @property
+    def query(self) -> str | None:
+        """What it ran, as far as the samples saw (BEGIN, COMMIT and the like left out)."""
+        return "; ".join(self.queries) if self.queries else None
+
+    def saw(self, query: str | None) -> None:
+        if (query and len(self.queries) < MAX_QUERIES and query not in self.queries
+                and not _CONTROL.match(query)):
+            self.queries.append(query)
 
 
 @dataclass(frozen=True)
@@ -224,8 +239,7 @@ def _record(seen: Samples, rows: list[tuple], relations: Mapping[int, TableRelat
         relids = relids or ()
         txn.relids.update(relids)
         txn.samples += 1
-        if txn.query is None and query:
-            txn.query = query
+        txn.saw(query)
         if state == "active":
             txn.active_samples += 1
             tables, _ = active_now.setdefault(pid, (set(), wait_class(wait_type)))
