@@ -90,17 +90,17 @@ def test_clean_traffic_gives_no_finding_and_exit_0_run_after_run(demo):
 
 
 def _misrouted_reads(move):
-    return Workload(move.app_dsn(WHOLE_ENTRY), mix="file-reads", clients=2, rate=60)
+    return Workload(move.app_dsn(WHOLE_ENTRY), mix="file-reads", clients=2, rate=80)
 
 
 def _direct_writer(move):
     create_direct_role(move.source.dsn(APP_DB), "nightly_sweep", "sweep-pw-1")
     dsn = move.source.dsn(APP_DB, user="nightly_sweep", password="sweep-pw-1")
-    return Workload(dsn, mix="file-writes", clients=1, rate=40)
+    return Workload(dsn, mix="file-writes", clients=2, rate=80)
 
 
 def _crossing(move):
-    return Workload(move.app_dsn(GROUP_ENTRY), mix="crossing", clients=2, rate=60)
+    return Workload(move.app_dsn(GROUP_ENTRY), mix="crossing", clients=2, rate=80)
 
 
 @pytest.mark.parametrize("case, code, named", [
@@ -110,8 +110,8 @@ def _crossing(move):
 ], ids=["misrouted-reads", "direct-writer", "crossing-transactions"])
 def test_traffic_that_would_break_is_named_with_its_table_and_route_exit_3(demo, case, code, named):
     with running(*clean_traffic(demo.move), case(demo.move)):
-        exit_code, doc = run_analyze(str(demo.path), "--duration", WATCH)
-    assert exit_code == 3
+        exit_code, doc = run_analyze(str(demo.path), "--duration", "3s")
+    assert exit_code == 3, (doc["coverage"], doc["samples"], doc["late_samples"], doc["routing"]["uses"])
     found = [f for f in doc["findings"] if f["code"] == code]
     assert found, doc["findings"]
     assert all(f["level"] == "block" for f in doc["findings"])

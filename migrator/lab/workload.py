@@ -136,11 +136,11 @@ def _file_reads(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -
 
 
 def _file_writes(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
-    """A batch job's write to the group: touch the newest files' metadata."""
+    """A batch job's write to the group: sweep the metadata of a run of recent files."""
     conn.execute(
         "UPDATE public.files SET metadata = metadata || jsonb_build_object('swept', %s) "
-        "WHERE id = (SELECT max(id) - %s FROM public.files)",
-        (rng.randint(0, 10**6), rng.randint(0, 50)),
+        "WHERE id > (SELECT max(id) - 200 FROM public.files) AND id %% 10 = %s",
+        (rng.randint(0, 10**6), rng.randint(0, 9)),
     )
 
 
