@@ -147,6 +147,20 @@ def sandbox_status_cmd(out: Output, directory: Path) -> None:
 # --------------------------------------------------------------------------- plan
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from migrator.playbook import parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than 0")
+    return seconds
+
+
 def _copy_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
     from migrator.plan.build import parse_rate
 
@@ -160,8 +174,10 @@ def _copy_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--copy-rate", default="100MB/s", show_default=True, metavar="RATE", callback=_copy_rate,
               help="Initial-copy throughput assumed by the time estimate, e.g. 50MB/s or 1GB/s.")
+@click.option("--observe", metavar="DURATION", default=None, callback=_duration,
+              help="Also watch the live traffic this long (as `analyze` does) and add its findings.")
 @json_option
-def plan_cmd(out: Output, playbook: Path, copy_rate: int) -> None:
+def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None) -> None:
     """Inspect both servers and every PgBouncer, then print the findings and the
     steps with the SQL each will run. Read-only: changes nothing anywhere.
 
@@ -172,14 +188,16 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int) -> None:
     Example:
       migrator plan ./sandbox/playbook.yaml
       migrator plan playbook.yaml --copy-rate 50MB/s --json | jq '.blocking'
+      migrator plan playbook.yaml --observe 60s
     """
     from migrator.errors import PlanBlocked
     from migrator.plan.build import make_plan
     from migrator.playbook import load_playbook
 
     book = load_playbook(playbook)
-    with out.status("inspecting the source, the target and PgBouncer (read-only)"):
-        result = make_plan(book, copy_rate_bytes_per_s=copy_rate)
+    with out.status("inspecting the source, the target and PgBouncer (read-only)"
+                    + (", watching the traffic" if observe else "")):
+        result = make_plan(book, copy_rate_bytes_per_s=copy_rate, observe=observe)
     out.plan(result)
     if result.blocking:
         if out.json_mode:
@@ -188,6 +206,65 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int) -> None:
         first = result.blocking[0]
         more = f" (and {len(result.blocking) - 1} more above)" if len(result.blocking) > 1 else ""
         raise PlanBlocked(f"the move is blocked: {first.message}{more}", hint=first.hint)
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+@cli.command("analyze")
+@click.argument("playbook", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--source", "source_dsn", metavar="DSN", default=None,
+              help="Without a playbook: watch this database and suggest groups.")
+@click.option("--pgbouncer", "pgbouncers", metavar="ADMIN_DSN", multiple=True,
+              help="With --source: a PgBouncer admin console whose entries to map (repeatable).")
+@click.option("--duration", default="60s", show_default=True, metavar="DURATION", callback=_duration,
+              help="How long to watch, e.g. 30s or 5m.")
+@click.option("--interval", default="10ms", show_default=True, metavar="DURATION", callback=_duration,
+              help="Time between two samples of pg_stat_activity and pg_locks.")
+@click.option("--graph", "graph_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the co-access graph to FILE: SVG with Graphviz, else DOT.")
+@json_option
+def analyze_cmd(out: Output, playbook: Path | None, source_dsn: str | None, pgbouncers: tuple[str, ...],
+                duration: float, interval: float, graph_file: Path | None) -> None:
+    """Watch the source's live traffic (read-only): the impact of each table, the
+    transactions that cross the group's boundary, and traffic that reaches the group
+    by the wrong route. With --source and no playbook, suggest groups.
+
+    Exit 0 when nothing observed would break at the cutover, 3 when something
+    would, 2 for an invalid playbook or option, 1 when a server cannot be read.
+
+    \b
+    Example:
+      migrator analyze ./sandbox/playbook.yaml --duration 30s
+      migrator analyze --source postgresql://me@db-main/app --graph tables.svg
+    """
+    from migrator.analyze.observe import analyze_playbook, analyze_source
+    from migrator.errors import PlanBlocked, PlaybookError
+    from migrator.playbook import load_playbook
+
+    if (playbook is None) == (source_dsn is None):
+        raise PlaybookError("give a PLAYBOOK or --source DSN (one of them)")
+    if pgbouncers and playbook is not None:
+        raise PlaybookError("--pgbouncer goes with --source; a playbook lists its PgBouncers")
+    with out.analyze_progress() as progress:
+        if playbook is not None:
+            report = analyze_playbook(load_playbook(playbook), duration=duration, interval=interval,
+                                      progress=progress)
+        else:
+            report = analyze_source(source_dsn, pgbouncers=pgbouncers, duration=duration,
+                                    interval=interval, progress=progress)
+    picture = None
+    if graph_file is not None:
+        from migrator.analyze.picture import write_picture
+
+        picture = write_picture(report, graph_file)
+    out.analyze_report(report, picture=picture)
+    if report.blocking:
+        if out.json_mode:
+            click.get_current_context().exit(PlanBlocked.exit_code)
+        first = report.blocking[0]
+        more = f" (and {len(report.blocking) - 1} more above)" if len(report.blocking) > 1 else ""
+        raise PlanBlocked(f"the traffic would break at the cutover: {first.message}{more}", hint=first.hint)
 
 
 # --------------------------------------------------------------------------- the move

@@ -18,6 +18,7 @@ def test_demo_runs_the_whole_story_with_zero_failed_transactions(workdir):
     assert result.returncode == 0, output
     assert re.search(r"failed: 0\b", output), output
     assert "demo passed" in output
+    assert "analyze on the live load: 0 findings" in output
     assert output.count("identical,") == 2  # verify after each execute
     windows = re.findall(r"(forward|reverse)\s+completed\s+(\d+) ms", output)
     assert [w[0] for w in windows] == ["forward", "reverse", "forward"], output
@@ -35,3 +36,4 @@ def test_demo_json_document(workdir):
     assert doc["group_load"]["failures"] == 0 and doc["group_load"]["transactions"] > 0
     assert [w["direction"] for w in doc["pause_windows"]] == ["forward", "reverse", "forward"]
     assert all(v["identical"] for v in doc["verified"])
+    assert doc["analyzed"]["findings"] == [] and doc["analyzed"]["samples"] > 0

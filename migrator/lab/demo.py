@@ -33,6 +33,7 @@ class DemoFigures:
     group_load: dict = field(default_factory=dict)
     other_load: dict = field(default_factory=dict)
     verified: list[dict] = field(default_factory=list)        # per verify run: identical, rows
+    analyzed: dict = field(default_factory=dict)              # analyze on the clean load
     ok: bool = False
 
     def to_dict(self) -> dict:
@@ -41,6 +42,7 @@ class DemoFigures:
 
 def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, keep: bool = False,
              clients: int = 16, rate: float = 400) -> DemoFigures:
+    from migrator.analyze.observe import analyze_playbook
     from migrator.lab.workload import Workload
     from migrator.move import runner
     from migrator.move.complete import complete
@@ -80,6 +82,14 @@ def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, kee
             if plan.blocking:
                 raise OperationFailed(f"the demo's plan is blocked: {plan.blocking[0].message}")
             phase("plan", t)
+            t = time.monotonic()
+            out.demo_heading("3b. analyze (read-only): 3 s of the live traffic")
+            report = analyze_playbook(playbook, duration=3.0)
+            figures.analyzed = {"findings": [f.to_dict() for f in report.findings], "samples": report.samples,
+                                "transactions_observed": report.coverage.transactions_observed,
+                                "group_aas": round(report.group_impact.aas, 4) if report.group_impact else None}
+            out.analyze_summary(report)
+            phase("analyze", t)
 
             for number, (verb, action) in enumerate([
                 ("execute", lambda: runner.execute(playbook, store, reporter=out.step_reporter())),
@@ -111,6 +121,7 @@ def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, kee
         and figures.other_load.get("failures") == 0
         and all(v["identical"] for v in figures.verified)
         and all(w["outcome"] == "completed" for w in figures.pause_windows)
+        and figures.analyzed.get("findings") == []
     )
     out.demo_figures(figures, kept=keep)
     return figures

@@ -201,6 +201,17 @@ def create_app_database(cluster, app_password: str) -> None:
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
 
 
+def create_direct_role(dsn: str, role: str, password: str) -> None:
+    """A role of its own with the app's rights on the demo tables, for a client that
+    connects to the server directly (a cron job): what `migrator analyze` must catch."""
+    name = sql.Identifier(role)
+    with connect(dsn, purpose="lab direct-role") as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(name, sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(name))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(name))
+        conn.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(name))
+
+
 def create_demo_schema(dsn: str, *, scale: int = 0, app_role: str = APP_ROLE) -> None:
     """The demo schema on one server, seeded with `scale` thousand files when scale > 0."""
     with connect(dsn, purpose="lab demo-schema") as conn:

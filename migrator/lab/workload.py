@@ -120,7 +120,47 @@ def _app_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> N
         conn.execute("UPDATE public.users SET email = email WHERE id = %s", (user_id,))
 
 
-MIXES: dict[str, Mix] = {"group": _group_mix, "app": _app_mix}
+# Traffic that `migrator analyze` must catch; each is wrong in its own way. Which entry
+# (or none) a mix runs through is the DSN's business: misrouted reads are `file-reads`
+# through the whole application's entry, a direct writer is `file-writes` on the source
+# itself under its own role.
+
+
+def _file_reads(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
+    """Read a file with its versions (group tables only): a page of the files UI."""
+    conn.execute(
+        "SELECT f.name, v.version, v.size_bytes FROM public.files f "
+        "JOIN public.file_versions v ON v.file_id = f.id WHERE f.id = (SELECT max(id) - %s FROM public.files)",
+        (rng.randint(0, 50),),
+    ).fetchall()
+
+
+def _file_writes(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
+    """A batch job's write to the group: sweep the metadata of a run of recent files."""
+    conn.execute(
+        "UPDATE public.files SET metadata = metadata || jsonb_build_object('swept', %s) "
+        "WHERE id > (SELECT max(id) - 200 FROM public.files) AND id %% 10 = %s",
+        (rng.randint(0, 10**6), rng.randint(0, 9)),
+    )
+
+
+def _crossing_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
+    """One transaction across the boundary: a new file and its owner's row, together."""
+    user_id = rng.randint(1, 500)
+    conn.execute(
+        "INSERT INTO public.files (owner_id, name) VALUES (%s, %s)",
+        (user_id, f"crossing-{rng.getrandbits(32):08x}"),
+    )
+    conn.execute("UPDATE public.users SET email = email WHERE id = %s", (user_id,))
+
+
+MIXES: dict[str, Mix] = {
+    "group": _group_mix,
+    "app": _app_mix,
+    "file-reads": _file_reads,
+    "file-writes": _file_writes,
+    "crossing": _crossing_mix,
+}
 
 
 # --------------------------------------------------------------------------- the load
@@ -138,15 +178,17 @@ class Workload:
         self,
         dsn: str,
         *,
-        mix: str = "group",
+        mix: str | Mix = "group",
         clients: int = 16,
         rate: float = 600.0,
         duration: float | None = None,
         seed: int = 1,
         connect_timeout: int = 5,
     ) -> None:
-        if mix not in MIXES:
+        if not callable(mix) and mix not in MIXES:
             raise ValueError(f"unknown mix {mix!r}; choose one of {', '.join(MIXES)}")
+        self._mix = mix if callable(mix) else MIXES[mix]
+        mix = getattr(mix, "__name__", "custom") if callable(mix) else mix
         self.dsn = dsn
         self.connect_timeout = connect_timeout
         self.mix = mix
@@ -219,7 +261,7 @@ class Workload:
 
     def _client(self, index: int) -> None:
         rng = random.Random(self.seed * 10_007 + index)
-        mix = MIXES[self.mix]
+        mix = self._mix
         interval = self.clients / self.rate
         next_at = self.started_at + rng.random() * interval
         deadline = self.started_at + self.duration if self.duration else None

@@ -158,10 +158,18 @@ def make_plan(
     copy_rate_bytes_per_s: int = DEFAULT_COPY_RATE,
     expected_objects: Iterable[str] = frozenset(),
     long_transaction_after: float = LONG_TRANSACTION_AFTER,
+    observe: float | None = None,
 ) -> Plan:
-    """Inspect both servers and every PgBouncer (read-only), judge, and plan the move."""
+    """Inspect both servers and every PgBouncer (read-only), judge, and plan the move.
+
+    observe: also watch the live traffic for that many seconds (`migrator analyze`)
+    and add its routing and isolation findings."""
     snapshot = inspect_move(playbook, long_transaction_after=long_transaction_after)
     findings = check(snapshot, playbook, expected_objects=expected_objects)
+    if observe:
+        from migrator.analyze.observe import analyze_playbook
+
+        findings += analyze_playbook(playbook, duration=observe, purpose="analyze plan").findings
     return build_plan(playbook, snapshot, findings, copy_rate_bytes_per_s=copy_rate_bytes_per_s)
 
 

@@ -50,6 +50,9 @@ TIMEOUTS: dict[str, Timeouts] = {
     "status": Timeouts(connect_s=3, statement_ms=30_000, lock_ms=5_000),
     "probe": Timeouts(connect_s=2, statement_ms=30_000, lock_ms=5_000),
     "verify": Timeouts(statement_ms=3_600_000, lock_ms=30_000),   # reads whole tables
+    # Samples pg_stat_activity and pg_locks every few milliseconds: a sample that does
+    # not come back quickly is a problem to report, not to wait for.
+    "analyze": Timeouts(connect_s=5, statement_ms=10_000, lock_ms=2_000),
     # It acts while clients wait on a paused PgBouncer: a tool hung inside its own
     # privilege transaction holds the rows its GRANTs need, and RESUME comes next.
     "watchdog": Timeouts(connect_s=2, statement_ms=1_500, lock_ms=500),

@@ -34,6 +34,7 @@ from migrator.postgres.catalog.facts import (
     SequenceFacts,
     SequenceUse,
     TableFacts,
+    TableRelation,
     TriggerFacts,
     TypeFacts,
     ViewFacts,
@@ -46,6 +47,7 @@ from migrator.postgres.catalog.reader import (
     secondary_indexes,
     sequences_used,
     table_facts,
+    table_relations,
     target_tables,
 )
 
@@ -66,6 +68,7 @@ __all__ = [
     "SequenceFacts",
     "SequenceUse",
     "TableFacts",
+    "TableRelation",
     "TriggerFacts",
     "TypeFacts",
     "ViewFacts",
@@ -76,5 +79,6 @@ __all__ = [
     "secondary_indexes",
     "sequences_used",
     "table_facts",
+    "table_relations",
     "target_tables",
 ]

@@ -133,6 +133,17 @@ class ForeignKey:
 
 
 @dataclass(frozen=True)
+class TableRelation:
+    """A relation that serves ordinary tables: the table itself, one of its indexes, its
+    TOAST table or TOAST index, or a sequence its columns use (which may serve several).
+    A lock on it is a use of those tables."""
+
+    relid: int
+    kind: str                      # 'table' | 'index' | 'toast' | 'sequence'
+    tables: tuple[TableName, ...]
+
+
+@dataclass(frozen=True)
 class TriggerFacts:
     name: str
     definition: str                # pg_get_triggerdef(): a complete CREATE TRIGGER

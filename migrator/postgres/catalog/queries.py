@@ -568,4 +568,46 @@ FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+
+# Every relation of the database that serves an ordinary table, with the table(s) it
+# serves: the table itself, its indexes, its TOAST table and that one's index, and the
+# sequences its columns use (owned, identity, or called from a default; a sequence
+# several tables use serves each of them). What a relation lock in pg_locks is about.
+_TABLE_RELATIONS = """
+WITH tables AS (
+    SELECT c.oid, n.nspname, c.relname, c.reltoastrelid
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+),
+sequence_uses AS (
+    SELECT d.objid AS seqid, d.refobjid AS relid
+    FROM pg_catalog.pg_depend d
+    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+    UNION
+    SELECT d.refobjid, ad.adrelid
+    FROM pg_catalog.pg_attrdef ad
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+)
+SELECT t.oid, 'table', t.nspname, t.relname FROM tables t
+UNION ALL
+SELECT i.indexrelid, 'index', t.nspname, t.relname
+FROM tables t JOIN pg_catalog.pg_index i ON i.indrelid = t.oid
+UNION ALL
+SELECT t.reltoastrelid, 'toast', t.nspname, t.relname FROM tables t WHERE t.reltoastrelid <> 0
+UNION ALL
+SELECT i.indexrelid, 'toast', t.nspname, t.relname
+FROM tables t JOIN pg_catalog.pg_index i ON i.indrelid = t.reltoastrelid WHERE t.reltoastrelid <> 0
+UNION ALL
+SELECT u.seqid, 'sequence', t.nspname, t.relname
+FROM sequence_uses u
+JOIN tables t ON t.oid = u.relid
+JOIN pg_catalog.pg_class s ON s.oid = u.seqid AND s.relkind = 'S'
+ORDER BY 1, 3, 4
 """

@@ -30,6 +30,7 @@ from migrator.postgres.catalog.facts import (
     SequenceFacts,
     SequenceUse,
     TableFacts,
+    TableRelation,
     TriggerFacts,
     TypeFacts,
     ViewFacts,
@@ -53,6 +54,7 @@ from migrator.postgres.catalog.queries import (
     _SCHEMA_COMMENTS,
     _SCHEMA_GRANTS,
     _SEQUENCE_USES,
+    _TABLE_RELATIONS,
     _TABLES,
     _TARGET_TABLES,
     _TRIGGERS,
@@ -512,3 +514,16 @@ def existing_objects(conn: psycopg.Connection, group: GroupCatalog) -> ExistingO
             out[kind].add(key)
     user = conn.execute("SELECT current_user").fetchone()[0]
     return ExistingObjects(**{k: frozenset(v) for k, v in out.items()}, current_user=user)
+
+
+def table_relations(conn: psycopg.Connection) -> dict[int, TableRelation]:
+    """Every relation of this database that serves an ordinary table, by oid: the
+    tables themselves (kind 'table'), their indexes, TOAST tables and TOAST indexes,
+    and the sequences their columns use, each with the table(s) it serves. System
+    schemas are left out. What `analyze` needs to read pg_locks by table."""
+    served: dict[int, tuple[str, list[TableName]]] = {}
+    for relid, kind, schema, name in conn.execute(_TABLE_RELATIONS):
+        entry = served.setdefault(relid, (kind, []))
+        entry[1].append(_name(schema, name))
+    return {relid: TableRelation(relid=relid, kind=kind, tables=tuple(tables))
+            for relid, (kind, tables) in served.items()}
