@@ -568,6 +568,8 @@ FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+"""
+
 
 # Every relation of the database that serves an ordinary table, with the table(s) it
 # serves: the table itself, its indexes, its TOAST table and that one's index, and the
