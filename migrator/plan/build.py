@@ -29,10 +29,18 @@ from migrator.move.steps import (
     schema_statements,
 )
 from migrator.pgbouncer.config import entry_for
+from migrator.plan.document import (
+    objects_created,
+    objects_dict,
+    pgbouncer_dict,
+    playbook_dict,
+    server_dict,
+    table_dict,
+    why_kept,
+)
 from migrator.plan.findings import BLOCK, Finding, blocking, check
 from migrator.plan.inspection import (
     LONG_TRANSACTION_AFTER,
-    ServerFacts,
     Snapshot,
     TableFacts,
     inspect_move,
@@ -64,7 +72,6 @@ __all__ = [
 # A conservative rate for one table-sync worker's COPY over a network on modest
 # hardware; the real rate depends on disks, network and row width (--copy-rate).
 DEFAULT_COPY_RATE = 100 * 1024**2
-
 
 
 def parse_rate(text: str | int) -> int:
@@ -138,16 +145,16 @@ class Plan:
         """The `plan --json` document (README "Plan"). Keys are only ever added."""
         return {
             "ok": self.ok,
-            "playbook": _playbook_dict(self.playbook),
-            "source": _server_dict(self.snapshot.source),
-            "target": _server_dict(self.snapshot.target),
+            "playbook": playbook_dict(self.playbook),
+            "source": server_dict(self.snapshot.source),
+            "target": server_dict(self.snapshot.target),
             "findings": [f.to_dict() for f in self.findings],
             "blocking": [f.to_dict() for f in self.blocking],
-            "tables": [_table_dict(t) for t in self.snapshot.tables.values()],
-            "pgbouncers": [_pgbouncer_dict(b) for b in self.snapshot.pgbouncers],
+            "tables": [table_dict(t) for t in self.snapshot.tables.values()],
+            "pgbouncers": [pgbouncer_dict(b) for b in self.snapshot.pgbouncers],
             "steps": [s.to_dict() for s in self.steps],
             "estimate": self.estimate.to_dict(),
-            "objects": _objects_dict(self.snapshot),
+            "objects": objects_dict(self.snapshot),
             "inspected_at": self.snapshot.taken_at.isoformat(),
         }
 
@@ -300,20 +307,12 @@ def _defer_indexes(playbook: Playbook, snapshot: Snapshot, tables: list[TableFac
     notes = [f"records each definition in the checkpoint first ({_count(len(secondary), 'index', 'indexes')})"]
     if kept:
         notes.append("kept (the apply worker or a constraint needs them): "
-                     + ", ".join(f"{i.name} ({_why_kept(i)})" for i in kept))
+                     + ", ".join(f"{i.name} ({why_kept(i)})" for i in kept))
     return PlannedStep("defer-indexes", title, tuple(defer_statements(playbook, secondary)), tuple(notes))
 
 
 def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
-
-
-def _why_kept(index: Any) -> str:
-    if index.is_primary:
-        return "primary key"
-    if index.is_replica_identity:
-        return "replica identity"
-    return "constraint " + ", ".join(index.constraints)
 
 
 def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
@@ -440,27 +439,10 @@ def _entry_value(current: str | None, dsn: str) -> str:
         return entry_for(dsn)
 
 
-def _objects(snapshot: Snapshot) -> dict[str, list[str]]:
-    """What the schema step creates on the target besides the named tables, by kind."""
-    schema = snapshot.schema
-    if schema is None:
-        return {}
-    views = [v for v in schema.views if not v.materialized]
-    return {
-        "schemas": [s.name for s in schema.schemas],
-        "types": [t.qualified for t in schema.types],
-        "sequences": [str(s.name) for s in schema.sequences if not s.identity],
-        "routines": [f"{r.name}({r.arguments})" for r in schema.routines],
-        "partitions": [str(t.name) for t in schema.tables if t.partition_of is not None],
-        "views": [str(v.name) for v in views],
-        "materialized views": [str(v.name) for v in schema.views if v.materialized],
-    }
-
-
 def _objects_notes(snapshot: Snapshot) -> list[str]:
     # The kinds are plural nouns: one of them drops the final s.
     created = [f"{len(names)} {kind if len(names) != 1 else kind[:-1]}: {_short_list(names)}"
-               for kind, names in _objects(snapshot).items() if names]
+               for kind, names in objects_created(snapshot).items() if names]
     notes = ["besides the tables it creates " + "; ".join(created)] if created else []
     catalog = snapshot.catalog
     if catalog is not None and catalog.left_behind:
@@ -472,129 +454,4 @@ def _short_list(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
-
-def _objects_dict(snapshot: Snapshot) -> dict[str, Any]:
-    catalog = snapshot.catalog
-    return {
-        "creates": _objects(snapshot),
-        "left_behind": [{"object": name, "why": why} for name, why in (catalog.left_behind if catalog else ())],
-        "crossing": [{"kind": c.kind, "name": c.name, "inside": [str(t) for t in c.inside],
-                      "outside": [str(t) for t in c.outside], "writes_outside": c.writes_outside}
-                     for c in (catalog.crossings if catalog else ())],
-    }
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def _playbook_dict(playbook: Playbook) -> dict[str, Any]:
-    return {
-        "name": playbook.name,
-        "path": str(playbook.path) if playbook.path else None,
-        "source": playbook.source.display,
-        "target": playbook.target.display,
-        "tables": [str(t) for t in playbook.tables],
-        "app_roles": list(playbook.app_roles),
-        "pgbouncers": [
-            {"admin": describe(b.admin_dsn), "database": b.database, "config_file": str(b.config_file)}
-            for b in playbook.pgbouncers
-        ],
-        "cutover": {
-            "max_pause_s": playbook.cutover.max_pause,
-            "grace_s": playbook.cutover.grace,
-            "max_lag_bytes": playbook.cutover.max_lag,
-        },
-        "indexes": {"defer": playbook.indexes.defer},
-        "objects": {
-            "publication": names.publication(playbook),
-            "subscription": names.subscription(playbook),
-            "slot": names.slot(playbook),
-            "reverse_publication": names.reverse_publication(playbook),
-            "reverse_subscription": names.reverse_subscription(playbook),
-            "reverse_slot": names.reverse_slot(playbook),
-        },
-    }
-
-
-def _server_dict(server: ServerFacts) -> dict[str, Any]:
-    rights = server.rights
-    return {
-        "display": server.display,
-        "version": server.version,
-        "major": server.major,
-        "wal_level": server.wal_level,
-        "settings": dict(server.settings),
-        "in_use": dict(server.in_use),
-        "role": {
-            "name": rights.name, "superuser": rights.superuser, "replication": rights.replication,
-            "create_on_database": rights.create_on_database,
-            "create_subscription": rights.create_subscription,
-            "signal_backend": rights.signal_backend,
-        },
-        "app_roles": dict(server.app_roles),
-        "leftovers": [
-            {"kind": o.kind, "name": o.name, "detail": o.detail, "retained_wal_bytes": o.retained_wal_bytes}
-            for o in server.leftovers
-        ],
-        "long_transactions": [
-            {"pid": t.pid, "user": t.user, "application_name": t.application_name, "state": t.state,
-             "seconds": round(t.seconds, 1), "has_xid": t.has_xid}
-            for t in server.long_transactions
-        ],
-        "extensions": dict(server.extensions),
-    }
-
-
-def _table_dict(table: TableFacts) -> dict[str, Any]:
-    return {
-        "name": str(table.name),
-        "exists": table.exists,
-        "kind": table.kind,
-        "size": {
-            "heap_bytes": table.heap_bytes, "toast_bytes": table.toast_bytes,
-            "index_bytes": table.index_bytes, "copy_bytes": table.copy_bytes,
-        },
-        "estimated_rows": table.estimated_rows,
-        "replica_identity": table.replica_identity,
-        "primary_key": table.primary_key.name if table.primary_key else None,
-        "on_target": table.on_target,
-        "columns": [c.name for c in table.columns],
-        "indexes": [
-            {"name": i.name, "definition": i.definition, "secondary": i.secondary,
-             "kept_for": None if i.secondary else _why_kept(i), "size_bytes": i.size_bytes}
-            for i in table.indexes
-        ],
-        "sequences": [
-            {"sequence": str(u.sequence), "column": u.column, "owned": u.owned,
-             "identity": u.identity, "in_default": u.in_default}
-            for u in table.sequences
-        ],
-        "foreign_keys": [
-            {"name": fk.name, "table": str(fk.table), "columns": list(fk.columns),
-             "references": str(fk.references), "referenced_columns": list(fk.referenced_columns),
-             "crosses_group": fk.crosses_group}
-            for fk in table.foreign_keys
-        ],
-        "triggers": [t.name for t in table.triggers],
-        "generated_columns": [c.name for c in table.generated_columns],
-        "types": [t.qualified for t in table.types],
-        "extensions": list(table.extensions),
-    }
-
-
-def _pgbouncer_dict(bouncer: Any) -> dict[str, Any]:
-    entry = bouncer.entry
-    return {
-        "admin": bouncer.display,
-        "database": bouncer.database,
-        "reachable": bouncer.reachable,
-        "error": bouncer.error,
-        "version": bouncer.version,
-        "routes_to": f"{entry.host}:{entry.port}/{entry.database}" if entry else None,
-        "paused": entry.paused if entry else None,
-        "points_at_source": bouncer.entry_points_at_source,
-        "config_file": str(bouncer.config_file),
-        "config_writable": bouncer.config_readable and bouncer.config_writable,
-        "config_entry": bouncer.config_entry,
-    }
 

@@ -13,6 +13,12 @@ import psycopg
 from psycopg import sql
 
 from migrator.playbook import TableName
+from migrator.postgres.catalog.database_queries import (
+    _ALL_ROUTINES,
+    _RELATIONS,
+    _TABLE_RELATIONS,
+    _VIEWS,
+)
 from migrator.postgres.catalog.dependents import RoutineSource, resolve, search_path
 from migrator.postgres.catalog.facts import (
     AggregateParts,
@@ -36,7 +42,6 @@ from migrator.postgres.catalog.facts import (
     ViewFacts,
 )
 from migrator.postgres.catalog.queries import (
-    _ALL_ROUTINES,
     _COLLATIONS,
     _COLUMN_GRANTS,
     _COLUMNS,
@@ -49,17 +54,14 @@ from migrator.postgres.catalog.queries import (
     _PARTITION_TREE_LEAVES,
     _POLICIES,
     _RELATION_GRANTS,
-    _RELATIONS,
     _ROUTINES,
     _SCHEMA_COMMENTS,
     _SCHEMA_GRANTS,
     _SEQUENCE_USES,
-    _TABLE_RELATIONS,
     _TABLES,
     _TARGET_TABLES,
     _TRIGGERS,
     _TYPES,
-    _VIEWS,
 )
 
 _KIND = {
