@@ -13,6 +13,7 @@ import time
 import psycopg
 import pytest
 from click.testing import CliRunner
+from movekit import demo_move
 
 from migrator.analyze.observe import analyze_playbook
 from migrator.cli import cli
@@ -27,7 +28,6 @@ from migrator.lab.workload import Workload
 from migrator.playbook import TableName
 from migrator.postgres.catalog import table_relations
 from migrator.postgres.connection import connect
-from tests.movekit import demo_move
 
 T = TableName.parse
 GROUP = {T(t) for t in GROUP_TABLES}
