@@ -231,20 +231,12 @@ def _estimate(playbook: Playbook, tables: list[TableFacts], rate: int) -> Estima
 # --------------------------------------------------------------------------- SQL helpers
 
 
-def _text(composed: sql.Composable) -> str:
-    return composed.as_string(None)
-
-
 def _ident(name: TableName | tuple[str, ...] | str) -> sql.Identifier:
     if isinstance(name, TableName):
         return name.identifier
     if isinstance(name, tuple):
         return sql.Identifier(*name)
     return sql.Identifier(name)
-
-
-def _table_list(tables: Iterable[TableName | tuple[str, str]]) -> sql.Composable:
-    return sql.SQL(", ").join(_ident(t) for t in tables)
 
 
 def _marker() -> tuple[str, str]:
