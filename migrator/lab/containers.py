@@ -70,7 +70,9 @@ POSTGRES_CONFIG_FILE = f"{POSTGRES_CONFIG_DIR}/postgresql.conf"
 
 # Settings that describe the local back-end's machine, not a server in a container:
 # the image listens on every interface of its namespace and keeps its socket directory.
-LOCAL_ONLY_SETTINGS = frozenset({"listen_addresses", "unix_socket_directories"})
+# A container logs to its stderr (`docker logs`): no logging collector there.
+LOCAL_ONLY_SETTINGS = frozenset({"listen_addresses", "unix_socket_directories", "logging_collector",
+                                 "log_directory", "log_filename"})
 # Same initdb choices as topology.PostgresCluster.init: password auth over TCP
 # (127.0.0.1 included), trust on the socket, UTF8 with C collation.
 INITDB_ARGS = "--auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C"

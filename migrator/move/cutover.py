@@ -32,6 +32,7 @@ from migrator.playbook import Playbook
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
 from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.subscription_health import SubscriptionWatch
 
 # Room the reroute and RESUME need after the point of no return; the tool refuses
 # to cross it later than max_pause minus this, so the pause stays within max_pause.
@@ -159,7 +160,11 @@ class Cutover:
         every second of apply backlog would otherwise be a second of pause."""
         lag_limit = self.settings.max_lag
         deadline = time.monotonic() + self.wait_lag_timeout
+        # An apply worker failing on every attempt would leave the lag small and the
+        # warm-up marker unapplied: stop with the server's words instead.
+        watch = SubscriptionWatch(new, self.d.old_subscription, side=str(self.d.new_label), verb=self.d.verb)
         while True:
+            watch.check()
             lag = replication.slot_lag_bytes(old, self.d.old_slot)
             if lag is None:
                 raise OperationFailed(
@@ -172,10 +177,11 @@ class Cutover:
                                       f"{self.wait_lag_timeout:.0f}s; not starting the cutover")
             time.sleep(0.2)
         for _ in range(20):
-            marker = replication.commit_marker(old, self.playbook.name, f"{self.d.name}-warmup")
+            marker = replication.commit_marker(old, self.playbook, f"{self.d.name}-warmup")
             try:
                 waited = replication.wait_for_marker(new, marker, deadline=time.monotonic() + 5)
             except replication.MarkerTimeout:
+                watch.check()
                 continue
             if waited < self.settings.max_pause / 4:
                 return
@@ -236,7 +242,7 @@ class Cutover:
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
                 self._switch_privileges(old_side, new, grant_new, pnr_deadline, changed)
                 lap("privileges")
-                marker = replication.commit_marker(old, self.playbook.name, self.d.name)
+                marker = replication.commit_marker(old, self.playbook, self.d.name)
                 self.window.marker_wait = round(
                     replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
                 lap("sync_marker")

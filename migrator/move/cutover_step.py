@@ -80,8 +80,8 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
     out = [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
     out += [Statement(d.old_label, q) for q in privilege_statements(privileges, grant=False)]
     out += [Statement(d.new_label, q) for q in privilege_statements(privileges, grant=True)]
-    out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(
-        replication.MARKER), "the sync marker; then the sequences' values are copied to the source"))
+    out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(
+        replication.marker_table(ctx.playbook)), "the sync marker; then the sequences' values are copied to the source"))
     out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
         sql.Identifier(d.old_subscription))))
     out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")

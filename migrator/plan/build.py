@@ -229,8 +229,8 @@ def _table_list(tables: Iterable[TableName | tuple[str, str]]) -> sql.Composable
     return sql.SQL(", ").join(_ident(t) for t in tables)
 
 
-def _marker() -> tuple[str, str]:
-    return names.sync_marker()
+def _marker(playbook: Playbook) -> tuple[str, str]:
+    return names.sync_marker(playbook)
 
 
 def _stmt(on: str, composed: sql.Composable | str, note: str = "") -> Statement:
@@ -254,12 +254,13 @@ def _preflight(findings: tuple[Finding, ...]) -> PlannedStep:
 
 def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
     group = snapshot.schema
-    statements = schema_statements(group) if group is not None else []
+    statements = schema_statements(group, playbook) if group is not None else []
     notes = [
         "creates the group's tables on the target like the source's, in one transaction: "
         "schemas, types, sequences, functions, columns, constraints, indexes, foreign keys, "
         "triggers, grants, comments",
-        f"and the tool's own schema {names.SCHEMA} with its sync marker table on both servers",
+        f"and the tool's own schema {names.SCHEMA} with this move's sync marker table "
+        f"{'.'.join(names.sync_marker(playbook))} on both servers",
     ]
     if group is None:
         notes.append("the definitions could not be read: " + (snapshot.schema_error or "no table exists"))
@@ -340,9 +341,9 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
     """The statements of cutover.Cutover, in its order (keep the two in step)."""
     bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
     privileges = snapshot.schema.app_privileges if snapshot.schema is not None else []
-    marker = _ident(_marker())
+    marker = _ident(_marker(playbook))
     s: list[Statement] = [
-        _stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
+        _stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
               "before the pause, until the target applies it quickly"),
     ]
     for _, bouncer in bouncers:
@@ -361,7 +362,7 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
         s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause"))
     s += [_stmt("source", q) for q in revoke]
     s += [_stmt("target", q) for q in privilege_statements(privileges, grant=True)]
-    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
+    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
                    "the sync marker"))
     s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
                    "until the marker has arrived"))

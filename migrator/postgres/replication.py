@@ -18,37 +18,35 @@ from migrator import names
 from migrator.errors import OperationFailed
 from migrator.playbook import TableName
 
-MARKER = sql.Identifier(*names.sync_marker())
+
+def marker_table(move) -> sql.Identifier:
+    """This move's marker table (`move`: a Playbook or its slug)."""
+    return sql.Identifier(*names.sync_marker(move))
 
 
-def marker_table_statements() -> list[sql.Composable]:
-    """The tool's schema and marker table; shared by every move on the server."""
+def marker_table_statements(move) -> list[sql.Composable]:
+    """The tool's schema (shared) and this move's marker table (its own: only this
+    move's publications carry it, so no other move's copy or apply ever touches it)."""
     return [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.SCHEMA)),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, move text NOT NULL, "
-                "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(MARKER),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, "
+                "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(marker_table(move)),
     ]
 
 
-def ensure_marker_table(conn: psycopg.Connection) -> None:
-    for statement in marker_table_statements():
+def ensure_marker_table(conn: psycopg.Connection, move) -> None:
+    for statement in marker_table_statements(move):
         conn.execute(statement)
 
 
-def drop_marker_table(conn: psycopg.Connection, move: str) -> None:
-    """Remove this move's markers; the table and schema go once no move uses them."""
-    if not _exists(conn, "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
-                   names.sync_marker()):
-        return
-    conn.execute(sql.SQL("DELETE FROM {} WHERE move = %s").format(MARKER), (move,))
-    still_used = _exists(conn, sql.SQL("SELECT 1 FROM {} LIMIT 1").format(MARKER)) or _exists(
-        conn,
-        "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE schemaname = %s AND tablename = %s",
-        names.sync_marker(),
-    )
-    if not still_used:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(MARKER))
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(names.SCHEMA)))
+def drop_marker_table(conn: psycopg.Connection, move) -> None:
+    """Drop this move's marker table; the schema goes once nothing else is in it."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(marker_table(move)))
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(names.SCHEMA)))
+    except psycopg.errors.DependentObjectsStillExist:
+        pass  # another move's marker table (or guard) is still there
 
 
 def _exists(conn: psycopg.Connection, query, params=()) -> bool:
@@ -62,16 +60,17 @@ def publication_exists(conn: psycopg.Connection, name: str) -> bool:
     return _exists(conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,))
 
 
-def publication_statement(name: str, tables: list[TableName]) -> sql.Composable:
-    """The group and the tool's marker table, whose rows prove how far the other side is."""
+def publication_statement(name: str, tables: list[TableName], move) -> sql.Composable:
+    """The group and this move's marker table, whose rows prove how far the other side is."""
     return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]))
+        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [marker_table(move)]))
 
 
-def create_publication(conn: psycopg.Connection, name: str, tables: list[TableName]) -> sql.Composable | None:
+def create_publication(conn: psycopg.Connection, name: str, tables: list[TableName],
+                       move) -> sql.Composable | None:
     if publication_exists(conn, name):
         return None
-    stmt = publication_statement(name, tables)
+    stmt = publication_statement(name, tables, move)
     conn.execute(stmt)
     return stmt
 
@@ -316,23 +315,26 @@ class SyncMarker:
 
     token: str
     committed_at: float
+    table: sql.Identifier
 
 
-def commit_marker(conn: psycopg.Connection, move: str, direction: str) -> SyncMarker:
-    token = f"{move}:{direction}:{uuid.uuid4()}"
+def commit_marker(conn: psycopg.Connection, move, direction: str) -> SyncMarker:
+    """Commit a marker row in `move`'s table (a Playbook or its slug)."""
+    table = marker_table(move)
+    token = f"{direction}:{uuid.uuid4()}"
     # Walsenders only send flushed WAL: an asynchronous commit here would sit in
     # the WAL buffers for up to wal_writer_delay before the subscriber could see it.
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute(sql.SQL("INSERT INTO {} (token, move, direction) VALUES (%s, %s, %s)").format(MARKER),
-                     (token, move, direction))
-    return SyncMarker(token, time.monotonic())
+        conn.execute(sql.SQL("INSERT INTO {} (token, direction) VALUES (%s, %s)").format(table),
+                     (token, direction))
+    return SyncMarker(token, time.monotonic(), table)
 
 
 def wait_for_marker(conn: psycopg.Connection, marker: SyncMarker, *, deadline: float,
                     poll: float = 0.003) -> float:
     """Poll the other side until the marker is applied; returns seconds waited."""
-    query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(MARKER)
+    query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(marker.table)
     while True:
         if conn.execute(query, (marker.token,)).fetchone():
             return time.monotonic() - marker.committed_at
