@@ -26,8 +26,10 @@ from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.watchdog import Watchdog, WatchdogOrders
-from migrator.pgbouncer.config import entry_for_side, prepare_rewrite, read_entry
+from migrator.pgbouncer.config import entry_for_side
 from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.pgbouncer.fleet import POOL_SIZE, all_or_raise, run_all
+from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
@@ -39,6 +41,9 @@ from migrator.postgres.subscription_health import SubscriptionWatch
 REROUTE_BUDGET = 0.25
 # How far past max_pause the watchdog waits for a live tool before acting itself.
 WATCHDOG_MARGIN = 0.5
+# How long an abort waits for its RESUMEs; a PgBouncer that does not answer by then
+# is left to the watchdog, which keeps trying, so the others are not kept waiting.
+ABORT_RESUME_WAIT = 0.4
 
 
 class CutoverAborted(OperationFailed):
@@ -138,8 +143,8 @@ class Cutover:
     def _old_privileges_sql(self, *, grant: bool) -> list[sql.Composable]:
         return privilege_statements(self.app_privileges, grant=grant)
 
-    def _new_entry(self, config_file: str) -> str:
-        return entry_for_side(self.original_entries[config_file], self.playbook, self.d.new_label)
+    def _new_entry(self, bouncer) -> str:
+        return entry_for_side(self.original_entries[bouncer.route_key], self.playbook, self.d.new_label)
 
     # -- the protocol ------------------------------------------------------------
 
@@ -192,21 +197,28 @@ class Cutover:
     def _pause_window(self, old: psycopg.Connection, new: psycopg.Connection) -> PauseWindow:
         s = self.settings
         entries = [(b, b.database) for b in self.playbook.pgbouncers]
-        self.consoles = [PgBouncerConsole(b.admin_dsn) for b, _ in entries]
+        routes = [route_for(b) for b, _ in entries]
+        connected = run_all([lambda b=b: PgBouncerConsole(b.admin_dsn) for b, _ in entries])
+        self.consoles = [o.value for o in connected if o.value is not None]
+        for outcome in connected:
+            if outcome.error is not None:
+                raise outcome.error
         grant_new = [q.as_string(new) for q in privilege_statements(self.app_privileges, grant=True)]
         restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
-        # Everything that can be done before the pause is: the new config files are
-        # written beside the old ones (which also proves they can be written), a
-        # second connection to each side is open, the watchdog process is running.
-        rewrites = []
-        try:
-            for b, entry in entries:
-                rewrites.append(prepare_rewrite(b.config_file, entry, self._new_entry(str(b.config_file))))
-        except OperationFailed as exc:
+        # Everything that can be done before the pause is: the new entries are written
+        # beside the old config (which also proves they can be written) or handed to
+        # each PgBouncer's prepare command, a second connection to each side is open,
+        # the watchdog process is running.
+        prepared = run_all([lambda r=r, b=b: r.prepare(self._new_entry(b))
+                            for r, (b, _) in zip(routes, entries, strict=True)])
+        rewrites = [o.value for o in prepared if o.value is not None]
+        failed = next((o.error for o in prepared if o.error is not None), None)
+        if failed is not None:
             for rewrite in rewrites:
                 rewrite.discard()
-            raise OperationFailed(f"the cutover did not start: {exc.message}; nothing was paused",
-                                  hint=exc.hint) from exc
+            message = failed.message if isinstance(failed, OperationFailed) else describe_error(failed)
+            raise OperationFailed(f"the cutover did not start: {message}; nothing was paused",
+                                  hint=getattr(failed, "hint", None)) from failed
         old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
         watchdog = Watchdog()
         watchdog.wait_ready()
@@ -217,8 +229,8 @@ class Cutover:
             deadline=time.time() + s.max_pause + WATCHDOG_MARGIN,
             old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
             restore_old=restore_old, grant_new=grant_new,
-            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "config_file": str(b.config_file),
-                         "new_value": self._new_entry(str(b.config_file))} for b, entry in entries],
+            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
+                         "new_value": self._new_entry(b)} for r, (b, entry) in zip(routes, entries, strict=True)],
             state_url=self.state_url,
             old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
         ))
@@ -268,9 +280,13 @@ class Cutover:
                 self.checkpoint(phase=CutoverPhase.POINT_OF_NO_RETURN)
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
                 reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
-                self._abort(old, new, entries, **changed)
+                unresumed = self._abort(old, new, entries, **changed)
                 self.window.total = round(time.monotonic() - start, 4)
-                watchdog.stand_down()
+                if unresumed:
+                    # It keeps trying them after this process is gone.
+                    watchdog.take_over()
+                else:
+                    watchdog.stand_down()
                 self.window.outcome = PauseOutcome.ABORTED
                 self.window.reason = reason
                 self.checkpoint(phase=CutoverPhase.ABORTED, last_window=self.window.to_dict())
@@ -284,9 +300,9 @@ class Cutover:
             # ---- the point of no return --------------------------------------------
             watchdog.crossing_point_of_no_return()
             try:
-                for rewrite in rewrites:
-                    rewrite.commit()
-                self._in_parallel([console.reload for console in self.consoles])
+                # Per PgBouncer: the new entry made live, then RELOAD; all at once.
+                all_or_raise([lambda w=w, c=c: (w.commit(), c.reload())
+                              for w, c in zip(rewrites, self.consoles, strict=True)])
                 lap("reroute")
                 self._resume_all(entries)
                 lap("resume")
@@ -354,7 +370,7 @@ class Cutover:
     def _pause_all(self, entries, old: psycopg.Connection, start: float, deadline: float) -> None:
         """PAUSE every entry in parallel; after `grace`, cancel the app's queries on
         the group; past the deadline, give up (the caller RESUMEs)."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(entries))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(POOL_SIZE, len(entries)))
         futures = [pool.submit(console.pause, entry)
                    for console, (_, entry) in zip(self.consoles, entries, strict=True)]
         cancelled = False
@@ -370,9 +386,11 @@ class Cutover:
                     cancelled = True
                     self._cancel_app_queries(old)
                 if now > deadline:
+                    late = [c.display for c, f in zip(self.consoles, futures, strict=True) if f in pending]
                     raise CutoverAborted(
                         f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
-                        "a transaction stayed open on the group's entry")
+                        f"{', '.join(late)} (a transaction stayed open on the group's entry, "
+                        "or the PgBouncer does not answer)")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -395,37 +413,39 @@ class Cutover:
         self.log(f"grace of {self.settings.grace}s over: cancelled {len(rows)} app queries on the group", None)
 
     def _resume_all(self, entries) -> None:
-        errors = []
-        for console, (_, entry) in zip(self.consoles, entries, strict=True):
-            try:
-                console.resume(entry)
-            except Exception as exc:  # noqa: BLE001 - resume every other one regardless
-                errors.append(f"{console.display}: {describe_error(exc)}")
+        outcomes = run_all([lambda c=c, e=e: c.resume(e)
+                            for c, (_, e) in zip(self.consoles, entries, strict=True)])
+        errors = [f"{c.display}: {describe_error(o.error)}"
+                  for c, o in zip(self.consoles, outcomes, strict=True) if o.error is not None]
         if errors:
             raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
 
     def _abort(self, old, new, entries, *, revoked: bool, granted: bool, forward_stopped: bool,
-               slot_created: bool) -> None:
-        """Undo what the pause did, traffic first: privileges and RESUME on the old side."""
+               slot_created: bool) -> list[str]:
+        """Undo what the pause did, traffic first: privileges and RESUME on the old side.
+        Returns the PgBouncers not resumed (unreachable, or too slow to answer)."""
         problems = []
-        fresh_consoles = []
         if revoked:
             try:
-                with old.transaction():
-                    for stmt in self._old_privileges_sql(grant=True):
-                        old.execute(stmt)
+                restore = self._old_privileges_sql(grant=True)
+                if restore:
+                    with old.transaction():
+                        old.execute(sql.SQL("; ").join(restore))
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"restoring privileges: {describe_error(exc)}")
-        for bouncer, entry in entries:
-            try:
-                # The console that issued a PAUSE still waits for it: use a new one.
-                console = PgBouncerConsole(bouncer.admin_dsn)
-                fresh_consoles.append(console)
+
+        def resume(bouncer, entry: str) -> None:
+            # The console that issued a PAUSE still waits for it: use a new one.
+            with PgBouncerConsole(bouncer.admin_dsn) as console:
                 console.resume(entry)
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"RESUME {entry}: {describe_error(exc)}")
-        for console in fresh_consoles:
-            console.close()
+
+        outcomes = run_all([lambda b=b, e=e: resume(b, e) for b, e in entries], timeout=ABORT_RESUME_WAIT)
+        unresumed = []
+        for (bouncer, entry), outcome in zip(entries, outcomes, strict=True):
+            if not outcome.ok:
+                why = "no answer" if outcome.late else describe_error(outcome.error)
+                unresumed.append(f"{describe(bouncer.admin_dsn)}")
+                problems.append(f"RESUME {entry} on {describe(bouncer.admin_dsn)}: {why} (the watchdog keeps trying)")
         try:
             if granted:
                 with new.transaction():
@@ -439,10 +459,12 @@ class Cutover:
             problems.append(f"restoring replication: {describe_error(exc)}")
         if problems:
             self.log("abort left work for the next run: " + "; ".join(problems), None)
+        return unresumed
 
     def _check_routes(self, entries) -> None:
-        for console, (_, entry) in zip(self.consoles, entries, strict=True):
-            current = console.databases().get(entry)
+        found = all_or_raise([c.databases for c in self.consoles])
+        for console, (_, entry), databases in zip(self.consoles, entries, found, strict=True):
+            current = databases.get(entry)
             if current is None or not current.points_at(self.d.new_dsn):
                 raise OperationFailed(
                     f"PgBouncer {console.display}: entry {entry} does not point at the "
@@ -466,11 +488,11 @@ def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection
 
 
 def original_entries(playbook: Playbook) -> dict[str, str]:
-    """The current value of each PgBouncer's group entry, keyed by config file."""
+    """The current value of each PgBouncer's group entry, keyed by its route_key."""
     out = {}
-    for bouncer in playbook.pgbouncers:
-        value = read_entry(bouncer.config_file, bouncer.database)
+    for bouncer, value in zip(playbook.pgbouncers,
+                              all_or_raise([route_for(b).read for b in playbook.pgbouncers]), strict=True):
         if value is None:
-            raise OperationFailed(f"{bouncer.config_file}: no [databases] entry {bouncer.database!r}")
-        out[str(bouncer.config_file)] = value
+            raise OperationFailed(f"{route_for(bouncer).where}: no [databases] entry {bouncer.database!r}")
+        out[bouncer.route_key] = value
     return out

@@ -14,6 +14,7 @@ from migrator.move.cutover import (
     original_entries,
 )
 from migrator.move.recovery import reconcile
+from migrator.pgbouncer.route import route_for
 from migrator.playbook import format_duration
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, describe
@@ -86,7 +87,7 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
         sql.Identifier(d.old_subscription))))
     out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")
                          .format(sql.Literal(d.new_slot))))
-    out += [Statement(str(b.config_file), f"[databases] {b.database} = <the entry as it was before the move>",
+    out += [Statement(route_for(b).where, f"[databases] {b.database} = <the entry as it was before the move>",
                       "the point of no return") for _, b in bouncers]
     out += [Statement(on, "RELOAD") for on, _ in bouncers]
     out += [Statement(on, f"RESUME {b.database}") for on, b in bouncers]

@@ -29,6 +29,7 @@ from migrator.move.steps import (
     schema_statements,
 )
 from migrator.pgbouncer.config import entry_for
+from migrator.pgbouncer.route import route_for
 from migrator.plan.findings import BLOCK, Finding, blocking, check
 from migrator.plan.inspection import (
     LONG_TRANSACTION_AFTER,
@@ -347,7 +348,7 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
               "before the pause, until the target applies it quickly"),
     ]
     for _, bouncer in bouncers:
-        s.append(_stmt(str(bouncer.config_file),
+        s.append(_stmt(route_for(bouncer).where,
                        f"[databases] {bouncer.database} = "
                        f"{_entry_value(_current_entry(snapshot, bouncer), playbook.target.dsn)}",
                        "written beside the file before the pause, put in place at the reroute"))
@@ -403,7 +404,7 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
 
 def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
     for facts in snapshot.pgbouncers:
-        if str(facts.config_file) == str(bouncer.config_file) and facts.database == bouncer.database:
+        if str(facts.config_file) == route_for(bouncer).where and facts.database == bouncer.database:
             return facts.config_entry
     return None
 
@@ -431,7 +432,7 @@ def _playbook_dict(playbook: Playbook) -> dict[str, Any]:
         "tables": [str(t) for t in playbook.tables],
         "app_roles": list(playbook.app_roles),
         "pgbouncers": [
-            {"admin": describe(b.admin_dsn), "database": b.database, "config_file": str(b.config_file)}
+            {"admin": describe(b.admin_dsn), "database": b.database, "config_file": route_for(b).where}
             for b in playbook.pgbouncers
         ],
         "cutover": {
