@@ -33,7 +33,7 @@ from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
-from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
 from migrator.postgres.subscription_health import SubscriptionWatch
 
 # Room the reroute and RESUME need after the point of no return; the tool refuses
@@ -104,6 +104,7 @@ class PauseWindow:
     reason: str | None = None
     marker_wait: float | None = None
     sequences: int = 0
+    sequences_copy: float | None = None    # seconds, overlapped with the marker's wait
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +130,7 @@ class Cutover:
         self.d = direction
         self.settings = playbook.cutover
         self.app_privileges = [tuple(p) for p in app_privileges]
+        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges)
         self.sequences = sequences
         self.original_entries = original_entries
         self.checkpoint = checkpoint
@@ -141,7 +143,8 @@ class Cutover:
     # -- the values of each side -------------------------------------------------
 
     def _old_privileges_sql(self, *, grant: bool) -> list[sql.Composable]:
-        return privilege_statements(self.app_privileges, grant=grant)
+        """The privileges switched on the old side inside the pause."""
+        return switch_statements(self.inside, grant=grant)
 
     def _new_entry(self, bouncer) -> str:
         return entry_for_side(self.original_entries[bouncer.route_key], self.playbook, self.d.new_label)
@@ -203,8 +206,8 @@ class Cutover:
         for outcome in connected:
             if outcome.error is not None:
                 raise outcome.error
-        grant_new = [q.as_string(new) for q in privilege_statements(self.app_privileges, grant=True)]
-        restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
+        grant_new = [q.as_string(new) for q in switch_statements(self.app_privileges, grant=True)]
+        restore_old = [q.as_string(old) for q in switch_statements(self.app_privileges, grant=True)]
         # Everything that can be done before the pause is: the new entries are written
         # beside the old config (which also proves they can be written) or handed to
         # each PgBouncer's prepare command, a second connection to each side is open,
@@ -220,6 +223,12 @@ class Cutover:
             raise OperationFailed(f"the cutover did not start: {message}; nothing was paused",
                                   hint=getattr(failed, "hint", None)) from failed
         old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
+        self.sequence_names = replication.regclass_names(old_side, self.sequences)
+        new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
+        early = switch_statements(self.outside, grant=True)
+        if early:
+            with new.transaction():
+                new.execute(sql.SQL("; ").join(early))
         watchdog = Watchdog()
         watchdog.wait_ready()
         self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time())
@@ -236,7 +245,13 @@ class Cutover:
         ))
         pnr_deadline = start + s.max_pause - REROUTE_BUDGET
         mark = start
-        changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False}
+        changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False,
+                   "granted_early": bool(early)}
+        # The new side's GRANTs run while PAUSE waits for the transactions in flight: no
+        # client reaches the new side before the reroute either way.
+        work = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover")
+        grant_inside = switch_statements(self.inside, grant=True)
+        granting = work.submit(self._grant_new, new, grant_inside, changed)
 
         def lap(part: str) -> None:
             nonlocal mark
@@ -252,16 +267,17 @@ class Cutover:
                 # already resumed the old side: revoking there now would fail live clients.
                 if time.monotonic() > pnr_deadline or watchdog.fired():
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
-                self._switch_privileges(old_side, new, grant_new, pnr_deadline, changed)
+                self._revoke_old(old_side, pnr_deadline, changed)
+                granting.result()
                 lap("privileges")
                 marker = replication.commit_marker(old, self.playbook, self.d.name)
+                # Every client is paused and the old side revoked: the sequences are final
+                # there, and copying them needs nothing from the marker's wait.
+                copying = work.submit(self._copy_sequences, old_side, new_side)
                 self.window.marker_wait = round(
                     replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
+                copying.result()
                 lap("sync_marker")
-                values = replication.read_sequences(old, self.sequences)
-                replication.write_sequences(new, values)
-                self.window.sequences = len(values)
-                lap("sequences")
                 replication.set_subscription_enabled(new, self.d.old_subscription, False)
                 changed["forward_stopped"] = True
                 # Only the slot is needed inside the pause: from its creation on, the new
@@ -280,6 +296,7 @@ class Cutover:
                 self.checkpoint(phase=CutoverPhase.POINT_OF_NO_RETURN)
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
                 reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
+                concurrent.futures.wait([granting])  # its GRANT is undone below, once done
                 unresumed = self._abort(old, new, entries, **changed)
                 self.window.total = round(time.monotonic() - start, 4)
                 if unresumed:
@@ -321,9 +338,11 @@ class Cutover:
                 ) from exc
             watchdog.stand_down()
         finally:
+            work.shutdown(wait=False)
             for rewrite in rewrites:
                 rewrite.discard()
             old_side.close()
+            new_side.close()
         self.window.outcome = PauseOutcome.COMPLETED
         self.checkpoint(phase=CutoverPhase.RESUMED, last_window=self.window.to_dict())
         self._check_routes(entries)
@@ -332,38 +351,32 @@ class Cutover:
         self._after_resume(old, new)
         return self.window
 
-    def _switch_privileges(self, old_side: psycopg.Connection, new: psycopg.Connection,
-                           grant_new: list[str], deadline: float, changed: dict) -> None:
-        """Revoke the app roles on the old side and grant them on the new one, at once.
+    def _revoke_old(self, old_side: psycopg.Connection, deadline: float, changed: dict) -> None:
+        """Revoke the app roles' table privileges on the old side, one round trip.
 
         A lock_timeout bounds the REVOKE: a long transaction from another entry
         holding a lock on a group table must not stretch the pause."""
-        # One round trip per side: the statements go as one simple-protocol batch,
-        # which the server runs as one transaction.
-        def revoke() -> None:
-            lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
-                sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
-            batch = [lock_timeout, *self._old_privileges_sql(grant=False)]
-            with old_side.transaction():
-                old_side.execute(sql.SQL("; ").join(batch))
-            changed["revoked"] = True
-
-        def grant() -> None:
-            if grant_new:
-                with new.transaction():
-                    new.execute("; ".join(grant_new))  # type: ignore[arg-type]
-            changed["granted"] = True
-
-        self._in_parallel([revoke, grant])
+        # The statements go as one simple-protocol batch, which the server runs as one
+        # transaction.
+        lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
+            sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
+        with old_side.transaction():
+            old_side.execute(sql.SQL("; ").join([lock_timeout, *self._old_privileges_sql(grant=False)]))
+        changed["revoked"] = True
 
     @staticmethod
-    def _in_parallel(calls: list[Callable[[], None]]) -> None:
-        if len(calls) == 1:
-            calls[0]()
-            return
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            for future in [pool.submit(call) for call in calls]:
-                future.result()
+    def _grant_new(new: psycopg.Connection, statements: list[sql.Composable], changed: dict) -> None:
+        if statements:
+            with new.transaction():
+                new.execute(sql.SQL("; ").join(statements))
+        changed["granted"] = True
+
+    def _copy_sequences(self, old_side: psycopg.Connection, new_side: psycopg.Connection) -> None:
+        started = time.monotonic()
+        values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
+        replication.write_sequences(new_side, values)
+        self.window.sequences = len(values)
+        self.window.sequences_copy = round(time.monotonic() - started, 4)
 
     # -- pieces ------------------------------------------------------------------
 
@@ -421,7 +434,7 @@ class Cutover:
             raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
 
     def _abort(self, old, new, entries, *, revoked: bool, granted: bool, forward_stopped: bool,
-               slot_created: bool) -> list[str]:
+               slot_created: bool, granted_early: bool) -> list[str]:
         """Undo what the pause did, traffic first: privileges and RESUME on the old side.
         Returns the PgBouncers not resumed (unreachable, or too slow to answer)."""
         problems = []
@@ -447,10 +460,11 @@ class Cutover:
                 unresumed.append(f"{describe(bouncer.admin_dsn)}")
                 problems.append(f"RESUME {entry} on {describe(bouncer.admin_dsn)}: {why} (the watchdog keeps trying)")
         try:
-            if granted:
+            undo = switch_statements(self.inside, grant=False) if granted else []
+            undo += switch_statements(self.outside, grant=False) if granted_early else []
+            if undo:
                 with new.transaction():
-                    for stmt in privilege_statements(self.app_privileges, grant=False):
-                        new.execute(stmt)
+                    new.execute(sql.SQL("; ").join(undo))
             if slot_created:
                 replication.drop_slot(new, self.d.new_slot)
             if forward_stopped:
@@ -472,7 +486,12 @@ class Cutover:
 
     def _after_resume(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
         """Outside the pause: the reverse subscription attaches to the slot made inside
-        it, and the old subscription (whose slot would retain WAL forever) goes."""
+        it, the old subscription (whose slot would retain WAL forever) goes, and the
+        privileges left for after the pause are revoked on the old side."""
+        late = switch_statements(self.outside, grant=False)
+        if late:
+            with old.transaction():
+                old.execute(sql.SQL("; ").join(late))
         finish_switch(self.d, old, new)
         self.log(f"subscription {self.d.new_subscription} streams back to the {self.d.old_label}; "
                  f"dropped {self.d.old_subscription} and its slot", None)

@@ -27,7 +27,7 @@ from migrator.pgbouncer.fleet import all_or_raise
 from migrator.pgbouncer.route import route_for
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, SideConnection, connect
-from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.grants import switch_statements
 
 
 @contextmanager
@@ -70,10 +70,10 @@ def reconcile(ctx: MoveContext) -> Side:
     with _both_sides(d) as (old, new):
         serving_conn, other_conn = (new, old) if finished else (old, new)
         with serving_conn.transaction():
-            for stmt in privilege_statements(privileges, grant=True):
+            for stmt in switch_statements(privileges, grant=True):
                 serving_conn.execute(stmt)
         with other_conn.transaction():
-            for stmt in privilege_statements(privileges, grant=False):
+            for stmt in switch_statements(privileges, grant=False):
                 other_conn.execute(stmt)
         serving = d.new_label if finished else d.old_label
 

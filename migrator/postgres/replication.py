@@ -352,25 +352,57 @@ class MarkerTimeout(OperationFailed):
 # --------------------------------------------------------------------------- sequences
 
 
-def read_sequences(conn: psycopg.Connection, sequences: list[tuple[str, str]]) -> list[tuple[str, str, int, bool]]:
+def regclass_names(conn, sequences) -> list[str]:
+    """The sequences as regclass input text; composed before the pause, not inside it."""
+    return [sql.Identifier(schema, name).as_string(conn) for schema, name in sequences]
+
+
+_PARAM = sql.SQL("%s")
+
+
+def read_sequences_statement(sequences: sql.Composable = _PARAM) -> sql.Composable:
+    """Every sequence's value in one statement, planned once whatever their number
+    (a UNION ALL of one SELECT per sequence costs the pause a plan per sequence).
+    pg_sequence_last_value is NULL for a sequence whose last value was not handed out
+    (is_called false); those few are read one by one."""
+    return sql.SQL("SELECT u.i, pg_catalog.pg_sequence_last_value(u.seq) "
+                   "FROM unnest({}::regclass[]) WITH ORDINALITY AS u(seq, i)").format(sequences)
+
+
+def write_sequences_statement(sequences: sql.Composable = _PARAM, values: sql.Composable = _PARAM,
+                              called: sql.Composable = _PARAM) -> sql.Composable:
+    """setval of every sequence in one statement."""
+    return sql.SQL("SELECT pg_catalog.setval(u.seq, u.v, u.c) "
+                   "FROM unnest({}::regclass[], {}::bigint[], {}::boolean[]) AS u(seq, v, c)").format(
+                       sequences, values, called)
+
+
+def read_sequences(conn: psycopg.Connection, sequences: list[tuple[str, str]],
+                   quoted: list[str] | None = None) -> list[tuple[str, str, int, bool, str]]:
     if not sequences:
         return []
-    parts = [
-        sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
-            sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name))
-        for schema, name in sequences
-    ]
-    return [tuple(r) for r in conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()]
+    quoted = quoted or regclass_names(conn, sequences)
+    found = dict(conn.execute(read_sequences_statement(), (quoted,)).fetchall())
+    out = []
+    not_called = []
+    for index, (schema, name) in enumerate(sequences, start=1):
+        if found.get(index) is None:
+            not_called.append((schema, name))
+        else:
+            out.append((schema, name, int(found[index]), True, quoted[index - 1]))
+    if not_called:
+        parts = [sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
+                    sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name))
+                 for schema, name in not_called]
+        out += [(*r, sql.Identifier(r[0], r[1]).as_string(conn))
+                for r in conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()]
+    return out
 
 
-def write_sequences(conn: psycopg.Connection, values: list[tuple[str, str, int, bool]]) -> None:
-    """setval every sequence in one round trip: the cutover pays for each one."""
+def write_sequences(conn: psycopg.Connection, values: list[tuple]) -> None:
+    """setval every sequence in one round trip; values as read_sequences gives them
+    (schema, name, last_value, is_called, regclass text)."""
     if not values:
         return
-    parts = [
-        sql.SQL("pg_catalog.setval({}, {}, {})").format(
-            sql.Literal(f"{sql.Identifier(schema, name).as_string(conn)}"), sql.Literal(last), sql.Literal(called))
-        for schema, name, last, called in values
-    ]
-    conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
-
+    conn.execute(write_sequences_statement(), ([v[4] for v in values], [v[2] for v in values],
+                                               [v[3] for v in values]))
