@@ -105,6 +105,7 @@ class PauseWindow:
     marker_wait: float | None = None
     sequences: int = 0
     sequences_copy: float | None = None    # seconds, overlapped with the marker's wait
+    sequences_moved: int = 0               # of `sequences`, set inside the pause
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -225,6 +226,12 @@ class Cutover:
         old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
         self.sequence_names = replication.regclass_names(old_side, self.sequences)
         new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
+        # Copied once before the pause too: inside it, only the sequences the clients
+        # moved since then need a setval (the new side's only ever go up: nothing but
+        # this copy and a client bypassing PgBouncer moves them, and a gap harms no key).
+        early_values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
+        replication.write_sequences(new_side, early_values)
+        self.copied_before = {(v[0], v[1]): (v[2], v[3]) for v in early_values}
         early = switch_statements(self.outside, grant=True)
         if early:
             with new.transaction():
@@ -374,8 +381,10 @@ class Cutover:
     def _copy_sequences(self, old_side: psycopg.Connection, new_side: psycopg.Connection) -> None:
         started = time.monotonic()
         values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
-        replication.write_sequences(new_side, values)
+        moved = [v for v in values if self.copied_before.get((v[0], v[1])) != (v[2], v[3])]
+        replication.write_sequences(new_side, moved)
         self.window.sequences = len(values)
+        self.window.sequences_moved = len(moved)
         self.window.sequences_copy = round(time.monotonic() - started, 4)
 
     # -- pieces ------------------------------------------------------------------

@@ -380,7 +380,9 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
                        "one statement for every sequence, while the marker is awaited "
                        "(those never used: their last_value read directly)"))
         s.append(_stmt("target", replication.write_sequences_statement(
-            listed, sql.SQL("<last_values>"), sql.SQL("<is_called>")), "the values just read on the source"))
+            listed, sql.SQL("<last_values>"), sql.SQL("<is_called>")),
+            "the values just read on the source; once before the pause for all of them, inside it "
+            "for those that moved since"))
     s.append(_stmt("target", sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(names.subscription(playbook)))))
     s.append(_stmt("target", sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(
         sql.Literal(names.reverse_slot(playbook))), "from here on the target keeps its changes for the source"))
