@@ -127,12 +127,9 @@ class Server(_Section):
 
 
 class EntryCommand(_Section):
-    """How to reroute a PgBouncer whose config the tool cannot write itself (another
-    host, a container, configuration management): shell commands, e.g. over ssh or
-    kubectl exec. `prepare` gets the new `[databases]` line on stdin before the pause;
-    `activate` makes it live inside the pause (the tool RELOADs after it); `show`, if
-    given, prints the entry's current value (otherwise the tool builds it from
-    SHOW DATABASES: host, port and dbname)."""
+    """Shell commands (ssh, kubectl exec) that reroute a PgBouncer whose config the tool
+    cannot write: `prepare` gets the new `[databases]` line on stdin before the pause,
+    `activate` makes it live inside it, `show` prints the current value (see route.py)."""
 
     prepare: Text
     activate: Text

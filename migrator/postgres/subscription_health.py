@@ -55,9 +55,12 @@ class Sample:
 
 
 def sample(conn: psycopg.Connection, subscription: str) -> Sample:
+    # From PG 16 parallel apply workers have no relid either: their leader_pid says whose.
+    leader = " AND w.leader_pid IS NULL" if conn.info.server_version >= 160000 else ""
     row = conn.execute(
         "SELECT s.subenabled, "
-        "(SELECT w.pid FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL) "
+        "(SELECT w.pid FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL"
+        + leader + ") "
         "FROM pg_catalog.pg_subscription s WHERE s.subname = %s AND s.subdbid = "
         "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())",
         (subscription,),
