@@ -16,9 +16,12 @@ REVERSE_SUFFIX = "_reverse"
 
 # The tool's own schema, created on both servers. The sync marker is a row the
 # cutover commits on the serving side after the pause; once the other side has
-# applied it, everything committed before the pause has been applied too.
+# applied it, everything committed before the pause has been applied too. Each move
+# has a marker table of its own, published only by its own publications: a table
+# shared by every move would be copied again by each new subscription, and collide
+# with the rows an earlier move left on the target (the copy then fails forever).
 SCHEMA = "migrator"
-SYNC_MARKER_TABLE = "sync_marker"
+SYNC_MARKER_PREFIX = "sync_marker_"
 
 
 class _Named(Protocol):
@@ -68,6 +71,7 @@ def all_objects(move: _Named | str) -> frozenset[str]:
     )
 
 
-def sync_marker() -> tuple[str, str]:
-    """(schema, table) of the marker table; compose it with sql.Identifier(*sync_marker())."""
-    return SCHEMA, SYNC_MARKER_TABLE
+def sync_marker(move: _Named | str) -> tuple[str, str]:
+    """(schema, table) of this move's marker table; compose it with
+    sql.Identifier(*sync_marker(move))."""
+    return SCHEMA, SYNC_MARKER_PREFIX + _slug(move)

@@ -21,8 +21,8 @@ from migrator.postgres.ddl import (
     AppPrivilege,
     DeferredIndex,
     group_schema,
-    privilege_statements,
 )
+from migrator.postgres.grants import switch_statements
 from migrator.postgres.statement import Statement
 
 ACCOUNTS, ORDERS = TableName("public", "accounts"), TableName("public", "orders")
@@ -111,7 +111,7 @@ def test_app_privileges_switch_with_their_columns():
     privileges = [AppPrivilege("TABLE", "public", "accounts", "app", "SELECT", "email").to_list(),
                   ["TABLE", "public", "accounts", "app", "UPDATE", "email"],
                   ["TABLE", "public", "UserEvents", "app", "SELECT"]]  # a checkpoint of an older run
-    assert [text(s) for s in privilege_statements(privileges, grant=False)] == [
+    assert [text(s) for s in switch_statements(privileges, grant=False)] == [
         'REVOKE SELECT ON TABLE "public"."UserEvents" FROM "app"',
         'REVOKE SELECT ("email"), UPDATE ("email") ON TABLE "public"."accounts" FROM "app"',
     ]

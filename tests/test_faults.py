@@ -55,8 +55,9 @@ class MarkerHeld:
 
     KEY = 4242
 
-    def __init__(self, move, direction: str = "forward"):
+    def __init__(self, move, direction: str = "forward", table: str = "migrator.sync_marker_files_partition"):
         self.dsn = move.target.dsn(APP_DB)
+        self.table = table
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(f"""
                 CREATE FUNCTION public.hold_marker() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -64,9 +65,9 @@ class MarkerHeld:
                     IF NEW.direction = '{direction}' THEN PERFORM pg_advisory_xact_lock({self.KEY}); END IF;
                     RETURN NEW;
                 END $$;
-                CREATE TRIGGER hold_marker BEFORE INSERT ON migrator.sync_marker
+                CREATE TRIGGER hold_marker BEFORE INSERT ON {table}
                     FOR EACH ROW EXECUTE FUNCTION public.hold_marker();
-                ALTER TABLE migrator.sync_marker ENABLE ALWAYS TRIGGER hold_marker;
+                ALTER TABLE {table} ENABLE ALWAYS TRIGGER hold_marker;
             """)
         self.holder = psycopg.connect(self.dsn, autocommit=True)
         self.holder.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
@@ -78,7 +79,7 @@ class MarkerHeld:
     def remove(self) -> None:
         self.release()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("DROP TRIGGER IF EXISTS hold_marker ON migrator.sync_marker; "
+            conn.execute(f"DROP TRIGGER IF EXISTS hold_marker ON {self.table}; "
                          "DROP FUNCTION IF EXISTS public.hold_marker()")
 
 

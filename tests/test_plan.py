@@ -99,7 +99,8 @@ def test_the_demo_plan_is_ready_and_shows_every_step_with_its_sql(move, tmp_path
     assert 'CREATE PUBLICATION "migrator_files_partition_reverse"' in text
     assert f"PAUSE {GROUP_ENTRY}" in text and f"RESUME {GROUP_ENTRY}" in text
     assert f"{GROUP_ENTRY} = host=127.0.0.1 port={move.target.port} dbname={APP_DB}" in text
-    assert "pg_catalog.setval('public.file_number_seq'" in text  # the bare sequence too
+    assert "pg_catalog.setval(u.seq, u.v, u.c)" in text
+    assert "'\"public\".\"file_number_seq\"'" in text  # the bare sequence too
     assert "sequence.copied_at_cutover" in text
     assert "ready: nothing blocks the move" in text
     assert "estimate: copy about 5,000 rows" in text

@@ -70,7 +70,9 @@ POSTGRES_CONFIG_FILE = f"{POSTGRES_CONFIG_DIR}/postgresql.conf"
 
 # Settings that describe the local back-end's machine, not a server in a container:
 # the image listens on every interface of its namespace and keeps its socket directory.
-LOCAL_ONLY_SETTINGS = frozenset({"listen_addresses", "unix_socket_directories"})
+# A container logs to its stderr (`docker logs`): no logging collector there.
+LOCAL_ONLY_SETTINGS = frozenset({"listen_addresses", "unix_socket_directories", "log_directory", "log_filename"})
+CONTAINER_OVERRIDES = {"logging_collector": "off"}
 # Same initdb choices as topology.PostgresCluster.init: password auth over TCP
 # (127.0.0.1 included), trust on the socket, UTF8 with C collation.
 INITDB_ARGS = "--auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C"
@@ -86,7 +88,8 @@ def container_settings(settings: Mapping[str, str] | None = None, *, durable: bo
     its machine-specific keys. Values are in postgresql.conf syntax (strings quoted)."""
     if settings is None:
         settings = {**LOGICAL_SETTINGS, **({} if durable else FAST_SETTINGS)}
-    return {key: value for key, value in settings.items() if key not in LOCAL_ONLY_SETTINGS}
+    return {key: CONTAINER_OVERRIDES.get(key, value) for key, value in settings.items()
+            if key not in LOCAL_ONLY_SETTINGS}
 
 
 def postgres_command(settings: Mapping[str, str], port: int) -> list[str]:

@@ -48,7 +48,12 @@ LOGICAL_SETTINGS: dict[str, str] = {
     "max_connections": "200",
     "listen_addresses": "'127.0.0.1'",
     "unix_socket_directories": "''",
-    "logging_collector": "off",
+    # The collector, so that the server tells where it logs (pg_current_logfile) and
+    # the tool can quote a failing replication worker's error; into the file pg_ctl
+    # starts the server with, one directory above the data directory.
+    "logging_collector": "on",
+    "log_directory": "'..'",
+    "log_filename": "'postgres.log'",
     "log_line_prefix": "'%m [%p] %q%a '",
     "log_min_messages": "warning",
     "shared_buffers": "128MB",

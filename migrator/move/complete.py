@@ -61,8 +61,8 @@ def complete(playbook: Playbook, store: StateStore, *, drop_source: bool = False
             result.removed.append("publications " + ", ".join(
                 [names.publication(playbook), names.reverse_publication(playbook)]))
             for conn in (src, dst):
-                replication.drop_marker_table(conn, playbook.name)
-            result.removed.append("sync markers")
+                replication.drop_marker_table(conn, playbook)
+            result.removed.append("sync marker table " + ".".join(names.sync_marker(playbook)))
             if drop_source:
                 with src.transaction():
                     for table in reversed(playbook.tables):

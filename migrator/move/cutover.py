@@ -26,18 +26,24 @@ from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.watchdog import Watchdog, WatchdogOrders
-from migrator.pgbouncer.config import entry_for_side, prepare_rewrite, read_entry
+from migrator.pgbouncer.config import entry_for_side
 from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.pgbouncer.fleet import POOL_SIZE, all_or_raise, run_all
+from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
-from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
+from migrator.postgres.subscription_health import SubscriptionWatch
 
 # Room the reroute and RESUME need after the point of no return; the tool refuses
 # to cross it later than max_pause minus this, so the pause stays within max_pause.
 REROUTE_BUDGET = 0.25
 # How far past max_pause the watchdog waits for a live tool before acting itself.
 WATCHDOG_MARGIN = 0.5
+# How long an abort waits for its RESUMEs; a PgBouncer that does not answer by then
+# is left to the watchdog, which keeps trying, so the others are not kept waiting.
+ABORT_RESUME_WAIT = 0.4
 
 
 class CutoverAborted(OperationFailed):
@@ -98,6 +104,8 @@ class PauseWindow:
     reason: str | None = None
     marker_wait: float | None = None
     sequences: int = 0
+    sequences_copy: float | None = None    # seconds, overlapped with the marker's wait
+    sequences_moved: int = 0               # of `sequences`, set inside the pause
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,6 +131,7 @@ class Cutover:
         self.d = direction
         self.settings = playbook.cutover
         self.app_privileges = [tuple(p) for p in app_privileges]
+        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges)
         self.sequences = sequences
         self.original_entries = original_entries
         self.checkpoint = checkpoint
@@ -135,10 +144,11 @@ class Cutover:
     # -- the values of each side -------------------------------------------------
 
     def _old_privileges_sql(self, *, grant: bool) -> list[sql.Composable]:
-        return privilege_statements(self.app_privileges, grant=grant)
+        """The privileges switched on the old side inside the pause."""
+        return switch_statements(self.inside, grant=grant)
 
-    def _new_entry(self, config_file: str) -> str:
-        return entry_for_side(self.original_entries[config_file], self.playbook, self.d.new_label)
+    def _new_entry(self, bouncer) -> str:
+        return entry_for_side(self.original_entries[bouncer.route_key], self.playbook, self.d.new_label)
 
     # -- the protocol ------------------------------------------------------------
 
@@ -159,7 +169,11 @@ class Cutover:
         every second of apply backlog would otherwise be a second of pause."""
         lag_limit = self.settings.max_lag
         deadline = time.monotonic() + self.wait_lag_timeout
+        # An apply worker failing on every attempt would leave the lag small and the
+        # warm-up marker unapplied: stop with the server's words instead.
+        watch = SubscriptionWatch(new, self.d.old_subscription, side=str(self.d.new_label), verb=self.d.verb)
         while True:
+            watch.check()
             lag = replication.slot_lag_bytes(old, self.d.old_slot)
             if lag is None:
                 raise OperationFailed(
@@ -172,10 +186,11 @@ class Cutover:
                                       f"{self.wait_lag_timeout:.0f}s; not starting the cutover")
             time.sleep(0.2)
         for _ in range(20):
-            marker = replication.commit_marker(old, self.playbook.name, f"{self.d.name}-warmup")
+            marker = replication.commit_marker(old, self.playbook, f"{self.d.name}-warmup")
             try:
                 waited = replication.wait_for_marker(new, marker, deadline=time.monotonic() + 5)
             except replication.MarkerTimeout:
+                watch.check()
                 continue
             if waited < self.settings.max_pause / 4:
                 return
@@ -186,22 +201,41 @@ class Cutover:
     def _pause_window(self, old: psycopg.Connection, new: psycopg.Connection) -> PauseWindow:
         s = self.settings
         entries = [(b, b.database) for b in self.playbook.pgbouncers]
-        self.consoles = [PgBouncerConsole(b.admin_dsn) for b, _ in entries]
-        grant_new = [q.as_string(new) for q in privilege_statements(self.app_privileges, grant=True)]
-        restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
-        # Everything that can be done before the pause is: the new config files are
-        # written beside the old ones (which also proves they can be written), a
-        # second connection to each side is open, the watchdog process is running.
-        rewrites = []
-        try:
-            for b, entry in entries:
-                rewrites.append(prepare_rewrite(b.config_file, entry, self._new_entry(str(b.config_file))))
-        except OperationFailed as exc:
+        routes = [route_for(b) for b, _ in entries]
+        connected = run_all([lambda b=b: PgBouncerConsole(b.admin_dsn) for b, _ in entries])
+        self.consoles = [o.value for o in connected if o.value is not None]
+        for outcome in connected:
+            if outcome.error is not None:
+                raise outcome.error
+        grant_new = [q.as_string(new) for q in switch_statements(self.app_privileges, grant=True)]
+        restore_old = [q.as_string(old) for q in switch_statements(self.app_privileges, grant=True)]
+        # Everything that can be done before the pause is: the new entries are written
+        # beside the old config (which also proves they can be written) or handed to
+        # each PgBouncer's prepare command, a second connection to each side is open,
+        # the watchdog process is running.
+        prepared = run_all([lambda r=r, b=b: r.prepare(self._new_entry(b))
+                            for r, (b, _) in zip(routes, entries, strict=True)])
+        rewrites = [o.value for o in prepared if o.value is not None]
+        failed = next((o.error for o in prepared if o.error is not None), None)
+        if failed is not None:
             for rewrite in rewrites:
                 rewrite.discard()
-            raise OperationFailed(f"the cutover did not start: {exc.message}; nothing was paused",
-                                  hint=exc.hint) from exc
+            message = failed.message if isinstance(failed, OperationFailed) else describe_error(failed)
+            raise OperationFailed(f"the cutover did not start: {message}; nothing was paused",
+                                  hint=getattr(failed, "hint", None)) from failed
         old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
+        self.sequence_names = replication.regclass_names(old_side, self.sequences)
+        new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
+        # Copied once before the pause too: inside it, only the sequences the clients
+        # moved since then need a setval (the new side's only ever go up: nothing but
+        # this copy and a client bypassing PgBouncer moves them, and a gap harms no key).
+        early_values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
+        replication.write_sequences(new_side, early_values)
+        self.copied_before = {(v[0], v[1]): (v[2], v[3]) for v in early_values}
+        early = switch_statements(self.outside, grant=True)
+        if early:
+            with new.transaction():
+                new.execute(sql.SQL("; ").join(early))
         watchdog = Watchdog()
         watchdog.wait_ready()
         self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time())
@@ -211,14 +245,20 @@ class Cutover:
             deadline=time.time() + s.max_pause + WATCHDOG_MARGIN,
             old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
             restore_old=restore_old, grant_new=grant_new,
-            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "config_file": str(b.config_file),
-                         "new_value": self._new_entry(str(b.config_file))} for b, entry in entries],
+            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
+                         "new_value": self._new_entry(b)} for r, (b, entry) in zip(routes, entries, strict=True)],
             state_url=self.state_url,
             old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
         ))
         pnr_deadline = start + s.max_pause - REROUTE_BUDGET
         mark = start
-        changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False}
+        changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False,
+                   "granted_early": bool(early)}
+        # The new side's GRANTs run while PAUSE waits for the transactions in flight: no
+        # client reaches the new side before the reroute either way.
+        work = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover")
+        grant_inside = switch_statements(self.inside, grant=True)
+        granting = work.submit(self._grant_new, new, grant_inside, changed)
 
         def lap(part: str) -> None:
             nonlocal mark
@@ -234,16 +274,17 @@ class Cutover:
                 # already resumed the old side: revoking there now would fail live clients.
                 if time.monotonic() > pnr_deadline or watchdog.fired():
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
-                self._switch_privileges(old_side, new, grant_new, pnr_deadline, changed)
+                self._revoke_old(old_side, pnr_deadline, changed)
+                granting.result()
                 lap("privileges")
-                marker = replication.commit_marker(old, self.playbook.name, self.d.name)
+                marker = replication.commit_marker(old, self.playbook, self.d.name)
+                # Every client is paused and the old side revoked: the sequences are final
+                # there, and copying them needs nothing from the marker's wait.
+                copying = work.submit(self._copy_sequences, old_side, new_side)
                 self.window.marker_wait = round(
                     replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
+                copying.result()
                 lap("sync_marker")
-                values = replication.read_sequences(old, self.sequences)
-                replication.write_sequences(new, values)
-                self.window.sequences = len(values)
-                lap("sequences")
                 replication.set_subscription_enabled(new, self.d.old_subscription, False)
                 changed["forward_stopped"] = True
                 # Only the slot is needed inside the pause: from its creation on, the new
@@ -262,9 +303,14 @@ class Cutover:
                 self.checkpoint(phase=CutoverPhase.POINT_OF_NO_RETURN)
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
                 reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
-                self._abort(old, new, entries, **changed)
+                concurrent.futures.wait([granting])  # its GRANT is undone below, once done
+                unresumed = self._abort(old, new, entries, **changed)
                 self.window.total = round(time.monotonic() - start, 4)
-                watchdog.stand_down()
+                if unresumed:
+                    # It keeps trying them after this process is gone.
+                    watchdog.take_over()
+                else:
+                    watchdog.stand_down()
                 self.window.outcome = PauseOutcome.ABORTED
                 self.window.reason = reason
                 self.checkpoint(phase=CutoverPhase.ABORTED, last_window=self.window.to_dict())
@@ -278,9 +324,9 @@ class Cutover:
             # ---- the point of no return --------------------------------------------
             watchdog.crossing_point_of_no_return()
             try:
-                for rewrite in rewrites:
-                    rewrite.commit()
-                self._in_parallel([console.reload for console in self.consoles])
+                # Per PgBouncer: the new entry made live, then RELOAD; all at once.
+                all_or_raise([lambda w=w, c=c: (w.commit(), c.reload())
+                              for w, c in zip(rewrites, self.consoles, strict=True)])
                 lap("reroute")
                 self._resume_all(entries)
                 lap("resume")
@@ -299,9 +345,11 @@ class Cutover:
                 ) from exc
             watchdog.stand_down()
         finally:
+            work.shutdown(wait=False)
             for rewrite in rewrites:
                 rewrite.discard()
             old_side.close()
+            new_side.close()
         self.window.outcome = PauseOutcome.COMPLETED
         self.checkpoint(phase=CutoverPhase.RESUMED, last_window=self.window.to_dict())
         self._check_routes(entries)
@@ -310,45 +358,41 @@ class Cutover:
         self._after_resume(old, new)
         return self.window
 
-    def _switch_privileges(self, old_side: psycopg.Connection, new: psycopg.Connection,
-                           grant_new: list[str], deadline: float, changed: dict) -> None:
-        """Revoke the app roles on the old side and grant them on the new one, at once.
+    def _revoke_old(self, old_side: psycopg.Connection, deadline: float, changed: dict) -> None:
+        """Revoke the app roles' table privileges on the old side, one round trip.
 
         A lock_timeout bounds the REVOKE: a long transaction from another entry
         holding a lock on a group table must not stretch the pause."""
-        # One round trip per side: the statements go as one simple-protocol batch,
-        # which the server runs as one transaction.
-        def revoke() -> None:
-            lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
-                sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
-            batch = [lock_timeout, *self._old_privileges_sql(grant=False)]
-            with old_side.transaction():
-                old_side.execute(sql.SQL("; ").join(batch))
-            changed["revoked"] = True
-
-        def grant() -> None:
-            if grant_new:
-                with new.transaction():
-                    new.execute("; ".join(grant_new))  # type: ignore[arg-type]
-            changed["granted"] = True
-
-        self._in_parallel([revoke, grant])
+        # The statements go as one simple-protocol batch, which the server runs as one
+        # transaction.
+        lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
+            sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
+        with old_side.transaction():
+            old_side.execute(sql.SQL("; ").join([lock_timeout, *self._old_privileges_sql(grant=False)]))
+        changed["revoked"] = True
 
     @staticmethod
-    def _in_parallel(calls: list[Callable[[], None]]) -> None:
-        if len(calls) == 1:
-            calls[0]()
-            return
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            for future in [pool.submit(call) for call in calls]:
-                future.result()
+    def _grant_new(new: psycopg.Connection, statements: list[sql.Composable], changed: dict) -> None:
+        if statements:
+            with new.transaction():
+                new.execute(sql.SQL("; ").join(statements))
+        changed["granted"] = True
+
+    def _copy_sequences(self, old_side: psycopg.Connection, new_side: psycopg.Connection) -> None:
+        started = time.monotonic()
+        values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
+        moved = [v for v in values if self.copied_before.get((v[0], v[1])) != (v[2], v[3])]
+        replication.write_sequences(new_side, moved)
+        self.window.sequences = len(values)
+        self.window.sequences_moved = len(moved)
+        self.window.sequences_copy = round(time.monotonic() - started, 4)
 
     # -- pieces ------------------------------------------------------------------
 
     def _pause_all(self, entries, old: psycopg.Connection, start: float, deadline: float) -> None:
         """PAUSE every entry in parallel; after `grace`, cancel the app's queries on
         the group; past the deadline, give up (the caller RESUMEs)."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(entries))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(POOL_SIZE, len(entries)))
         futures = [pool.submit(console.pause, entry)
                    for console, (_, entry) in zip(self.consoles, entries, strict=True)]
         cancelled = False
@@ -364,9 +408,11 @@ class Cutover:
                     cancelled = True
                     self._cancel_app_queries(old)
                 if now > deadline:
+                    late = [c.display for c, f in zip(self.consoles, futures, strict=True) if f in pending]
                     raise CutoverAborted(
                         f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
-                        "a transaction stayed open on the group's entry")
+                        f"{', '.join(late)} (a transaction stayed open on the group's entry, "
+                        "or the PgBouncer does not answer)")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -389,42 +435,45 @@ class Cutover:
         self.log(f"grace of {self.settings.grace}s over: cancelled {len(rows)} app queries on the group", None)
 
     def _resume_all(self, entries) -> None:
-        errors = []
-        for console, (_, entry) in zip(self.consoles, entries, strict=True):
-            try:
-                console.resume(entry)
-            except Exception as exc:  # noqa: BLE001 - resume every other one regardless
-                errors.append(f"{console.display}: {describe_error(exc)}")
+        outcomes = run_all([lambda c=c, e=e: c.resume(e)
+                            for c, (_, e) in zip(self.consoles, entries, strict=True)])
+        errors = [f"{c.display}: {describe_error(o.error)}"
+                  for c, o in zip(self.consoles, outcomes, strict=True) if o.error is not None]
         if errors:
             raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
 
     def _abort(self, old, new, entries, *, revoked: bool, granted: bool, forward_stopped: bool,
-               slot_created: bool) -> None:
-        """Undo what the pause did, traffic first: privileges and RESUME on the old side."""
+               slot_created: bool, granted_early: bool) -> list[str]:
+        """Undo what the pause did, traffic first: privileges and RESUME on the old side.
+        Returns the PgBouncers not resumed (unreachable, or too slow to answer)."""
         problems = []
-        fresh_consoles = []
         if revoked:
             try:
-                with old.transaction():
-                    for stmt in self._old_privileges_sql(grant=True):
-                        old.execute(stmt)
+                restore = self._old_privileges_sql(grant=True)
+                if restore:
+                    with old.transaction():
+                        old.execute(sql.SQL("; ").join(restore))
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"restoring privileges: {describe_error(exc)}")
-        for bouncer, entry in entries:
-            try:
-                # The console that issued a PAUSE still waits for it: use a new one.
-                console = PgBouncerConsole(bouncer.admin_dsn)
-                fresh_consoles.append(console)
+
+        def resume(bouncer, entry: str) -> None:
+            # The console that issued a PAUSE still waits for it: use a new one.
+            with PgBouncerConsole(bouncer.admin_dsn) as console:
                 console.resume(entry)
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"RESUME {entry}: {describe_error(exc)}")
-        for console in fresh_consoles:
-            console.close()
+
+        outcomes = run_all([lambda b=b, e=e: resume(b, e) for b, e in entries], timeout=ABORT_RESUME_WAIT)
+        unresumed = []
+        for (bouncer, entry), outcome in zip(entries, outcomes, strict=True):
+            if not outcome.ok:
+                why = "no answer" if outcome.late else describe_error(outcome.error)
+                unresumed.append(f"{describe(bouncer.admin_dsn)}")
+                problems.append(f"RESUME {entry} on {describe(bouncer.admin_dsn)}: {why} (the watchdog keeps trying)")
         try:
-            if granted:
+            undo = switch_statements(self.inside, grant=False) if granted else []
+            undo += switch_statements(self.outside, grant=False) if granted_early else []
+            if undo:
                 with new.transaction():
-                    for stmt in privilege_statements(self.app_privileges, grant=False):
-                        new.execute(stmt)
+                    new.execute(sql.SQL("; ").join(undo))
             if slot_created:
                 replication.drop_slot(new, self.d.new_slot)
             if forward_stopped:
@@ -433,10 +482,12 @@ class Cutover:
             problems.append(f"restoring replication: {describe_error(exc)}")
         if problems:
             self.log("abort left work for the next run: " + "; ".join(problems), None)
+        return unresumed
 
     def _check_routes(self, entries) -> None:
-        for console, (_, entry) in zip(self.consoles, entries, strict=True):
-            current = console.databases().get(entry)
+        found = all_or_raise([c.databases for c in self.consoles])
+        for console, (_, entry), databases in zip(self.consoles, entries, found, strict=True):
+            current = databases.get(entry)
             if current is None or not current.points_at(self.d.new_dsn):
                 raise OperationFailed(
                     f"PgBouncer {console.display}: entry {entry} does not point at the "
@@ -444,7 +495,12 @@ class Cutover:
 
     def _after_resume(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
         """Outside the pause: the reverse subscription attaches to the slot made inside
-        it, and the old subscription (whose slot would retain WAL forever) goes."""
+        it, the old subscription (whose slot would retain WAL forever) goes, and the
+        privileges left for after the pause are revoked on the old side."""
+        late = switch_statements(self.outside, grant=False)
+        if late:
+            with old.transaction():
+                old.execute(sql.SQL("; ").join(late))
         finish_switch(self.d, old, new)
         self.log(f"subscription {self.d.new_subscription} streams back to the {self.d.old_label}; "
                  f"dropped {self.d.old_subscription} and its slot", None)
@@ -460,11 +516,11 @@ def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection
 
 
 def original_entries(playbook: Playbook) -> dict[str, str]:
-    """The current value of each PgBouncer's group entry, keyed by config file."""
+    """The current value of each PgBouncer's group entry, keyed by its route_key."""
     out = {}
-    for bouncer in playbook.pgbouncers:
-        value = read_entry(bouncer.config_file, bouncer.database)
+    for bouncer, value in zip(playbook.pgbouncers,
+                              all_or_raise([route_for(b).read for b in playbook.pgbouncers]), strict=True):
         if value is None:
-            raise OperationFailed(f"{bouncer.config_file}: no [databases] entry {bouncer.database!r}")
-        out[str(bouncer.config_file)] = value
+            raise OperationFailed(f"{route_for(bouncer).where}: no [databases] entry {bouncer.database!r}")
+        out[bouncer.route_key] = value
     return out

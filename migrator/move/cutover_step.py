@@ -14,10 +14,11 @@ from migrator.move.cutover import (
     original_entries,
 )
 from migrator.move.recovery import reconcile
+from migrator.pgbouncer.route import route_for
 from migrator.playbook import format_duration
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, describe
-from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
 from migrator.postgres.statement import Statement
 from migrator.testhooks import hold
 
@@ -77,19 +78,22 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
     d = Direction.reverse(ctx.playbook)
     privileges = ctx.data("schema").get("app_privileges", [])
     bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(ctx.playbook.pgbouncers)]
-    out = [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
-    out += [Statement(d.old_label, q) for q in privilege_statements(privileges, grant=False)]
-    out += [Statement(d.new_label, q) for q in privilege_statements(privileges, grant=True)]
-    out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(
-        replication.MARKER), "the sync marker; then the sequences' values are copied to the source"))
+    inside, outside = inside_and_outside_the_pause(privileges)
+    out = [Statement(d.new_label, q, "before the pause") for q in switch_statements(outside, grant=True)]
+    out += [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
+    out += [Statement(d.new_label, q, "while PAUSE waits") for q in switch_statements(inside, grant=True)]
+    out += [Statement(d.old_label, q) for q in switch_statements(inside, grant=False)]
+    out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(
+        replication.marker_table(ctx.playbook)), "the sync marker; then the sequences' values are copied to the source"))
     out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
         sql.Identifier(d.old_subscription))))
     out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")
                          .format(sql.Literal(d.new_slot))))
-    out += [Statement(str(b.config_file), f"[databases] {b.database} = <the entry as it was before the move>",
+    out += [Statement(route_for(b).where, f"[databases] {b.database} = <the entry as it was before the move>",
                       "the point of no return") for _, b in bouncers]
     out += [Statement(on, "RELOAD") for on, _ in bouncers]
     out += [Statement(on, f"RESUME {b.database}") for on, b in bouncers]
+    out += [Statement(d.old_label, q, "after RESUME") for q in switch_statements(outside, grant=False)]
     out.append(Statement(d.old_label, replication.subscription_statement(
         d.new_subscription, d.new_dsn, d.new_publication, d.new_slot, copy_data=False, create_slot=False),
         "after RESUME"))

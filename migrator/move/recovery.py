@@ -21,11 +21,13 @@ from migrator.move.cutover import (
     finish_switch,
     original_entries,
 )
-from migrator.pgbouncer.config import entry_for_side, read_entry, rewrite_entry
+from migrator.pgbouncer.config import entry_for_side
 from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.pgbouncer.fleet import all_or_raise
+from migrator.pgbouncer.route import route_for
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, SideConnection, connect
-from migrator.postgres.ddl import privilege_statements
+from migrator.postgres.grants import switch_statements
 
 
 @contextmanager
@@ -68,19 +70,20 @@ def reconcile(ctx: MoveContext) -> Side:
     with _both_sides(d) as (old, new):
         serving_conn, other_conn = (new, old) if finished else (old, new)
         with serving_conn.transaction():
-            for stmt in privilege_statements(privileges, grant=True):
+            for stmt in switch_statements(privileges, grant=True):
                 serving_conn.execute(stmt)
         with other_conn.transaction():
-            for stmt in privilege_statements(privileges, grant=False):
+            for stmt in switch_statements(privileges, grant=False):
                 other_conn.execute(stmt)
         serving = d.new_label if finished else d.old_label
-        for bouncer in ctx.playbook.pgbouncers:
-            value = entry_for_side(originals[str(bouncer.config_file)], ctx.playbook, serving)
-            if read_entry(bouncer.config_file, bouncer.database) != value:
-                rewrite_entry(bouncer.config_file, bouncer.database, value)
+
+        def put_back(bouncer) -> None:
+            route_for(bouncer).write(entry_for_side(originals[bouncer.route_key], ctx.playbook, serving))
             with PgBouncerConsole(bouncer.admin_dsn) as console:
                 console.reload()
                 console.resume(bouncer.database)
+
+        all_or_raise([lambda b=b: put_back(b) for b in ctx.playbook.pgbouncers])
         if finished:
             finish_switch(d, old, new)
         else:

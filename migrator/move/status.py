@@ -14,8 +14,8 @@ from migrator.errors import OperationFailed
 from migrator.move.cutover import CutoverPhase, DirectionName
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
-from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
+from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
@@ -69,10 +69,12 @@ def routes(playbook: Playbook) -> list[Route]:
     for bouncer in playbook.pgbouncers:
         name = describe(bouncer.admin_dsn)
         try:
-            value = read_entry(bouncer.config_file, bouncer.database) or ""
+            value = route_for(bouncer).read() or ""
             config_side = _config_side(value, playbook)
         except OSError as exc:
             config_side = f"unreadable ({exc.strerror})"
+        except OperationFailed as exc:
+            config_side = f"unreadable ({exc.message})"
         try:
             with PgBouncerConsole(bouncer.admin_dsn, connect_timeout=2) as console:
                 entry = console.databases().get(bouncer.database)

@@ -25,6 +25,7 @@ from migrator.postgres.catalog import existing_objects, read_group
 from migrator.postgres.connection import describe_error
 from migrator.postgres.ddl import DeferredIndex, GroupSchema, group_schema
 from migrator.postgres.statement import Statement
+from migrator.postgres.subscription_health import SubscriptionWatch
 from migrator.testhooks import hold
 
 __all__ = ["STEPS", "STEP_NAMES", "MoveContext", "Reporter", "Step", "describe_failure"]
@@ -67,10 +68,10 @@ def read_schema(src: psycopg.Connection, dst: psycopg.Connection, playbook: Play
     return group_schema(group, existing_objects(dst, group), playbook.app_roles)
 
 
-def schema_statements(schema: GroupSchema) -> list[Statement]:
-    """What the schema step runs, in order: the tool's marker table on both sides, then
+def schema_statements(schema: GroupSchema, playbook: Playbook) -> list[Statement]:
+    """What the schema step runs, in order: this move's marker table on both sides, then
     the group's DDL on the target (in one transaction)."""
-    marker = replication.marker_table_statements()
+    marker = replication.marker_table_statements(playbook)
     return ([Statement("source", q) for q in marker] + [Statement("target", q) for q in marker]
             + [Statement("target", q) for q in schema.statements()])
 
@@ -98,7 +99,7 @@ def schema_do(ctx: MoveContext) -> str:
             indexes=[i.to_dict() for i in schema.secondary_indexes],
             partitioned=schema.group.partitioned,
         )
-        statements = schema_statements(schema)
+        statements = schema_statements(schema, ctx.playbook)
         ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source")
         ctx.run(dst, [q for q in statements if q.on == "target"], "schema", "created on the target",
                 transaction=True)
@@ -130,8 +131,8 @@ def schema_undo_statements(ctx: MoveContext) -> UndoPlan:
     out += [Statement("target", sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)),
                       "only if nothing else was put there since")
             for schema in data.get("created_schemas", [])]
-    return UndoPlan(out, ["and this move's sync markers on both sides (the marker table once no move "
-                          "uses it)"])
+    return UndoPlan(out, [f"and this move's sync marker table {'.'.join(names.sync_marker(ctx.playbook))} on both "
+                          "sides (the schema too, once nothing else is in it)"])
 
 
 def schema_undo(ctx: MoveContext) -> str:
@@ -150,9 +151,9 @@ def schema_undo(ctx: MoveContext) -> str:
                 else:
                     dst.execute(statement.sql)
                 ctx.log("schema", "dropped on the target", statement.text)
-        replication.drop_marker_table(dst, ctx.move)
+        replication.drop_marker_table(dst, ctx.playbook)
     with ctx.source("schema-undo") as src:
-        replication.drop_marker_table(src, ctx.move)
+        replication.drop_marker_table(src, ctx.playbook)
     # Whatever stays on the target (--keep-target) is no longer this move's: a new run
     # must not take it for its own half-finished work.
     ctx.save("schema", intent=False)
@@ -320,8 +321,8 @@ def rebuild_do(ctx: MoveContext) -> str:
     if refresh:
         with ctx.target("refresh") as conn:
             ctx.run(conn, refresh, "rebuild-indexes", "computed on the target")
-    with ctx.source("lag") as src:
-        _wait_for_lag(ctx, src, names.slot(ctx.playbook), "rebuild-indexes")
+    with ctx.source("lag") as src, ctx.target("lag") as dst:
+        _wait_for_lag(ctx, src, dst, "rebuild-indexes")
     views = f", refreshed {len(refresh)} materialized view{'' if len(refresh) == 1 else 's'}" if refresh else ""
     return f"rebuilt {len(dropped)} indexes in {built:.1f}s, analyzed the group{views}; lag under max_lag"
 
@@ -351,20 +352,54 @@ def rebuild_undo(ctx: MoveContext) -> str | None:
     return f"dropped {len(plan.statements)} rebuilt indexes again"
 
 
-def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, step: str,
+class WaitNotes:
+    """A long wait says what it waits for: a note when that changes, from `after`
+    seconds on and at most every `every` seconds (and the same words once a minute)."""
+
+    def __init__(self, ctx: MoveContext, step: str, *, after: float = 10.0, every: float = 10.0) -> None:
+        self.ctx, self.step, self.after, self.every = ctx, step, after, every
+        self.started = self.last_at = time.monotonic()
+        self.last_text: str | None = None
+
+    def say(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.started < self.after or now - self.last_at < self.every:
+            return
+        if text == self.last_text and now - self.last_at < 60:
+            return
+        waited = f"{now - self.started:.0f}s"
+        self.ctx.reporter.note(f"{self.step}: still waiting after {waited}: {text}")
+        if text != self.last_text:
+            self.ctx.log(self.step, f"waiting after {waited}: {text}")
+        self.last_text, self.last_at = text, now
+
+
+def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: psycopg.Connection, step: str,
                   timeout: float = 3600) -> None:
+    """Until the slot's lag is under max_lag with the apply worker running: a small lag
+    behind an apply worker that fails on every attempt is no readiness."""
+    slot, sub = names.slot(ctx.playbook), names.subscription(ctx.playbook)
     limit = ctx.playbook.cutover.max_lag
     deadline = time.monotonic() + timeout
+    watch = SubscriptionWatch(subscriber, sub, side="target")
+    notes = WaitNotes(ctx, step)
     while True:
+        health = watch.check()
         lag = replication.slot_lag_bytes(publisher, slot)
         if lag is None:
             raise OperationFailed(f"replication slot {slot} is missing: replication is not running",
                                   hint="run `migrator status` and `migrator rollback --to defer-indexes`")
+        if health.enabled is False:
+            raise OperationFailed(f"subscription {sub} is disabled on the target: nothing is applied",
+                                  hint=f"ALTER SUBSCRIPTION {sub} ENABLE on the target (or `migrator rollback`), "
+                                  "then run `migrator execute` again")
         ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {lag} bytes")
-        if lag <= limit:
+        if lag <= limit and health.apply_pid:
             return
+        notes.say(f"lag {lag} bytes (max_lag {limit}); {watch.waiting_for(health)}")
         if time.monotonic() > deadline:
-            raise OperationFailed(f"replication lag stayed above max_lag for {timeout:.0f}s")
+            raise OperationFailed(f"replication lag stayed above max_lag for {timeout:.0f}s "
+                                  f"({watch.waiting_for(health)})")
         time.sleep(0.5)
 
 
@@ -376,7 +411,8 @@ def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_v
     makes the slot and starts the initial copy)."""
     pub, sub = names.publication(playbook), names.subscription(playbook)
     return [
-        Statement("source", replication.publication_statement(pub, list(playbook.tables), via_root=via_root)),
+        Statement("source", replication.publication_statement(pub, list(playbook.tables), playbook,
+                                                              via_root=via_root)),
         Statement("target", replication.subscription_statement(
             sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True,
             run_as_owner=replication.runs_as_owner(target_version))),
@@ -413,8 +449,11 @@ def replicate_do(ctx: MoveContext) -> str:
 def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: dict[TableName, int],
                    total: int, deadline: float, early: EarlyIndexBuilds) -> None:
     """Until every table is `r`eady: progress in bytes, early index builds per table."""
-    marker = TableName(*names.sync_marker())
+    marker = TableName(*names.sync_marker(ctx.playbook))
+    watch = SubscriptionWatch(dst, sub, side="target")
+    notes = WaitNotes(ctx, "replicate")
     while True:
+        health = watch.check()
         states = replication.sync_states(dst, sub)
         group_states = {t: states.get(t, "?") for t in ctx.tables}
         for table, state in group_states.items():
@@ -428,6 +467,9 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
             target_sizes = replication.relation_bytes(dst, copying)
             copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
         ctx.reporter.progress("replicate", copied, total, "bytes")
+        waiting = [t.qualified for t, st in group_states.items() if st != "r"]
+        notes.say(f"{copied} of {total} bytes; {len(waiting)} tables not ready; "
+                  f"{watch.waiting_for(health, waiting)}")
         if time.monotonic() > deadline:
             raise OperationFailed("the initial copy did not finish in time")
         time.sleep(0.25)
@@ -474,7 +516,8 @@ def replicate_undo(ctx: MoveContext) -> str:
 
 def prepare_reverse_statements(playbook: Playbook, *, via_root: bool = False) -> list[Statement]:
     pub = names.reverse_publication(playbook)
-    return [Statement("target", replication.publication_statement(pub, list(playbook.tables), via_root=via_root))]
+    return [Statement("target", replication.publication_statement(pub, list(playbook.tables), playbook,
+                                                                  via_root=via_root))]
 
 
 def prepare_reverse_do(ctx: MoveContext) -> str:

@@ -40,7 +40,7 @@ class WatchdogOrders:
     new_dsn: str
     restore_old: list[str]          # GRANTs that give the old side back its privileges
     grant_new: list[str]            # GRANTs for the app roles on the new side
-    pgbouncers: list[dict] = field(default_factory=list)  # admin_dsn, entry, config_file, new_value
+    pgbouncers: list[dict] = field(default_factory=list)  # admin_dsn, entry, route (route.orders()), new_value
     state_url: str | None = None
     old_backend_pids: list[int] = field(default_factory=list)  # the tool's sessions on the old side
 
@@ -155,18 +155,27 @@ def _open_store(orders: WatchdogOrders):
         return None
 
 
-def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
-    from migrator.pgbouncer.config import read_entry, rewrite_entry
-    from migrator.pgbouncer.console import PgBouncerConsole
+# After acting, the watchdog keeps trying a PgBouncer that did not answer (a host that
+# dropped off the network inside the pause) for this long: it must not stay paused.
+RESUME_RETRY_WINDOW = 60.0
 
-    errors = []
+
+def _route_of(bouncer: dict):
+    from migrator.pgbouncer.route import FileRoute, route_from_orders
+
+    if "route" in bouncer:
+        return route_from_orders(bouncer["route"])
+    return FileRoute(bouncer["config_file"], bouncer["entry"])  # orders of an older version
+
+
+def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    from migrator.pgbouncer.console import PgBouncerConsole
+    from migrator.pgbouncer.fleet import run_all
+
+    errors: list[str] = []
     if forward:
-        for bouncer in orders.pgbouncers:
-            try:
-                if read_entry(bouncer["config_file"], bouncer["entry"]) != bouncer["new_value"]:
-                    rewrite_entry(bouncer["config_file"], bouncer["entry"], bouncer["new_value"])
-            except Exception as exc:  # noqa: BLE001 - keep going: RESUME matters most
-                errors.append(str(exc))
         _run_sql(orders.new_dsn, orders.grant_new, errors)
     else:
         # The tool may be alive, only late (or stopped) in the middle of its REVOKE:
@@ -175,16 +184,31 @@ def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
         _run_sql(orders.old_dsn, [f"SELECT pg_catalog.pg_terminate_backend({int(pid)})"
                                   for pid in orders.old_backend_pids], errors)
         _run_sql(orders.old_dsn, orders.restore_old, errors)
-    for bouncer in orders.pgbouncers:
-        try:
-            with PgBouncerConsole(bouncer["admin_dsn"], connect_timeout=2) as console:
-                if forward:
-                    console.reload()
-                console.resume(bouncer["entry"])
-        except Exception as exc:  # noqa: BLE001
-            errors.append(str(exc))
+
+    def one(bouncer: dict) -> None:
+        if forward:
+            _route_of(bouncer).write(bouncer["new_value"])
+        with PgBouncerConsole(bouncer["admin_dsn"], connect_timeout=2) as console:
+            if forward:
+                console.reload()
+            console.resume(bouncer["entry"])
+
+    pending = list(orders.pgbouncers)
+
+    def attempt() -> list[dict]:
+        outcomes = run_all([lambda b=b: one(b) for b in pending], timeout=5)
+        failed = [b for b, o in zip(pending, outcomes, strict=True) if not o.ok]
+        if not errors:
+            errors.extend(f"{b['entry']}: {o.error or 'no answer'}"
+                          for b, o in zip(pending, outcomes, strict=True) if not o.ok)
+        pending[:] = failed
+        return failed
+
+    Retrying(stop=stop_after_delay(RESUME_RETRY_WINDOW), wait=wait_fixed(0.5), retry=retry_if_result(bool),
+             retry_error_callback=lambda state: state.outcome.result())(attempt)
+    left = f"; not reached in {RESUME_RETRY_WINDOW:.0f}s: {[b['entry'] for b in pending]}" if pending else ""
     _log(orders, f"watchdog acted ({why}): traffic resumed on the "
-                 f"{'new' if forward else 'old'} side" + (f"; errors: {errors}" if errors else ""))
+                 f"{'new' if forward else 'old'} side" + (f"; errors: {errors}" if errors else "") + left)
 
 
 def _run_sql(dsn: str, statements: list[str], errors: list[str]) -> None:
@@ -216,8 +240,12 @@ def _log(orders: WatchdogOrders, message: str) -> None:
 
 def main() -> int:
     # Imported now, while the tool is still before its pause: acting must not wait for it.
+    import tenacity  # noqa: F401
+
     import migrator.move.state  # noqa: F401
     import migrator.pgbouncer.console  # noqa: F401
+    import migrator.pgbouncer.fleet  # noqa: F401
+    import migrator.pgbouncer.route  # noqa: F401
 
     print("ready", flush=True)
 

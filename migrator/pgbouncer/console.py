@@ -62,7 +62,10 @@ class PgBouncerConsole:
         try:
             # The console rejects startup options such as statement_timeout: its row
             # of TIMEOUTS sets none.
-            self.conn = connect(admin_dsn, connect_timeout=connect_timeout, purpose="pgbouncer-admin")
+            # No prepared statements either: after a few runs of one SHOW psycopg would
+            # prepare it, and the console speaks only the simple protocol.
+            self.conn = connect(admin_dsn, connect_timeout=connect_timeout, purpose="pgbouncer-admin",
+                                prepare_threshold=None)
         except ServerUnreachable as exc:
             raise ServerUnreachable(
                 f"PgBouncer admin console {self.display} unreachable: {exc.message.split(': ', 1)[-1]}",

@@ -29,6 +29,7 @@ from migrator.move.steps import (
     schema_statements,
 )
 from migrator.pgbouncer.config import entry_for
+from migrator.pgbouncer.route import route_for
 from migrator.plan.document import (
     objects_created,
     objects_dict,
@@ -54,7 +55,8 @@ from migrator.playbook import (
 )
 from migrator.postgres import replication
 from migrator.postgres.connection import describe
-from migrator.postgres.ddl import DeferredIndex, privilege_statements
+from migrator.postgres.ddl import DeferredIndex
+from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
 from migrator.postgres.statement import Statement
 
 __all__ = [
@@ -239,8 +241,8 @@ def _ident(name: TableName | tuple[str, ...] | str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
-def _marker() -> tuple[str, str]:
-    return names.sync_marker()
+def _marker(playbook: Playbook) -> tuple[str, str]:
+    return names.sync_marker(playbook)
 
 
 def _stmt(on: str, composed: sql.Composable | str, note: str = "") -> Statement:
@@ -264,12 +266,13 @@ def _preflight(findings: tuple[Finding, ...]) -> PlannedStep:
 
 def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
     group = snapshot.schema
-    statements = schema_statements(group) if group is not None else []
+    statements = schema_statements(group, playbook) if group is not None else []
     notes = [
         "creates the group's tables on the target like the source's, in one transaction: "
         "schemas, types, sequences, functions, columns, constraints, indexes, foreign keys, "
         "triggers, grants, comments",
-        f"and the tool's own schema {names.SCHEMA} with its sync marker table on both servers",
+        f"and the tool's own schema {names.SCHEMA} with this move's sync marker table "
+        f"{'.'.join(names.sync_marker(playbook))} on both servers",
     ]
     if group is None:
         notes.append("the definitions could not be read: " + (snapshot.schema_error or "no table exists"))
@@ -352,38 +355,46 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
     """The statements of cutover.Cutover, in its order (keep the two in step)."""
     bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
     privileges = snapshot.schema.app_privileges if snapshot.schema is not None else []
-    marker = _ident(_marker())
+    inside, outside = inside_and_outside_the_pause(privileges)
+    marker = _ident(_marker(playbook))
     s: list[Statement] = [
-        _stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
+        _stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
               "before the pause, until the target applies it quickly"),
     ]
     for _, bouncer in bouncers:
-        s.append(_stmt(str(bouncer.config_file),
+        s.append(_stmt(route_for(bouncer).where,
                        f"[databases] {bouncer.database} = "
                        f"{_entry_value(_current_entry(snapshot, bouncer), playbook.target.dsn)}",
                        "written beside the file before the pause, put in place at the reroute"))
+    s += [_stmt("target", q, "before the pause: a sequence privilege draws numbers, it writes no row")
+          for q in switch_statements(outside, grant=True)]
     s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
+    s += [_stmt("target", q, "while PAUSE waits for the transactions in flight")
+          for q in switch_statements(inside, grant=True)]
     if playbook.app_roles:
         s.append(_stmt("source", sql.SQL(
             "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
             "WHERE a.usename = ANY({}) AND ..."
         ).format(sql.Literal(list(playbook.app_roles))), "after grace: their queries on the group"))
-    revoke = privilege_statements(privileges, grant=False)
+    revoke = switch_statements(inside, grant=False)
     if revoke:
         s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause"))
     s += [_stmt("source", q) for q in revoke]
-    s += [_stmt("target", q) for q in privilege_statements(privileges, grant=True)]
-    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, move, direction) VALUES (...)").format(marker),
+    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
                    "the sync marker"))
     s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
                    "until the marker has arrived"))
     sequences = snapshot.distinct_sequences
     if sequences:
-        s.append(_stmt("source", sql.SQL(" UNION ALL ").join(
-            sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(q)) for q in sequences)))
-        s.append(_stmt("target", sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("pg_catalog.setval({}, <last_value>, <is_called>)").format(sql.Literal(q.qualified))
-            for q in sequences)), "the values just read on the source"))
+        listed = sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(sql.Literal(_ident(q).as_string(None))
+                                                                for q in sequences))
+        s.append(_stmt("source", replication.read_sequences_statement(listed),
+                       "one statement for every sequence, while the marker is awaited "
+                       "(those never used: their last_value read directly)"))
+        s.append(_stmt("target", replication.write_sequences_statement(
+            listed, sql.SQL("<last_values>"), sql.SQL("<is_called>")),
+            "the values just read on the source; once before the pause for all of them, inside it "
+            "for those that moved since"))
     s.append(_stmt("target", sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(names.subscription(playbook)))))
     s.append(_stmt("target", sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(
         sql.Literal(names.reverse_slot(playbook))), "from here on the target keeps its changes for the source"))
@@ -391,6 +402,7 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
         s.append(_stmt(on, "RELOAD", "after the config file is put in place: the point of no return is passed"))
     s += [_stmt(on, f"RESUME {b.database}") for on, b in bouncers]
     s += [_stmt(on, "SHOW DATABASES", "checks that the entry routes to the target") for on, _ in bouncers]
+    s += [_stmt("source", q, "after RESUME") for q in switch_statements(outside, grant=False)]
     s.append(_stmt("source", _subscription(
         names.reverse_subscription(playbook), playbook.target.dsn, names.reverse_publication(playbook),
         names.reverse_slot(playbook), copy_data=False, create_slot=False,
@@ -415,7 +427,7 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
 
 def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
     for facts in snapshot.pgbouncers:
-        if str(facts.config_file) == str(bouncer.config_file) and facts.database == bouncer.database:
+        if str(facts.config_file) == route_for(bouncer).where and facts.database == bouncer.database:
             return facts.config_entry
     return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator import names
+from migrator.pgbouncer.route import route_for
 from migrator.plan.inspection import ServerFacts, Snapshot
 from migrator.playbook import Playbook
 from migrator.postgres.catalog import TableFacts
@@ -57,7 +58,7 @@ def playbook_dict(playbook: Playbook) -> dict[str, Any]:
         "tables": [str(t) for t in playbook.tables],
         "app_roles": list(playbook.app_roles),
         "pgbouncers": [
-            {"admin": describe(b.admin_dsn), "database": b.database, "config_file": str(b.config_file)}
+            {"admin": describe(b.admin_dsn), "database": b.database, "config_file": route_for(b).where}
             for b in playbook.pgbouncers
         ],
         "cutover": {

@@ -28,6 +28,7 @@ from migrator import names
 from migrator.errors import OperationFailed, ServerUnreachable
 from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
+from migrator.pgbouncer.route import include_problem, route_for
 from migrator.playbook import PgBouncerEntry, Playbook, TableName
 from migrator.postgres.catalog import (
     ExistingObjects,
@@ -139,7 +140,7 @@ class PgBouncerFacts:
     index: int
     display: str
     database: str
-    config_file: Path
+    config_file: Path | str                # the file rewritten, or which command reroutes
     reachable: bool
     error: str | None = None
     version: str | None = None
@@ -152,6 +153,7 @@ class PgBouncerFacts:
     config_problem: str | None = None      # why it is not readable/writable, in words
     config_entry: str | None = None        # the entry's connection string in the file
     config_points_at_source: bool = False
+    include_problem: str | None = None     # include_file: the main config does not %include it
 
 
 @dataclass(frozen=True)
@@ -426,14 +428,33 @@ def pgbouncer_facts(entry: PgBouncerEntry, playbook: Playbook, *, index: int = 0
         }
     except (ServerUnreachable, OperationFailed) as exc:
         console["error"] = exc.message
+    route = route_for(entry)
+    if entry.command is not None:
+        config = _command_facts(entry, route, playbook.source.dsn)
+    else:
+        config = _config_facts(entry, Path(route.where), playbook.source.dsn)
+        if entry.include_file is not None and entry.config_file is not None:
+            config["include_problem"] = include_problem(entry.config_file, entry.include_file)
     return PgBouncerFacts(
-        index=index, display=display, database=entry.database, config_file=entry.config_file,
-        **console, **_config_facts(entry, playbook.source.dsn),
+        index=index, display=display, database=entry.database, config_file=route.where,
+        **console, **config,
     )
 
 
-def _config_facts(entry: PgBouncerEntry, source_dsn: str) -> dict[str, Any]:
-    path = Path(entry.config_file)
+def _command_facts(entry: PgBouncerEntry, route, source_dsn: str) -> dict[str, Any]:
+    """A command-rerouted entry: its current value from `show` (or the console). Whether
+    `prepare` works is proven before the pause, where a failure still pauses nothing."""
+    facts: dict[str, Any] = {"config_exists": True, "config_readable": True, "config_writable": True}
+    try:
+        value = route.read()
+    except OperationFailed as exc:
+        return {**facts, "config_readable": False, "config_problem": f"cannot be read: {exc.message}"}
+    facts["config_entry"] = value
+    facts["config_points_at_source"] = value is not None and _routes_to(entry.database, value, source_dsn)
+    return facts
+
+
+def _config_facts(entry: PgBouncerEntry, path: Path, source_dsn: str) -> dict[str, Any]:
     facts: dict[str, Any] = {"config_exists": path.is_file()}
     if not path.exists():
         facts["config_problem"] = "does not exist"

@@ -290,6 +290,7 @@ def long_transactions(snapshot: Snapshot, playbook: Playbook, expected: frozense
     ("pgbouncer.entry_not_on_source", "that entry routes to the source now"),
     ("pgbouncer.entry_paused", "that entry is not paused or disabled now"),
     ("pgbouncer.config_not_writable", "every config file is readable and replaceable by the tool"),
+    ("pgbouncer.include_missing", "the config %includes the include_file the tool rewrites"),
     ("pgbouncer.config_entry_missing", "every config file holds the entry"),
     ("pgbouncer.config_entry_not_on_source", "the entry in every config file routes to the source"),
 )
@@ -344,6 +345,14 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"the {entry} entry in it",
                 "run migrator where that file is, as a user who may replace it "
                 f"(check pgbouncers[{bouncer.index}].config_file)",
+            )
+        elif bouncer.include_problem is not None:
+            bad = True
+            yield Finding(
+                BLOCK, "pgbouncer.include_missing", subject,
+                f"{bouncer.include_problem}; the reroute rewrites {bouncer.config_file}",
+                f"add `%include {bouncer.config_file}` to the [databases] section of PgBouncer's config, "
+                f"RELOAD, then plan again (check pgbouncers[{bouncer.index}].include_file)",
             )
         elif bouncer.config_entry is None:
             bad = True

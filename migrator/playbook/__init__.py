@@ -5,6 +5,7 @@ Import from here; the modules behind it are the package's own business.
 
 from migrator.playbook.model import (
     CutoverSettings,
+    EntryCommand,
     IndexSettings,
     PgBouncerEntry,
     Playbook,
@@ -22,6 +23,7 @@ from migrator.playbook.units import (
 
 __all__ = [
     "CutoverSettings",
+    "EntryCommand",
     "IndexSettings",
     "PgBouncerEntry",
     "Playbook",

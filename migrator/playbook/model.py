@@ -48,6 +48,7 @@ from migrator.postgres.connection import describe
 
 __all__ = [
     "CutoverSettings",
+    "EntryCommand",
     "IndexSettings",
     "PgBouncerEntry",
     "Playbook",
@@ -125,23 +126,70 @@ class Server(_Section):
         return self.display
 
 
+class EntryCommand(_Section):
+    """Shell commands (ssh, kubectl exec) that reroute a PgBouncer whose config the tool
+    cannot write: `prepare` gets the new `[databases]` line on stdin before the pause,
+    `activate` makes it live inside it, `show` prints the current value (see route.py)."""
+
+    prepare: Text
+    activate: Text
+    show: Text | None = None
+    timeout: Duration = 1.0
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {format_duration(value)}")
+        return value
+
+
+def _path_text(value: Any) -> Any:
+    # Path() would accept '' as '.', which is never a PgBouncer config file.
+    return None if value is None else _text(value)
+
+
 class PgBouncerEntry(_Section):
-    """A PgBouncer whose [databases] entry for the group is paused and rerouted."""
+    """A PgBouncer whose [databases] entry for the group is paused and rerouted.
+
+    The entry is rerouted one of three ways: `config_file` alone (the tool rewrites
+    the entry in it), `include_file` (a small file of the tool's own holding only the
+    group's entries, which the main config pulls in with `%include`; `config_file`,
+    if given too, is only read, to check that it does), or `command`."""
 
     admin_dsn: Dsn
     database: Text
-    config_file: Path
+    config_file: Annotated[Path | None, BeforeValidator(_path_text)] = None
+    include_file: Annotated[Path | None, BeforeValidator(_path_text)] = None
+    command: EntryCommand | None = None
 
-    @field_validator("config_file", mode="before")
-    @classmethod
-    def _config_file_is_text(cls, value: Any) -> Any:
-        # Path() would accept '' as '.', which is never a PgBouncer config file.
-        return _text(value)
+    @model_validator(mode="after")
+    def _one_way_to_reroute(self) -> PgBouncerEntry:
+        if self.command is not None and (self.config_file or self.include_file):
+            raise ValueError("give either command or config_file/include_file, not both: "
+                             "a PgBouncer rerouted by command has its config where the tool cannot write it")
+        if self.command is None and self.config_file is None and self.include_file is None:
+            raise ValueError("say how to reroute the entry: config_file (rewritten), include_file (a file of "
+                             "the tool's own that the config %includes) or command")
+        return self
+
+    @property
+    def entry_file(self) -> Path | None:
+        """The file the tool rewrites: the include file, or the config file itself."""
+        if self.command is not None:
+            return None
+        return self.include_file or self.config_file
+
+    @property
+    def route_key(self) -> str:
+        """Names this entry's route in the checkpoint (the entry file, as before)."""
+        file = self.entry_file
+        return str(file) if file is not None else f"command {describe(self.admin_dsn)}/{self.database}"
 
     def __repr_args__(self) -> Iterator[tuple[str, Any]]:
         yield "admin", describe(self.admin_dsn)
         yield "database", self.database
-        yield "config_file", self.config_file
+        yield "route", self.route_key
 
 
 class CutoverSettings(_Section):
@@ -255,7 +303,7 @@ class Playbook(_Section):
 # `path` records where the playbook came from; it is not something a user writes.
 _YAML_KEYS = {
     model: [key for key in model.model_fields if key != "path"]
-    for model in (Playbook, Server, PgBouncerEntry, CutoverSettings, IndexSettings, ObjectSettings)
+    for model in (Playbook, Server, PgBouncerEntry, EntryCommand, CutoverSettings, IndexSettings, ObjectSettings)
 }
 
 

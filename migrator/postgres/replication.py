@@ -18,37 +18,35 @@ from migrator import names
 from migrator.errors import OperationFailed
 from migrator.playbook import TableName
 
-MARKER = sql.Identifier(*names.sync_marker())
+
+def marker_table(move) -> sql.Identifier:
+    """This move's marker table (`move`: a Playbook or its slug)."""
+    return sql.Identifier(*names.sync_marker(move))
 
 
-def marker_table_statements() -> list[sql.Composable]:
-    """The tool's schema and marker table; shared by every move on the server."""
+def marker_table_statements(move) -> list[sql.Composable]:
+    """The tool's schema (shared) and this move's marker table (its own: only this
+    move's publications carry it, so no other move's copy or apply ever touches it)."""
     return [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.SCHEMA)),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, move text NOT NULL, "
-                "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(MARKER),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, "
+                "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(marker_table(move)),
     ]
 
 
-def ensure_marker_table(conn: psycopg.Connection) -> None:
-    for statement in marker_table_statements():
+def ensure_marker_table(conn: psycopg.Connection, move) -> None:
+    for statement in marker_table_statements(move):
         conn.execute(statement)
 
 
-def drop_marker_table(conn: psycopg.Connection, move: str) -> None:
-    """Remove this move's markers; the table and schema go once no move uses them."""
-    if not _exists(conn, "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
-                   names.sync_marker()):
-        return
-    conn.execute(sql.SQL("DELETE FROM {} WHERE move = %s").format(MARKER), (move,))
-    still_used = _exists(conn, sql.SQL("SELECT 1 FROM {} LIMIT 1").format(MARKER)) or _exists(
-        conn,
-        "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE schemaname = %s AND tablename = %s",
-        names.sync_marker(),
-    )
-    if not still_used:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(MARKER))
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(names.SCHEMA)))
+def drop_marker_table(conn: psycopg.Connection, move) -> None:
+    """Drop this move's marker table; the schema goes once nothing else is in it."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(marker_table(move)))
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(names.SCHEMA)))
+    except psycopg.errors.DependentObjectsStillExist:
+        pass  # another move's marker table (or guard) is still there
 
 
 def _exists(conn: psycopg.Connection, query, params=()) -> bool:
@@ -62,15 +60,15 @@ def publication_exists(conn: psycopg.Connection, name: str) -> bool:
     return _exists(conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,))
 
 
-def publication_statement(name: str, tables: list[TableName], *, via_root: bool = False) -> sql.Composable:
-    """The group and the tool's marker table, whose rows prove how far the other side is.
+def publication_statement(name: str, tables: list[TableName], move, *, via_root: bool = False) -> sql.Composable:
+    """The group and this move's marker table, whose rows prove how far the other side is.
 
     With partitioned tables, via the root: the changes of every partition are published
     as the partitioned table's, so each group table is one relation to copy and follow
     (one line in pg_subscription_rel) and the other side routes rows into its own
     identical tree; partitions added later are covered without touching the publication."""
     return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}{}").format(
-        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [MARKER]),
+        sql.Identifier(name), sql.SQL(", ").join([t.identifier for t in tables] + [marker_table(move)]),
         sql.SQL(" WITH (publish_via_partition_root = true)" if via_root else ""))
 
 
@@ -325,23 +323,26 @@ class SyncMarker:
 
     token: str
     committed_at: float
+    table: sql.Identifier
 
 
-def commit_marker(conn: psycopg.Connection, move: str, direction: str) -> SyncMarker:
-    token = f"{move}:{direction}:{uuid.uuid4()}"
+def commit_marker(conn: psycopg.Connection, move, direction: str) -> SyncMarker:
+    """Commit a marker row in `move`'s table (a Playbook or its slug)."""
+    table = marker_table(move)
+    token = f"{direction}:{uuid.uuid4()}"
     # Walsenders only send flushed WAL: an asynchronous commit here would sit in
     # the WAL buffers for up to wal_writer_delay before the subscriber could see it.
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute(sql.SQL("INSERT INTO {} (token, move, direction) VALUES (%s, %s, %s)").format(MARKER),
-                     (token, move, direction))
-    return SyncMarker(token, time.monotonic())
+        conn.execute(sql.SQL("INSERT INTO {} (token, direction) VALUES (%s, %s)").format(table),
+                     (token, direction))
+    return SyncMarker(token, time.monotonic(), table)
 
 
 def wait_for_marker(conn: psycopg.Connection, marker: SyncMarker, *, deadline: float,
                     poll: float = 0.003) -> float:
     """Poll the other side until the marker is applied; returns seconds waited."""
-    query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(MARKER)
+    query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(marker.table)
     while True:
         if conn.execute(query, (marker.token,)).fetchone():
             return time.monotonic() - marker.committed_at
@@ -359,25 +360,57 @@ class MarkerTimeout(OperationFailed):
 # --------------------------------------------------------------------------- sequences
 
 
-def read_sequences(conn: psycopg.Connection, sequences: list[tuple[str, str]]) -> list[tuple[str, str, int, bool]]:
+def regclass_names(conn, sequences) -> list[str]:
+    """The sequences as regclass input text; composed before the pause, not inside it."""
+    return [sql.Identifier(schema, name).as_string(conn) for schema, name in sequences]
+
+
+_PARAM = sql.SQL("%s")
+
+
+def read_sequences_statement(sequences: sql.Composable = _PARAM) -> sql.Composable:
+    """Every sequence's value in one statement, planned once whatever their number
+    (a UNION ALL of one SELECT per sequence costs the pause a plan per sequence).
+    pg_sequence_last_value is NULL for a sequence whose last value was not handed out
+    (is_called false); those few are read one by one."""
+    return sql.SQL("SELECT u.i, pg_catalog.pg_sequence_last_value(u.seq) "
+                   "FROM unnest({}::regclass[]) WITH ORDINALITY AS u(seq, i)").format(sequences)
+
+
+def write_sequences_statement(sequences: sql.Composable = _PARAM, values: sql.Composable = _PARAM,
+                              called: sql.Composable = _PARAM) -> sql.Composable:
+    """setval of every sequence in one statement."""
+    return sql.SQL("SELECT pg_catalog.setval(u.seq, u.v, u.c) "
+                   "FROM unnest({}::regclass[], {}::bigint[], {}::boolean[]) AS u(seq, v, c)").format(
+                       sequences, values, called)
+
+
+def read_sequences(conn: psycopg.Connection, sequences: list[tuple[str, str]],
+                   quoted: list[str] | None = None) -> list[tuple[str, str, int, bool, str]]:
     if not sequences:
         return []
-    parts = [
-        sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
-            sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name))
-        for schema, name in sequences
-    ]
-    return [tuple(r) for r in conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()]
+    quoted = quoted or regclass_names(conn, sequences)
+    found = dict(conn.execute(read_sequences_statement(), (quoted,)).fetchall())
+    out = []
+    not_called = []
+    for index, (schema, name) in enumerate(sequences, start=1):
+        if found.get(index) is None:
+            not_called.append((schema, name))
+        else:
+            out.append((schema, name, int(found[index]), True, quoted[index - 1]))
+    if not_called:
+        parts = [sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
+                    sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name))
+                 for schema, name in not_called]
+        out += [(*r, sql.Identifier(r[0], r[1]).as_string(conn))
+                for r in conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()]
+    return out
 
 
-def write_sequences(conn: psycopg.Connection, values: list[tuple[str, str, int, bool]]) -> None:
-    """setval every sequence in one round trip: the cutover pays for each one."""
+def write_sequences(conn: psycopg.Connection, values: list[tuple]) -> None:
+    """setval every sequence in one round trip; values as read_sequences gives them
+    (schema, name, last_value, is_called, regclass text)."""
     if not values:
         return
-    parts = [
-        sql.SQL("pg_catalog.setval({}, {}, {})").format(
-            sql.Literal(f"{sql.Identifier(schema, name).as_string(conn)}"), sql.Literal(last), sql.Literal(called))
-        for schema, name, last, called in values
-    ]
-    conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
-
+    conn.execute(write_sequences_statement(), ([v[4] for v in values], [v[2] for v in values],
+                                               [v[3] for v in values]))

@@ -13,7 +13,7 @@ with an empty search_path; every identifier is composed with `sql.Identifier`.
 """
 
 from migrator.postgres.ddl.indexes import DeferredIndex
-from migrator.postgres.ddl.privileges import AppPrivilege, privilege_statements
+from migrator.postgres.ddl.privileges import AppPrivilege
 from migrator.postgres.ddl.schema import GroupSchema, group_schema
 
 __all__ = [
@@ -21,5 +21,4 @@ __all__ = [
     "DeferredIndex",
     "GroupSchema",
     "group_schema",
-    "privilege_statements",
 ]
