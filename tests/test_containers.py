@@ -120,6 +120,7 @@ def test_image_tags_are_derived_from_their_recipes():
     assert changed.tag != base.tag
     child = recipes["postgres-15"]
     assert type(child)(**{**child.__dict__, "parent": changed}).tag != child.tag, "a parent's change is a new tag"
+    assert child.alias == "migrator-lab/postgres:15", "docker-compose.local.yml's name for today's image"
     assert "postgresql-15 pgbouncer" in child.rendered_dockerfile()
     assert child.rendered_dockerfile().startswith(f"FROM {base.tag}\n")
 

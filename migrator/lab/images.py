@@ -14,7 +14,9 @@ reach their registries through the host's network):
 
 Each tag ends with a hash of its recipe (and of its parent's tag), so building is
 idempotent and cached by tag: an image is built only when no image carries the tag its
-recipe gives today, and a change to a recipe is a new tag. Both server images share an
+recipe gives today, and a change to a recipe is a new tag. The image of today's recipe
+is also tagged without the hash (`migrator-lab/postgres:15`), the name
+docker-compose.local.yml uses. Both server images share an
 entrypoint with the part of the official `postgres` image's interface that the test
 back-end and docker-compose.yml use (POSTGRES_USER/PASSWORD/INITDB_ARGS, PGPORT,
 /docker-entrypoint-initdb.d), and every container of them runs on the host network,
@@ -119,6 +121,11 @@ class ImageRecipe:
     @property
     def tag(self) -> str:
         return f"{self.repository}:{self.label}-{self.digest()}"
+
+    @property
+    def alias(self) -> str:
+        """The hash-free tag: whichever image today's recipe gives."""
+        return f"{self.repository}:{self.label}"
 
     def digest(self) -> str:
         recipe = {
@@ -228,6 +235,8 @@ def ensure_images(client: Any, *, log: Log = lambda line: None) -> dict[str, str
             else:
                 _build(client, recipe)
             log(f"images: built {recipe.tag} in {time.monotonic() - started:.0f}s")
+        for recipe in recipes().values():
+            client.images.get(recipe.tag).tag(recipe.repository, recipe.label)
     return {name: recipe.tag for name, recipe in recipes().items()}
 
 
