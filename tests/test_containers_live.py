@@ -4,6 +4,8 @@ that leaves nothing behind. CI runs these in its testcontainers pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psutil
 import psycopg
 import pytest
@@ -12,6 +14,7 @@ from conftest import backend_choice
 from migrator.lab import engine
 from migrator.lab.sandbox import APP_DB
 
+pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.containers
 
 
@@ -79,3 +82,21 @@ def test_teardown_removes_every_container_it_started(make_move):
     move.topology.stop()
     assert move.topology.processes() == []
     assert not session_containers(), "a topology's stop left containers behind"
+
+
+def test_a_failed_test_gets_the_containers_logs_in_its_report(pytester):
+    """The fixture module's promise, on containers: run a failing test in a session of
+    its own (this conftest, this back-end) and read its report."""
+    def lab_containers():
+        return {c.id for c in engine.docker_client().containers.list(all=True, filters={"label": engine.LABEL})}
+
+    before = lab_containers()
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(test_fails="def test_fails(move):\n    assert move.source.running() is False\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(failed=1)
+    report = result.stdout.str()
+    assert "backend=testcontainers" in report
+    assert "server logs" in report and "--- source (docker logs)" in report and "--- pgbouncer (docker logs)" in report
+    assert "database system is ready to accept connections" in report
+    assert lab_containers() == before, "the inner session's teardown left containers"
