@@ -324,19 +324,19 @@ def choose_backend(requested: str | None, *, engine_answers: bool, images_missin
     and the reason."""
     where = engine.engine_address()
     if requested == "local":
-        return BackendChoice("local", "asked for (MIGRATOR_TEST_BACKEND=local)")
+        return BackendChoice("local", "MIGRATOR_TEST_BACKEND=local")
     if requested == "testcontainers":
         if not engine_answers:
-            return BackendChoice("testcontainers", "asked for", unusable=(
+            return BackendChoice("testcontainers", "MIGRATOR_TEST_BACKEND=testcontainers", unusable=(
                 f"MIGRATOR_TEST_BACKEND=testcontainers, but no Docker engine answers at {where} "
                 "(start dockerd, or set DOCKER_HOST)"))
         if images_missing and build is not None:
             try:
                 build()
             except OperationFailed as exc:
-                return BackendChoice("testcontainers", "asked for", unusable=(
+                return BackendChoice("testcontainers", "MIGRATOR_TEST_BACKEND=testcontainers", unusable=(
                     f"the lab's images could not be built: {exc.message}"))
-        return BackendChoice("testcontainers", f"asked for, engine at {where}")
+        return BackendChoice("testcontainers", f"MIGRATOR_TEST_BACKEND=testcontainers, engine at {where}")
     if not engine_answers:
         return BackendChoice("local", "no Docker engine answers")
     if images_missing:

@@ -42,6 +42,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -224,17 +225,26 @@ def ensure_images(client: Any, *, log: Log = lambda line: None) -> dict[str, str
 
     A lock serialises concurrent sessions of this machine, which would build the
     same images twice."""
+    def build(recipe: ImageRecipe) -> None:
+        started = time.monotonic()
+        log(f"images: building {recipe.tag}")
+        if recipe.parent is None:
+            _build_base(client, recipe)
+        else:
+            _build(client, recipe)
+        log(f"images: built {recipe.tag} in {time.monotonic() - started:.0f}s")
+
     LOCK_FILE.touch(exist_ok=True)
     with open(LOCK_FILE) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for recipe in missing(client):
-            started = time.monotonic()
-            log(f"images: building {recipe.tag}")
-            if recipe.parent is None:
-                _build_base(client, recipe)
-            else:
-                _build(client, recipe)
-            log(f"images: built {recipe.tag} in {time.monotonic() - started:.0f}s")
+        absent = missing(client)
+        for recipe in [r for r in absent if r.parent is None]:
+            build(recipe)
+        # The server images need only the base: built side by side (apt and pip wait
+        # on the network more than on the CPU).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(build, r) for r in absent if r.parent is not None]:
+                future.result()
         for recipe in recipes().values():
             client.images.get(recipe.tag).tag(recipe.repository, recipe.label)
     return {name: recipe.tag for name, recipe in recipes().items()}
