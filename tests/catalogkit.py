@@ -306,14 +306,19 @@ def same_sql(shown: list[str], ran: list[str], what: str) -> None:
 @contextmanager
 def module_topology(workdir: Path, templates, label: str, *, pgbouncers: int = 1):
     """A MoveTopology for a whole module (either back-end), stopped and removed after."""
-    from conftest import PASSWORD, backend_name
+    import pytest
+    from conftest import PASSWORD, backend_choice
 
     from migrator.lab import topology
     from migrator.lab.sandbox import build_move_topology
 
     root = workdir / f"{label}-{secrets.token_hex(3)}"
-    if backend_name() == "testcontainers":
+    choice = backend_choice()
+    if choice.name == "testcontainers":
         from migrator.lab.containers import build_container_move
+
+        if choice.unusable:
+            pytest.skip(choice.unusable)
 
         move = build_container_move(root, pgbouncers=pgbouncers, password=PASSWORD)
     else:

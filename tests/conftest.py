@@ -3,14 +3,18 @@
 Two back-ends behind one fixture interface (DESIGN section 6):
 - local binaries (default): initdb/pg_ctl and pgbouncer from this machine, run as an
   unprivileged OS user when the tests run as root;
-- testcontainers: the same topology on Docker, chosen when MIGRATOR_TEST_BACKEND is
-  `testcontainers` or a Docker engine answers.
+- testcontainers: the same topology on Docker containers of images built here
+  (migrator.lab.images), chosen when MIGRATOR_TEST_BACKEND is `testcontainers` (the
+  images are built if missing) or when a Docker engine that has them answers. An
+  engine without them means the local back-end, and the header says why; asked for
+  with no engine, the tests that need servers skip saying so.
 
 Every test that needs servers asks for `move` (a MoveTopology: source, target,
 PgBouncer with the `app` and `app_files` entries) or `make_move` for variations, and
 `app_load` for the application's load around what it breaks. A test that needs a
 PostgreSQL major is marked `@pytest.mark.pg(18)` (or `pg(">=16")`).
-When a test fails, the tail of every server log is attached to its report.
+When a test fails, the tail of every server log (`docker logs` on containers) is
+attached to its report.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -29,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.lab import binaries, topology
+from migrator.lab import binaries, engine, images, topology
+from migrator.lab.containers import BACKENDS, BackendChoice, choose_backend
 from migrator.lab.sandbox import GROUP_ENTRY, build_move_topology
 from migrator.lab.workload import Workload
 
@@ -37,32 +43,51 @@ PASSWORD = "Pw-" + secrets.token_hex(6)
 BACKEND_ENV = "MIGRATOR_TEST_BACKEND"
 
 
-def backend_name() -> str:
+def requested_backend() -> str | None:
     chosen = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if chosen in ("local", "testcontainers"):
+    if chosen in BACKENDS:
         return chosen
     if chosen:
         raise pytest.UsageError(f"{BACKEND_ENV}={chosen!r}: use 'local' or 'testcontainers'")
-    from migrator.lab.containers import docker_available
+    return None
 
-    return "testcontainers" if docker_available() else "local"
+
+@functools.cache
+def _choice(requested: str | None) -> BackendChoice:
+    """Asked once per session: the engine and its images do not change under a run."""
+    if requested == "local":
+        return choose_backend(requested, engine_answers=False, images_missing=[])
+    client = engine.docker_client()
+    absent = [recipe.tag for recipe in images.missing(client)] if client is not None else []
+    return choose_backend(
+        requested, engine_answers=client is not None, images_missing=absent,
+        build=lambda: images.ensure_images(client, log=lambda line: print(line, file=sys.stderr, flush=True)),
+    )
+
+
+def backend_choice() -> BackendChoice:
+    return _choice(requested_backend())
+
+
+def backend_name() -> str:
+    return backend_choice().name
 
 
 # --------------------------------------------------------------------------- PostgreSQL majors
 
 
 @functools.cache
-def server_versions() -> dict[int, tuple[str, Path]] | None:
-    """{major: (full version, bin directory)} of the PostgreSQL servers tests can start,
-    or None when the back-end decides (testcontainers builds an image per major)."""
+def server_versions() -> dict[int, tuple[str, str]]:
+    """{major: (version, where from)} of the PostgreSQL servers tests can start: the
+    installed bin directories, or the lab's images on testcontainers."""
     if backend_name() == "testcontainers":
-        return None
+        return {major: (str(major), f"image {images.postgres_image(major)}") for major in images.MAJORS}
     found = {}
     for major in binaries.available_majors():
         bindir = binaries.postgres_bindir(major)
         out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True,
                              check=True).stdout  # "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-        found[major] = (out.split("(PostgreSQL)")[-1].split()[0], bindir)
+        found[major] = (out.split("(PostgreSQL)")[-1].split()[0], str(bindir))
     return found
 
 
@@ -88,8 +113,6 @@ def pytest_collection_modifyitems(config, items):
             if not marker.args:
                 raise pytest.UsageError(f"{item.nodeid}: pg marker needs a major, e.g. pg(18)")
             majors = server_versions()
-            if majors is None:
-                continue
             for spec in marker.args:
                 if not any(_wanted(spec)(major) for major in majors):
                     item.add_marker(pytest.mark.skip(reason=(
@@ -98,25 +121,35 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
+    choice = backend_choice()
+    head = f"migrator topology: backend={choice.name} ({choice.why})"
+    if choice.unusable:
+        return [head, f"testcontainers unusable, server tests skip: {choice.unusable}"]
     try:
-        default = binaries.postgres_bindir()
         majors = server_versions()
+        if choice.name == "testcontainers":
+            return [head, "PostgreSQL: " + ", ".join(f"{v} ({where})" for v, where in majors.values()),
+                    f"PgBouncer: image {images.pgbouncer_image()} (host network, 127.0.0.1 only)"]
+        default = str(binaries.postgres_bindir())
         bouncer = binaries.pgbouncer_binary()
         bouncer_version = subprocess.run([str(bouncer), "--version"], capture_output=True,
                                          text=True).stdout.splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - the header must not break collection
-        return [f"migrator topology: unavailable ({exc})"]
-    if majors is None:
-        servers = "PostgreSQL: images built per major by the testcontainers back-end"
-    else:
-        servers = "PostgreSQL: " + ", ".join(
-            f"{version} ({bindir}{', default' if bindir == default else ''})"
-            for version, bindir in majors.values())
+        return [head, f"migrator topology: unavailable ({exc})"]
+    servers = "PostgreSQL: " + ", ".join(
+        f"{version} ({bindir}{', default' if bindir == default else ''})" for version, bindir in majors.values())
     return [
-        f"migrator topology: backend={backend_name()} run_as={binaries.run_as_user() or 'self'}",
+        f"{head} run_as={binaries.run_as_user() or 'self'}",
         servers,
         f"{bouncer_version} ({bouncer})",
     ]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No reaper on testcontainers: whatever this session's containers left (a test
+    killed by its timeout mid-setup) goes now."""
+    if _choice.cache_info().currsize and backend_name() == "testcontainers":
+        engine.remove_containers()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -159,12 +192,15 @@ def make_move(request, workdir, templates):
 
     def make(*, source_version=None, target_version=None, pgbouncers=1, durable=False):
         root = workdir / f"{request.node.name[:40]}-{next(counter)}-{secrets.token_hex(3)}"
-        if backend_name() == "testcontainers":
-            from migrator.lab.containers import build_container_move
+        choice = backend_choice()
+        if choice.name == "testcontainers":
+            if choice.unusable:
+                pytest.skip(choice.unusable)
+            from migrator.lab import containers
 
-            move = build_container_move(
+            move = containers.build_container_move(
                 root, source_version=source_version, target_version=target_version,
-                pgbouncers=pgbouncers, password=PASSWORD,
+                pgbouncers=pgbouncers, password=PASSWORD, durable=durable,
             )
         else:
             move = build_move_topology(

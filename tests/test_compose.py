@@ -1,8 +1,8 @@
-"""docker-compose.yml, playbooks/ and the testcontainers back-end, checked without Docker.
+"""docker-compose.yml, its local override and playbooks/, checked without Docker.
 
-No Docker engine runs here, so what can be checked is that the pieces agree: the
-compose file with the playbook that drives it, the shipped PgBouncer and init files
-with the sandbox they copy, and the container specs with what the tests need.
+What is checked here is that the pieces agree: the compose file with the playbook that
+drives it, the shipped PgBouncer and init files with the sandbox they copy, the
+override with the lab's images (tests/test_compose_up.py brings it up for real).
 
 The compose init SQL and pgbouncer.ini are generated from migrator's own code;
 `.venv/bin/python tests/test_compose.py` rewrites them when that code changes.
@@ -18,18 +18,11 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from migrator.errors import OperationFailed, PlaybookError
-from migrator.lab import containers, sandbox
-from migrator.lab.containers import (
+from migrator.errors import PlaybookError
+from migrator.lab import sandbox
+from migrator.lab.container_layout import (
     INITDB_ARGS,
-    PGBOUNCER_IMAGE,
-    POD_IMAGE,
-    ContainerCluster,
-    ContainerPgBouncer,
-    Mount,
-    build_container_move,
     container_settings,
-    move_layout,
     pgbouncer_ini,
     postgres_command,
     route,
@@ -44,10 +37,14 @@ from migrator.lab.sandbox import (
 from migrator.lab.topology import DEFAULT_SUPERUSER
 from migrator.pgbouncer.config import entry_for, read_entry, rewrite_entry
 from migrator.pgbouncer.console import DatabaseEntry
-from migrator.playbook import load_playbook, parse_playbook
+from migrator.playbook import load_playbook
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
+# docker-compose.yml keeps public images for a user with a registry; the override swaps
+# in the lab's (migrator.lab.images).
+PUBLIC_PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.24.1-p0"
+PUBLIC_POD_IMAGE = "registry.k8s.io/pause:3.10"
 COMPOSE_PLAYBOOK = REPO / "playbooks" / "compose.yaml"
 EXAMPLE_PLAYBOOK = REPO / "playbooks" / "example.yaml"
 INITDB = REPO / "compose" / "initdb"
@@ -150,7 +147,10 @@ def expected_files(monkeypatch) -> dict[Path, str]:
     seeded = recorded_sql(monkeypatch, sandbox.create_demo_schema, f"dbname={APP_DB}", scale=DEMO_SCALE)
     assert seeded[: len(schema)] == schema
     source_route = route(server_port("source"))
-    ini = pgbouncer_ini({WHOLE_ENTRY: source_route, GROUP_ENTRY: source_route}, listen_port=PGBOUNCER_PORT)
+    # Every interface of the pod's namespace: the engine's port publishing arrives on
+    # its own address there (the local override listens on 127.0.0.1 instead).
+    ini = pgbouncer_ini({WHOLE_ENTRY: source_route, GROUP_ENTRY: source_route}, listen_port=PGBOUNCER_PORT,
+                        listen_addr="0.0.0.0")
     return {
         INITDB / "01-app.sql": as_script(
             f"The app role and database (migrator.lab.sandbox.create_app_database), on source and target.\n"
@@ -189,8 +189,8 @@ def test_compose_has_a_pg15_source_a_newer_target_and_pgbouncer_in_one_namespace
     assert services["source"]["image"] == "postgres:15"
     target_major = int(services["target"]["image"].split(":")[1])
     assert target_major > 15
-    assert services["pgbouncer"]["image"] == PGBOUNCER_IMAGE
-    assert services["pod"]["image"] == POD_IMAGE
+    assert services["pgbouncer"]["image"] == PUBLIC_PGBOUNCER_IMAGE
+    assert services["pod"]["image"] == PUBLIC_POD_IMAGE
     for name in ("source", "target", "pgbouncer"):
         assert services[name]["network_mode"] == "service:pod", name
         assert "ports" not in services[name], f"{name}: the pod publishes every port"
@@ -307,220 +307,6 @@ def test_shipped_pgbouncer_ini_has_both_entries_and_the_container_settings(monke
     wanted = [line for line in without_comments(expected) if not line.startswith(f"{GROUP_ENTRY} =")]
     assert shipped == wanted, "rewrite it with .venv/bin/python tests/test_compose.py"
     assert set(userlist_passwords()) == {DEFAULT_SUPERUSER, APP_ROLE}
-
-
-# --------------------------------------------------------------------------- container specs
-
-
-PORTS = {"source": 25432, "target": 25433, "pgbouncer": 26432}
-
-
-def layout(tmp_path, **kwargs):
-    options = {"ports": PORTS, "password": "pw", "app_password": "apw", "target_version": 18, **kwargs}
-    return move_layout(tmp_path, **options)
-
-
-def test_specs_use_the_official_postgres_image_and_the_pgbouncer_image(tmp_path):
-    plan = layout(tmp_path)
-    assert plan.spec("source").image == "postgres:15"
-    assert plan.spec("target").image == "postgres:18"
-    assert plan.spec("target").major == 18
-    assert plan.spec("pgbouncer").image == PGBOUNCER_IMAGE
-    assert plan.pod.image == POD_IMAGE
-
-
-def test_postgres_settings_are_logical_and_in_a_mounted_config_file(tmp_path):
-    plan = layout(tmp_path)
-    source = plan.spec("source")
-    assert source.command == ("postgres", "-c", "config_file=/etc/migrator/postgresql.conf")
-    assert Mount(tmp_path / "source", "/etc/migrator") in source.mounts
-    conf = plan.files[tmp_path / "source" / "postgresql.conf"][0]
-    assert "wal_level = logical" in conf.splitlines()
-    assert "max_replication_slots = 20" in conf.splitlines()
-    assert "port = 25432" in conf.splitlines()
-    assert "listen_addresses = '*'" in conf.splitlines()
-    assert "unix_socket_directories" not in conf and "'127.0.0.1'" not in conf
-    assert "fsync = off" in conf.splitlines()
-    assert "fsync" not in layout(tmp_path, durable=True).files[tmp_path / "source" / "postgresql.conf"][0]
-    assert source.env["POSTGRES_USER"] == DEFAULT_SUPERUSER and source.env["POSTGRES_PASSWORD"] == "pw"
-    assert source.env["PGPORT"] == "25432"
-
-
-def test_postgres_command_carries_settings_without_conf_quotes():
-    argv = postgres_command({"wal_level": "logical", "log_line_prefix": "'%m [%p] '"}, 5999)
-    assert argv == ["postgres", "-c", "wal_level=logical", "-c", "log_line_prefix=%m [%p] ", "-c", "port=5999"]
-
-
-def test_pgbouncer_config_directory_is_bind_mounted_and_rewritable(tmp_path):
-    plan = layout(tmp_path)
-    bouncer = plan.spec("pgbouncer")
-    assert bouncer.mounts == (Mount(tmp_path / "pgbouncer", "/etc/pgbouncer", "ro"),)
-    assert bouncer.entrypoint == ("pgbouncer", "/etc/pgbouncer/pgbouncer.ini")
-    assert bouncer.docker_arguments("pod-id")["volumes"] == {
-        str(tmp_path / "pgbouncer"): {"bind": "/etc/pgbouncer", "mode": "ro"}
-    }
-    plan.write_files()
-    config = tmp_path / "pgbouncer" / "pgbouncer.ini"
-    assert read_entry(config, GROUP_ENTRY) == "host=127.0.0.1 port=25432 dbname=app"
-    assert read_entry(config, WHOLE_ENTRY) == "host=127.0.0.1 port=25432 dbname=app"
-    assert "listen_port = 26432" in config.read_text()
-    assert "auth_file = /etc/pgbouncer/userlist.txt" in config.read_text()
-    assert (tmp_path / "pgbouncer" / "userlist.txt").read_text() == '"migrator" "pw"\n"app" "apw"\n'
-    # PgBouncer's container user reads what the tool rewrites; the rewrite keeps the mode.
-    assert config.stat().st_mode & 0o777 == 0o644
-    rewrite_entry(config, GROUP_ENTRY, "host=127.0.0.1 port=25433 dbname=app")
-    assert config.stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / "pgbouncer").stat().st_mode & 0o777 == 0o755
-
-
-def test_only_the_pod_publishes_ports_and_only_on_loopback(tmp_path):
-    plan = layout(tmp_path)
-    assert plan.pod.docker_arguments()["ports"] == {
-        "25432/tcp": ("127.0.0.1", 25432), "25433/tcp": ("127.0.0.1", 25433), "26432/tcp": ("127.0.0.1", 26432),
-    }
-    assert "network_mode" not in plan.pod.docker_arguments()
-    for spec in (*plan.servers, *plan.pgbouncers):
-        arguments = spec.docker_arguments("pod-id")
-        assert arguments["ports"] == {}
-        assert arguments["network_mode"] == "container:pod-id"
-        assert arguments["network"] is None
-        with pytest.raises(ValueError):
-            spec.docker_arguments()
-
-
-def test_two_pgbouncers_get_their_own_config_directory_and_port(tmp_path):
-    plan = layout(tmp_path, pgbouncers=2, ports={**PORTS, "pgbouncer2": 26433})
-    assert [b.name for b in plan.pgbouncers] == ["pgbouncer", "pgbouncer2"]
-    assert plan.spec("pgbouncer2").mounts[0].host == tmp_path / "pgbouncer2"
-    assert "listen_port = 26433" in plan.files[tmp_path / "pgbouncer2" / "pgbouncer.ini"][0]
-    assert 26433 in plan.pod.published
-
-
-# --------------------------------------------------------------------------- the Docker loop, faked
-
-
-class FakeDocker:
-    """What build_container_move touches of a testcontainers handle and its container."""
-
-    def __init__(self, spec, log):
-        self.spec, self.log, self.status, self.attrs = spec, log, "running", {"State": {"Pid": 4242}}
-
-    def get_container_id(self):
-        return f"id-{self.spec.name}"
-
-    def get_wrapped_container(self):
-        return self
-
-    def reload(self):
-        pass
-
-    def start(self):
-        self.status = "running"
-
-    def logs(self, tail):
-        return f"{self.spec.name} log\n".encode()
-
-    def stop(self):
-        self.log.append(("removed", self.spec.name))
-        self.status = "removed"
-
-
-@pytest.fixture
-def fake_docker(monkeypatch):
-    log: list = []
-
-    def start(spec, pod_id=None):
-        log.append(("started", spec.name, pod_id))
-        return FakeDocker(spec, log)
-
-    monkeypatch.setattr(containers, "start_container", start)
-    monkeypatch.setattr(containers, "_wait_until", lambda *args, **kwargs: None)
-    monkeypatch.setattr(containers, "create_app_database", lambda cluster, pw: log.append(("app", cluster.name)))
-    return log
-
-
-def test_build_container_move_gives_the_fixture_interface(tmp_path, fake_docker):
-    move = build_container_move(tmp_path / "move", target_version=18, password="pw")
-    assert fake_docker[:3] == [("started", "pod", None), ("started", "source", "id-pod"), ("started", "target", "id-pod")]
-    assert ("app", "source") in fake_docker and ("app", "target") in fake_docker
-    assert isinstance(move.source, ContainerCluster) and isinstance(move.pgbouncer, ContainerPgBouncer)
-    assert move.source.host == "127.0.0.1" and move.source.port != move.target.port
-    assert conninfo_to_dict(move.source.dsn(APP_DB))["port"] == str(move.source.port)
-    assert move.source.url(APP_DB) == f"postgresql://migrator:pw@127.0.0.1:{move.source.port}/app"
-    assert move.target.major == 18
-    assert move.pgbouncer.config_file == tmp_path / "move" / "pgbouncer" / "pgbouncer.ini"
-    assert read_entry(move.pgbouncer.config_file, GROUP_ENTRY) == route(move.source.port)
-    assert conninfo_to_dict(move.app_dsn())["user"] == APP_ROLE
-    assert conninfo_to_dict(move.pgbouncer.admin_dsn())["dbname"] == "pgbouncer"
-    playbook = parse_playbook(yaml.safe_dump(move.playbook_doc()))
-    assert playbook.pgbouncers[0].config_file == move.pgbouncer.config_file
-    assert move.topology.processes() == [4242, 4242, 4242]
-    assert "source log" in move.topology.logs(5)
-
-    move.source.write_settings({"wal_level": "replica", "listen_addresses": "'127.0.0.1'"})
-    conf = move.source.config_file.read_text().splitlines()
-    assert "wal_level = replica" in conf and "listen_addresses = '*'" in conf
-    assert f"port = {move.source.port}" in conf
-
-    move.topology.stop()
-    assert [entry[1] for entry in fake_docker if entry[0] == "removed"] == ["pgbouncer", "source", "target", "pod"]
-    assert move.topology.processes() == []
-
-
-def test_build_container_move_removes_what_it_started_when_a_start_fails(tmp_path, fake_docker, monkeypatch):
-    started = containers.start_container
-
-    def failing(spec, pod_id=None):
-        if spec.name == "target":
-            raise OperationFailed("no such image")
-        return started(spec, pod_id)
-
-    monkeypatch.setattr(containers, "start_container", failing)
-    with pytest.raises(OperationFailed, match="no such image"):
-        build_container_move(tmp_path / "move", password="pw")
-    assert [entry[1] for entry in fake_docker if entry[0] == "removed"] == ["source", "pod"]
-
-
-# --------------------------------------------------------------------------- back-end choice
-
-
-def test_environment_variable_selects_the_testcontainers_backend(monkeypatch):
-    from conftest import BACKEND_ENV, backend_name
-
-    monkeypatch.setattr(containers, "docker_available", lambda: False)
-    monkeypatch.setenv(BACKEND_ENV, "testcontainers")
-    assert backend_name() == "testcontainers"
-    monkeypatch.setenv(BACKEND_ENV, "local")
-    assert backend_name() == "local"
-    monkeypatch.delenv(BACKEND_ENV)
-    assert backend_name() == "local"
-    monkeypatch.setattr(containers, "docker_available", lambda: True)
-    assert backend_name() == "testcontainers"
-    monkeypatch.setenv(BACKEND_ENV, "kubernetes")
-    with pytest.raises(pytest.UsageError, match="testcontainers"):
-        backend_name()
-
-
-def test_make_move_builds_on_containers_when_testcontainers_is_chosen(monkeypatch, make_move):
-    from conftest import BACKEND_ENV
-
-    calls = []
-
-    class Built:
-        class topology:  # noqa: N801 - stands in for the topology attribute
-            @staticmethod
-            def stop():
-                calls.append("stopped")
-
-    def build(root, **kwargs):
-        calls.append(kwargs)
-        return Built()
-
-    monkeypatch.setenv(BACKEND_ENV, "testcontainers")
-    monkeypatch.setattr(containers, "build_container_move", build)
-    assert isinstance(make_move(target_version=18, pgbouncers=2), Built)
-    (kwargs,) = calls
-    assert kwargs["target_version"] == 18 and kwargs["pgbouncers"] == 2 and kwargs["password"]
 
 
 # --------------------------------------------------------------------------- regenerate

@@ -19,6 +19,7 @@ def app_conn(move, entry=GROUP_ENTRY):
     return psycopg.connect(move.app_dsn(entry), autocommit=True, prepare_threshold=None)
 
 
+@pytest.mark.containers
 def test_execute_under_load_moves_every_row_and_reroutes(make_move, app_load, tmp_path):
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)

@@ -442,6 +442,40 @@ def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(ma
     assert_moved(demo)
 
 
+@pytest.mark.containers
+def test_a_pgbouncer_killed_inside_the_cutover_aborts_it_and_the_next_run_moves(make_move, app_load, tmp_path):
+    """PgBouncer dies after the cutover began (recorded `pausing`, before its PAUSE): the
+    cutover aborts before the point of no return, the other PgBouncer's traffic resumes
+    on the source, and once the dead one is back the next run moves. On testcontainers
+    it is a container killed (SIGKILL), as a crash of its host would."""
+    move = make_move(pgbouncers=2)
+    demo = demo_move(move, tmp_path, scale=2)
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    first, second = move.pgbouncers
+    with app_load(move, pgbouncer=first) as load:
+        tool = ToolProcess(demo, "execute", hold="cutover:forward-pausing")
+        tool.wait_held()
+        second.kill()
+        assert not second.running()
+        tool.release()
+        assert tool.wait() == 1, tool.output
+        assert "cutover aborted before the point of no return" in tool.output, tool.output
+        assert f"127.0.0.1:{second.port}" in tool.output
+        assert "Traceback" not in tool.output
+        with PgBouncerConsole(first.admin_dsn()) as console:
+            entry = console.databases()[GROUP_ENTRY]
+        assert (entry.port, entry.paused) == (move.source.port, False)
+        assert status_of(demo)["next_command"].startswith(f"migrator execute {demo.path}")
+
+        second.start()
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        time.sleep(0.3)
+    assert load.result().longest_gap_s < pause_bound(2.0), load.result()
+    wait_sides_identical(move)
+    assert_moved(demo)
+
+
 def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, app_load, tmp_path):
     move = make_move(pgbouncers=2)
     demo = demo_move(move, tmp_path, scale=2, max_pause="1s", grace="200ms")

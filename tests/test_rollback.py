@@ -107,6 +107,7 @@ def test_rollback_stage_by_stage_before_the_cutover(make_move, tmp_path):
     assert status["replication"]["orphaned_slots"] == []
 
 
+@pytest.mark.containers
 @pytest.mark.slow
 def test_full_rollback_after_the_cutover_leaves_catalogs_and_configs_as_before(make_move, app_load, tmp_path):
     """The acceptance test: publications, subscriptions, slots, replication origins,

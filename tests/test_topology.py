@@ -14,6 +14,8 @@ from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, WHOLE_ENTRY
 from migrator.pgbouncer.config import read_entry, rewrite_entry
 from migrator.pgbouncer.console import PgBouncerConsole
 
+pytestmark = pytest.mark.containers  # the topology every test stands on, on either back-end
+
 
 def app_connect(move, entry):
     # PgBouncer in transaction pooling cannot keep server-side prepared statements.

@@ -49,6 +49,7 @@ def on_target(move, statement: str | sql.Composable) -> None:
         conn.execute(statement)
 
 
+@pytest.mark.containers
 def test_identical_while_a_write_load_runs(move, app_load, tmp_path):
     book, path = replicated(move, tmp_path)
     with app_load(move, rate=200) as load:
@@ -65,6 +66,7 @@ def test_identical_while_a_write_load_runs(move, app_load, tmp_path):
     assert report["bytes"] > 0 and report["mb_per_s"] > 0
 
 
+@pytest.mark.containers
 def test_a_row_changed_on_the_target_is_reported_with_its_range_and_key(move, tmp_path):
     book, path = replicated(move, tmp_path)
     on_target(move, "UPDATE files SET name = 'tampered' WHERE id = 421")
@@ -185,6 +187,7 @@ def test_a_table_missing_or_shaped_differently_on_the_target_is_a_difference(mov
     assert "public.teams: the columns differ between source and target: extra integer" in result.output
 
 
+@pytest.mark.containers
 @pytest.mark.pg(18)
 def test_identical_across_postgres_majors(make_move, tmp_path):
     move = make_move(target_version=18)
