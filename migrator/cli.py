@@ -176,10 +176,13 @@ def _copy_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
               help="Initial-copy throughput assumed by the time estimate, e.g. 50MB/s or 1GB/s.")
 @click.option("--observe", metavar="DURATION", default=None, callback=_duration,
               help="Also watch the live traffic this long (as `analyze` does) and add its findings.")
+@click.option("--sql", "show_sql", is_flag=True,
+              help="Print every statement of every step, with its notes (--json always has them).")
 @json_option
-def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None) -> None:
-    """Inspect both servers and every PgBouncer, then print the findings and the
-    steps with the SQL each will run. Read-only: changes nothing anywhere.
+def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None, show_sql: bool) -> None:
+    """Inspect both servers and every PgBouncer, then print the verdict, the findings
+    by code and the steps (with --sql, every statement each will run). Read-only:
+    changes nothing anywhere.
 
     Exit 0 when the move can run, 3 when a finding blocks it, 2 for an invalid
     playbook, 1 when a server cannot be inspected.
@@ -187,6 +190,7 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None)
     \b
     Example:
       migrator plan ./sandbox/playbook.yaml
+      migrator plan playbook.yaml --sql | less
       migrator plan playbook.yaml --copy-rate 50MB/s --json | jq '.blocking'
       migrator plan playbook.yaml --observe 60s
     """
@@ -198,7 +202,7 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None)
     with out.status("inspecting the source, the target and PgBouncer (read-only)"
                     + (", watching the traffic" if observe else "")):
         result = make_plan(book, copy_rate_bytes_per_s=copy_rate, observe=observe)
-    out.plan(result)
+    out.plan(result, sql=show_sql)
     if result.blocking:
         if out.json_mode:
             # The document already lists what blocks; a second one would break parsers.
