@@ -364,6 +364,28 @@ def status(out: Output, playbook: Path, state_url: str | None) -> None:
     out.move_report(move_report(book, store))
 
 
+@cli.command()
+@_playbook_argument
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the record as one self-contained HTML page (opens offline).")
+@_state_option
+@json_option
+def report(out: Output, playbook: Path, html_file: Path | None, state_url: str | None) -> None:
+    """The move's record for a change ticket or a postmortem: the steps on a timeline,
+    every pause window to scale with its parts, lag and copy over time, verify results,
+    the findings at execute time and the event log. Reads only the state store.
+
+    \b
+    Example:
+      migrator report playbook.yaml --html move-report.html
+      migrator report playbook.yaml --json | jq '.pause_windows[].total'
+    """
+    from migrator.move.record import move_record
+
+    book, store = _open(playbook, state_url)
+    out.move_record(move_record(book, store), html_file=html_file)
+
+
 # --------------------------------------------------------------------------- verify
 
 
@@ -371,8 +393,9 @@ def status(out: Output, playbook: Path, state_url: str | None) -> None:
 @click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows per key range checksummed at once (the unit a difference is narrowed to).")
+@_state_option
 @json_option
-def verify_cmd(out: Output, playbook: Path, chunk_rows: int) -> None:
+def verify_cmd(out: Output, playbook: Path, chunk_rows: int, state_url: str | None) -> None:
     """Compare the group's tables on source and target: row counts and checksums
     over key ranges, computed on the servers. Read-only; safe while replication runs
     (a difference still in flight is re-checked once replication has caught up).
@@ -391,9 +414,29 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int) -> None:
     book = load_playbook(playbook)
     with out.verify_progress() as progress:
         report = verify(book, chunk_rows=chunk_rows, progress=progress)
+    _record_verify(book, playbook, state_url, report)
     out.verify_report(report)
     if not report.identical:
         click.get_current_context().exit(1)
+
+
+def _record_verify(book, playbook: Path, state_url: str | None, report) -> None:
+    """The result goes to the move's record (for `report`) when the move has one."""
+    from migrator.move.state import SampleKind, StateStore, default_url
+
+    url = state_url or default_url(playbook)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return  # verify before any execute: no record to add to, and none to create
+    store = StateStore(url)
+    try:
+        if store.move_status(book.name) is not None:
+            store.record_sample(book.name, SampleKind.VERIFY, {
+                "identical": report.identical, "seconds": round(report.seconds, 3), "bytes": report.bytes,
+                "tables": [{"table": t.table, "identical": t.identical, "source_rows": t.source_rows,
+                            "target_rows": t.target_rows, "problem": t.problem} for t in report.tables]},
+                step="verify")
+    finally:
+        store.close()
 
 
 @cli.command()

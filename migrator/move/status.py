@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.cutover import CutoverPhase, DirectionName
-from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.state import MoveStatus, SampleKind, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
@@ -138,11 +138,20 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
     cut_data = cutover.data if cutover else {}
     serving = cut_data.get("serving", Side.SOURCE)
     state, next_command = _verdict(playbook, move_status, steps, cut_data)
+    rep = _replication(playbook, serving)
+    if rep.lag_bytes is not None and move_status is not None:
+        # Reverse replication runs with no process of ours: each status (and --watch,
+        # every second) is what samples its lag for the report.
+        try:
+            store.record_sample(playbook.name, SampleKind.LAG, {
+                "bytes": rep.lag_bytes, "seconds": rep.lag_seconds, "direction": rep.direction}, step="status")
+        except Exception:  # noqa: BLE001 - status reports, it does not fail
+            pass
     return MoveReport(
         move=playbook.name,
         state=state,
         steps=steps,
-        replication=_replication(playbook, serving),
+        replication=rep,
         routes=routes(playbook),
         last_cutover=cut_data.get("last_window"),
         next_command=next_command,

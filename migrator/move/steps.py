@@ -19,6 +19,7 @@ from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import original_entries
 from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
+from migrator.move.state import SampleKind
 from migrator.playbook import Playbook, TableName
 from migrator.postgres import replication
 from migrator.postgres.catalog import existing_objects, read_group
@@ -42,6 +43,9 @@ def preflight_do(ctx: MoveContext) -> str:
     snapshot = inspect_move(ctx.playbook)
     findings = check(snapshot, ctx.playbook, expected_objects=names.all_objects(ctx.playbook))
     blocking = [f for f in findings if f.level == "block"]
+    # The findings as execute saw them, for `migrator report` (plan's may be days older).
+    ctx.store.record_sample(ctx.playbook.name, SampleKind.FINDINGS,
+                            {"findings": [f.to_dict() for f in findings]}, step="preflight")
     if blocking:
         first = blocking[0]
         more = f" (and {len(blocking) - 1} more: run `migrator plan`)" if len(blocking) > 1 else ""
@@ -49,7 +53,7 @@ def preflight_do(ctx: MoveContext) -> str:
     if "original_entries" not in ctx.data("preflight"):
         ctx.save("preflight", original_entries=original_entries(ctx.playbook))
     warnings = sum(1 for f in findings if f.level == "warn")
-    return f"{len(findings)} checks, {warnings} warnings, nothing blocking"
+    return f"{len(findings)} checks, {warnings} warning{'' if warnings == 1 else 's'}, nothing blocking"
 
 
 def nothing(ctx: MoveContext) -> None:

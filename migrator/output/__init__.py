@@ -13,6 +13,7 @@ from migrator.output.base import BaseOutput
 from migrator.output.demo import DemoScreens
 from migrator.output.move import MoveScreens, StepReporter
 from migrator.output.plan import PlanScreens
+from migrator.output.report import ReportScreens
 from migrator.output.sandbox import SandboxScreens
 from migrator.output.verify import VerifyScreens
 
@@ -20,6 +21,6 @@ __all__ = ["Output", "StepReporter"]
 
 
 @dataclass
-class Output(SandboxScreens, PlanScreens, MoveScreens, VerifyScreens, AnalyzeScreens, DemoScreens,
-             BaseOutput):
+class Output(SandboxScreens, PlanScreens, MoveScreens, ReportScreens, VerifyScreens, AnalyzeScreens,
+             DemoScreens, BaseOutput):
     """The one printer: every verb's screens over one pair of consoles (or JSON)."""

@@ -64,26 +64,32 @@ class MoveScreens:
             self.document({"ok": True, **report.to_dict()})
             return
         self.markup(f"[bold]{escape(report.move)}[/]: {escape(report.state)}")
+        from migrator.playbook import format_duration, format_size
+
         table = Table(title="steps", title_justify="left")
-        table.add_column("step")
-        table.add_column("status")
-        table.add_column("time", justify="right")
-        table.add_column("note", overflow="fold")
+        table.add_column("step", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("time", justify="right", no_wrap=True)
         colours = {"done": "green", "failed": "red", "running": "yellow", "undoing": "yellow",
                    "undone": "blue", "pending": "dim"}
         for step in report.steps:
-            seconds = f"{step['seconds']:.1f}s" if step["seconds"] is not None else ""
+            seconds = format_duration(step["seconds"]) if step["seconds"] is not None else ""
             table.add_row(step["step"], f"[{colours.get(step['status'], 'white')}]{step['status']}[/]",
-                          seconds, escape(mask_secrets(step["error"] or "")))
+                          seconds)
         self.console.print(table)
+        for step in report.steps:
+            if step["error"]:
+                # Its own line, whole: an error often quotes SQL or a connection string.
+                self.line(f"{step['step']}: {step['error']}", style="red")
         rep = report.replication
         if rep.error:
             self.line(f"replication: unknown ({rep.error})")
         elif rep.direction == "none":
             self.line("replication: none")
         else:
-            lag_s = f", {rep.lag_seconds:.2f} s" if rep.lag_seconds is not None else ""
-            self.line(f"replication: {rep.direction} via slot {rep.slot}, lag {rep.lag_bytes} bytes{lag_s}")
+            lag_s = f", {format_duration(rep.lag_seconds)}" if rep.lag_seconds is not None else ""
+            lag = format_size(rep.lag_bytes) if rep.lag_bytes is not None else "unknown"
+            self.line(f"replication: {rep.direction} via slot {rep.slot}, lag {lag}{lag_s}")
         if rep.orphaned_slots:
             self.markup("[bold red]inactive replication slots (they retain WAL):[/] "
                         + escape(", ".join(rep.orphaned_slots)))

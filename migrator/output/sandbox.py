@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
-from migrator.masking import mask_secrets
 from migrator.output.base import escape
 
 
@@ -19,9 +16,6 @@ class SandboxScreens:
             "status": "sandbox",
         }[verb]
         self.markup(f"[bold green]{headline}[/] in {escape(str(info.directory))}")
-        table = Table(show_header=False, box=None, pad_edge=False)
-        table.add_column(style="bold")
-        table.add_column(overflow="fold")
         rows = [
             ("playbook", str(info.playbook)),
             ("source", info.source_url),
@@ -30,11 +24,11 @@ class SandboxScreens:
             ("files group (PgBouncer)", info.group_url),
             ("PgBouncer console", info.admin_url),
             ("processes", ", ".join(map(str, info.processes)) or "none running"),
-            ("scale", f"{info.scale} (x1000 files)"),
+            ("scale", f"{info.scale:,} (x1,000 files)"),
         ]
         for key, value in rows:
-            table.add_row(key, mask_secrets(value))
-        self.console.print(table)
+            # A URL too long for the line goes whole on the next one, never folded in a cell.
+            self.pair(key, value, width=25)
         if verb == "up":
             self.line("")
             self.line("Try a query through PgBouncer:")
