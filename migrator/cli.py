@@ -349,18 +349,25 @@ def rollback(out: Output, playbook: Path, to: str | None, keep_target: bool, dry
 
 @cli.command()
 @_playbook_argument
+@click.option("--watch", is_flag=True,
+              help="Keep watching (every second) from another terminal: the step, the copy per table "
+              "with rate and ETA, the lag, the pause window. Ctrl-C stops.")
 @_state_option
 @json_option
-def status(out: Output, playbook: Path, state_url: str | None) -> None:
+def status(out: Output, playbook: Path, watch: bool, state_url: str | None) -> None:
     """Step states, replication lag, where traffic points, the last pause window.
 
     \b
     Example:
       migrator status playbook.yaml --json
+      migrator status playbook.yaml --watch
     """
-    from migrator.move.status import move_report
+    from migrator.move.status import live_view, move_report
 
     book, store = _open(playbook, state_url)
+    if watch:
+        out.watch(lambda: live_view(book, store))
+        return
     out.move_report(move_report(book, store))
 
 

@@ -29,7 +29,8 @@ class SampleRecorder(Reporter):
     def note(self, text: str) -> None:
         self.inner.note(text)
 
-    def progress(self, step: str, done: int, total: int, detail: str = "") -> None:
+    def progress(self, step: str, done: int, total: int, detail: str = "",
+                 tables: dict[str, list[int]] | None = None) -> None:
         self.inner.progress(step, done, total, detail)
         now = time.time()
         if now - self._last.get(step, 0) < self.every and done < total:
@@ -37,7 +38,8 @@ class SampleRecorder(Reporter):
         self._last[step] = now
         try:
             if detail == "bytes":
-                self.store.record_sample(self.move, SampleKind.COPY, {"done": done, "total": total}, step=step)
+                self.store.record_sample(self.move, SampleKind.COPY,
+                                         {"done": done, "total": total, "tables": tables or {}}, step=step)
             elif detail.startswith("lag "):
                 # _wait_for_lag reports max_lag - lag of max_lag
                 self.store.record_sample(self.move, SampleKind.LAG,

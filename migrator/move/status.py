@@ -196,3 +196,52 @@ def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict)
     last_done = [s["step"] for s in steps if s["status"] == "done"]
     return (f"in progress: done up to {last_done[-1] if last_done else 'nothing'}",
             f"migrator execute {path}")
+
+
+@dataclass
+class TableCopy:
+    table: str
+    done: int
+    total: int
+    rate: float | None         # bytes per second over the last samples
+    eta: float | None          # seconds left at that rate
+
+
+@dataclass
+class LiveView:
+    """What `status --watch` shows each second: the report, plus what the samples say."""
+
+    report: MoveReport
+    running: str | None        # the step recorded running (or undoing), if any
+    cutover_phase: str | None
+    copy: list[TableCopy]
+    copy_done: int
+    copy_total: int
+    lag_bytes: int | None
+    at: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) -> LiveView:
+    import time
+
+    from migrator.move.state import SampleKind
+
+    report = move_report(playbook, store)
+    running = next((s["step"] for s in report.steps if s["status"] in ("running", "undoing")), None)
+    phase = store.step(playbook.name, "cutover").data.get("phase")
+    copies = store.samples(playbook.name, SampleKind.COPY)
+    copy, done, total = [], 0, 0
+    if copies:
+        last = copies[-1]
+        done, total = last.get("done") or 0, last.get("total") or 0
+        earlier = next((s for s in copies if s["at"] >= last["at"] - window), last)
+        span = last["at"] - earlier["at"]
+        for table, (t_done, t_total) in sorted((last.get("tables") or {}).items()):
+            before = (earlier.get("tables") or {}).get(table, [t_done, t_total])[0]
+            rate = (t_done - before) / span if span > 0 else None
+            eta = (t_total - t_done) / rate if rate and t_done < t_total else (0.0 if t_done >= t_total else None)
+            copy.append(TableCopy(table, t_done, t_total, rate, eta))
+    return LiveView(report, running, phase, copy, done, total, report.replication.lag_bytes, time.time())

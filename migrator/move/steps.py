@@ -20,7 +20,7 @@ from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import original_entries
 from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
 from migrator.move.state import SampleKind
-from migrator.playbook import Playbook, TableName
+from migrator.playbook import Playbook, TableName, format_size
 from migrator.postgres import replication
 from migrator.postgres.catalog import existing_objects, read_group
 from migrator.postgres.connection import describe_error
@@ -364,7 +364,7 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, slot: str, st
         if lag is None:
             raise OperationFailed(f"replication slot {slot} is missing: replication is not running",
                                   hint="run `migrator status` and `migrator rollback --to defer-indexes`")
-        ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {lag} bytes")
+        ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {format_size(lag)}")
         if lag <= limit:
             return
         if time.monotonic() > deadline:
@@ -409,9 +409,10 @@ def replicate_do(ctx: MoveContext) -> str:
             _wait_for_copy(ctx, dst, sub, sizes, total, deadline, early)
         finally:
             built = early.finish()
-        ctx.reporter.progress("replicate", total, total, "bytes")
+        ctx.reporter.progress("replicate", total, total, "bytes",
+                              tables={t.qualified: [v, v] for t, v in sizes.items()})
     early_note = f"; {built} deferred indexes built as their tables finished" if built else ""
-    return f"{len(ctx.tables)} tables copied and streaming ({total} bytes){early_note}"
+    return f"{len(ctx.tables)} tables copied and streaming ({format_size(total)}){early_note}"
 
 
 def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: dict[TableName, int],
@@ -427,11 +428,13 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
         if group_states and all(s == "r" for s in group_states.values()) and states.get(marker) == "r":
             return
         copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
-        copied = sum(v for t, v in sizes.items() if t not in copying)
+        per_table = {t.qualified: [v, v] for t, v in sizes.items() if t not in copying}
         if copying:
             target_sizes = replication.relation_bytes(dst, copying)
-            copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
-        ctx.reporter.progress("replicate", copied, total, "bytes")
+            per_table.update({t.qualified: [min(target_sizes.get(t, 0), sizes.get(t, 0)), sizes.get(t, 0)]
+                              for t in copying})
+        copied = sum(done for done, _ in per_table.values())
+        ctx.reporter.progress("replicate", copied, total, "bytes", tables=per_table)
         if time.monotonic() > deadline:
             raise OperationFailed("the initial copy did not finish in time")
         time.sleep(0.25)

@@ -16,11 +16,12 @@ from migrator.output.plan import PlanScreens
 from migrator.output.report import ReportScreens
 from migrator.output.sandbox import SandboxScreens
 from migrator.output.verify import VerifyScreens
+from migrator.output.watch import WatchScreens
 
 __all__ = ["Output", "StepReporter"]
 
 
 @dataclass
-class Output(SandboxScreens, PlanScreens, MoveScreens, ReportScreens, VerifyScreens, AnalyzeScreens,
-             DemoScreens, BaseOutput):
+class Output(SandboxScreens, PlanScreens, MoveScreens, ReportScreens, WatchScreens, VerifyScreens,
+             AnalyzeScreens, DemoScreens, BaseOutput):
     """The one printer: every verb's screens over one pair of consoles (or JSON)."""

@@ -103,6 +103,20 @@ class MoveScreens:
         self.markup(f"[bold]next:[/] {escape(report.next_command)}")
 
 
+PLAIN_EVERY = 10.0  # seconds between two progress lines when stderr is not a terminal
+
+
+def progress_text(done: int, total: int, detail: str) -> str:
+    from migrator.playbook import format_size
+
+    share = f" ({done / total:.0%})" if total else ""
+    if detail == "bytes":
+        return f"{format_size(done)} of {format_size(total)}{share}"
+    if detail.startswith("lag "):
+        return f"{detail}, waiting for it to go under {format_size(total)}"
+    return f"{done:,} of {total:,} {detail}{share}"
+
+
 class StepReporter:
     """Live progress of the steps: a line per step, a bar for long work."""
 
@@ -110,6 +124,7 @@ class StepReporter:
         self.out = out
         self._bar: Progress | None = None
         self.task = None
+        self._plain: dict[str, float] = {}
 
     def _close(self) -> None:
         if self._bar is not None:
@@ -126,8 +141,18 @@ class StepReporter:
         if not self.out.json_mode:
             self.out.err.print(f"[green]✓ {step}[/] {seconds:.1f}s" + (f" — {escape(summary)}" if summary else ""))
 
-    def progress(self, step: str, done: int, total: int, detail: str = "") -> None:
-        if self.out.json_mode or not self.out.err.is_terminal:
+    def progress(self, step: str, done: int, total: int, detail: str = "",
+                 tables: dict[str, list[int]] | None = None) -> None:
+        if self.out.json_mode:
+            return
+        if not self.out.err.is_terminal:
+            # A log, not a terminal: a plain line now and then instead of a bar.
+            import time
+
+            now = time.monotonic()
+            if now - self._plain.get(step, -PLAIN_EVERY) >= PLAIN_EVERY or done >= total:
+                self._plain[step] = now
+                self.out.err.print(f"  {step}: {progress_text(done, total, detail)}", markup=False)
             return
         if self._bar is None:
             self._bar = Progress(
