@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.cutover import CutoverPhase, DirectionName
-from migrator.move.state import MoveStatus, SampleKind, StateStore, StepStatus
+from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import PgBouncerConsole
@@ -139,14 +139,6 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
     serving = cut_data.get("serving", Side.SOURCE)
     state, next_command = _verdict(playbook, move_status, steps, cut_data)
     rep = _replication(playbook, serving)
-    if rep.lag_bytes is not None and move_status is not None:
-        # Reverse replication runs with no process of ours: each status (and --watch,
-        # every second) is what samples its lag for the report.
-        try:
-            store.record_sample(playbook.name, SampleKind.LAG, {
-                "bytes": rep.lag_bytes, "seconds": rep.lag_seconds, "direction": rep.direction}, step="status")
-        except Exception:  # noqa: BLE001 - status reports, it does not fail
-            pass
     return MoveReport(
         move=playbook.name,
         state=state,
@@ -230,6 +222,15 @@ def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) ->
     from migrator.move.state import SampleKind
 
     report = move_report(playbook, store)
+    rep = report.replication
+    if rep.lag_bytes is not None and store.move_status(playbook.name) is not None:
+        # Reverse replication runs with no process of ours: a watcher, every second, is
+        # what samples its lag for the report. A plain `status` records nothing.
+        try:
+            store.record_sample(playbook.name, SampleKind.LAG, {
+                "bytes": rep.lag_bytes, "seconds": rep.lag_seconds, "direction": rep.direction}, step="watch")
+        except Exception:  # noqa: BLE001 - the view reports, it does not fail
+            pass
     running = next((s["step"] for s in report.steps if s["status"] in ("running", "undoing")), None)
     phase = store.step(playbook.name, "cutover").data.get("phase")
     copies = store.samples(playbook.name, SampleKind.COPY)
