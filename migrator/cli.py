@@ -176,10 +176,13 @@ def _copy_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
               help="Initial-copy throughput assumed by the time estimate, e.g. 50MB/s or 1GB/s.")
 @click.option("--observe", metavar="DURATION", default=None, callback=_duration,
               help="Also watch the live traffic this long (as `analyze` does) and add its findings.")
+@click.option("--sql", "show_sql", is_flag=True,
+              help="Print every statement of every step, with its notes (--json always has them).")
 @json_option
-def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None) -> None:
-    """Inspect both servers and every PgBouncer, then print the findings and the
-    steps with the SQL each will run. Read-only: changes nothing anywhere.
+def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None, show_sql: bool) -> None:
+    """Inspect both servers and every PgBouncer, then print the verdict, the findings
+    by code and the steps (with --sql, every statement each will run). Read-only:
+    changes nothing anywhere.
 
     Exit 0 when the move can run, 3 when a finding blocks it, 2 for an invalid
     playbook, 1 when a server cannot be inspected.
@@ -187,6 +190,7 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None)
     \b
     Example:
       migrator plan ./sandbox/playbook.yaml
+      migrator plan playbook.yaml --sql | less
       migrator plan playbook.yaml --copy-rate 50MB/s --json | jq '.blocking'
       migrator plan playbook.yaml --observe 60s
     """
@@ -198,7 +202,7 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None)
     with out.status("inspecting the source, the target and PgBouncer (read-only)"
                     + (", watching the traffic" if observe else "")):
         result = make_plan(book, copy_rate_bytes_per_s=copy_rate, observe=observe)
-    out.plan(result)
+    out.plan(result, sql=show_sql)
     if result.blocking:
         if out.json_mode:
             # The document already lists what blocks; a second one would break parsers.
@@ -345,19 +349,48 @@ def rollback(out: Output, playbook: Path, to: str | None, keep_target: bool, dry
 
 @cli.command()
 @_playbook_argument
+@click.option("--watch", is_flag=True,
+              help="Keep watching (every second) from another terminal: the step, the copy per table "
+              "with rate and ETA, the lag, the pause window. Ctrl-C stops.")
 @_state_option
 @json_option
-def status(out: Output, playbook: Path, state_url: str | None) -> None:
+def status(out: Output, playbook: Path, watch: bool, state_url: str | None) -> None:
     """Step states, replication lag, where traffic points, the last pause window.
 
     \b
     Example:
       migrator status playbook.yaml --json
+      migrator status playbook.yaml --watch
     """
-    from migrator.move.status import move_report
+    from migrator.move.status import live_view, move_report
 
     book, store = _open(playbook, state_url)
+    if watch:
+        out.watch(lambda: live_view(book, store))
+        return
     out.move_report(move_report(book, store))
+
+
+@cli.command()
+@_playbook_argument
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the record as one self-contained HTML page (opens offline).")
+@_state_option
+@json_option
+def report(out: Output, playbook: Path, html_file: Path | None, state_url: str | None) -> None:
+    """The move's record for a change ticket or a postmortem: the steps on a timeline,
+    every pause window to scale with its parts, lag and copy over time, verify results,
+    the findings at execute time and the event log. Reads only the state store.
+
+    \b
+    Example:
+      migrator report playbook.yaml --html move-report.html
+      migrator report playbook.yaml --json | jq '.pause_windows[].total'
+    """
+    from migrator.move.record import move_record
+
+    book, store = _open(playbook, state_url)
+    out.move_record(move_record(book, store), html_file=html_file)
 
 
 # --------------------------------------------------------------------------- verify
@@ -367,8 +400,9 @@ def status(out: Output, playbook: Path, state_url: str | None) -> None:
 @click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows per key range checksummed at once (the unit a difference is narrowed to).")
+@_state_option
 @json_option
-def verify_cmd(out: Output, playbook: Path, chunk_rows: int) -> None:
+def verify_cmd(out: Output, playbook: Path, chunk_rows: int, state_url: str | None) -> None:
     """Compare the group's tables on source and target: row counts and checksums
     over key ranges, computed on the servers. Read-only; safe while replication runs
     (a difference still in flight is re-checked once replication has caught up).
@@ -387,9 +421,29 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int) -> None:
     book = load_playbook(playbook)
     with out.verify_progress() as progress:
         report = verify(book, chunk_rows=chunk_rows, progress=progress)
+    _record_verify(book, playbook, state_url, report)
     out.verify_report(report)
     if not report.identical:
         click.get_current_context().exit(1)
+
+
+def _record_verify(book, playbook: Path, state_url: str | None, report) -> None:
+    """The result goes to the move's record (for `report`) when the move has one."""
+    from migrator.move.state import SampleKind, StateStore, default_url
+
+    url = state_url or default_url(playbook)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return  # verify before any execute: no record to add to, and none to create
+    store = StateStore(url)
+    try:
+        if store.move_status(book.name) is not None:
+            store.record_sample(book.name, SampleKind.VERIFY, {
+                "identical": report.identical, "seconds": round(report.seconds, 3), "bytes": report.bytes,
+                "tables": [{"table": t.table, "identical": t.identical, "source_rows": t.source_rows,
+                            "target_rows": t.target_rows, "problem": t.problem} for t in report.tables]},
+                step="verify")
+    finally:
+        store.close()
 
 
 @cli.command()

@@ -85,7 +85,7 @@ def sql(move, side: str, *statements: str) -> None:
 def test_the_demo_plan_is_ready_and_shows_every_step_with_its_sql(move, tmp_path):
     path = demo(move, tmp_path, scale=1)
 
-    result = plan(path)
+    result = plan(path, "--sql")
 
     assert result.exit_code == 0, result.output
     text = result.stdout

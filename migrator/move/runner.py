@@ -15,6 +15,7 @@ import psycopg
 
 from migrator.errors import MigratorError, OperationFailed, ServerUnreachable
 from migrator.move.context import Step, UndoPlan
+from migrator.move.samples import SampleRecorder
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import (
     STEP_NAMES,
@@ -51,7 +52,7 @@ def execute(playbook: Playbook, store: StateStore, *, until: str | None = None,
             reporter: Reporter | None = None) -> RunResult:
     """Run or resume the move, stopping before `until` if given."""
     _check_step(until, "--until")
-    ctx = MoveContext(playbook, store, reporter or Reporter())
+    ctx = MoveContext(playbook, store, SampleRecorder(reporter or Reporter(), store, playbook.name))
     result = RunResult(playbook.name, [])
     with store.lock(playbook.name, "execute"):
         if store.move_status(playbook.name) == MoveStatus.COMPLETED:
@@ -77,7 +78,8 @@ def rollback(playbook: Playbook, store: StateStore, *, to: str | None = None, ke
              reporter: Reporter | None = None) -> RunResult:
     """Undo completed steps in reverse; with `to`, stop once that step is the last one done."""
     _check_step(to, "--to")
-    ctx = MoveContext(playbook, store, reporter or Reporter(), keep_target=keep_target)
+    ctx = MoveContext(playbook, store, SampleRecorder(reporter or Reporter(), store, playbook.name),
+                      keep_target=keep_target)
     result = RunResult(playbook.name, [])
     with store.lock(playbook.name, "rollback"):
         status = store.move_status(playbook.name)

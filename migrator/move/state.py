@@ -77,6 +77,32 @@ events = sa.Table(
     sa.Column("sql", sa.Text),
 )
 
+# Lag and progress over time, for `status --watch` and `report`. Bounded: each move keeps
+# its newest SAMPLES_KEPT samples of each kind, so an hours-long copy cannot grow the store.
+SAMPLES_KEPT = 5000
+
+samples = sa.Table(
+    "migrator_samples", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("move", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),       # a SampleKind
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("step", sa.String(32)),
+    sa.Column("data", sa.Text, nullable=False, default="{}"),
+    sa.Index("migrator_samples_move_kind", "move", "kind", "id"),
+)
+
+
+class SampleKind(str, enum.Enum):
+    """Values are stored; they never change."""
+
+    COPY = "copy"            # bytes copied of the initial copy: done, total
+    LAG = "lag"              # replication lag: bytes (and seconds when known), direction
+    INDEXES = "indexes"      # deferred indexes rebuilt: done, total
+    VERIFY = "verify"        # one verify run: identical, tables, rows compared, differences
+    FINDINGS = "findings"    # the preflight's findings at execute time
+
+
 locks = sa.Table(
     "migrator_locks", metadata,
     sa.Column("move", sa.String(64), primary_key=True),
@@ -277,6 +303,33 @@ class StateStore:
                 sa.select(events).where(events.c.move == move).order_by(events.c.id.desc()).limit(limit)
             ).all()
         return [Event(r.at, r.step, r.kind, r.message, r.seconds, r.sql) for r in reversed(rows)]
+
+    # samples ----------------------------------------------------------------
+
+    def record_sample(self, move: str, kind: SampleKind, data: dict, *, step: str | None = None,
+                      at: float | None = None, keep: int = SAMPLES_KEPT) -> None:
+        """One sample, durably; the oldest beyond `keep` of that kind are dropped."""
+        with self.engine.begin() as conn:
+            new_id = conn.execute(samples.insert().values(
+                move=move, kind=SampleKind(kind).value, at=at or time.time(), step=step,
+                data=mask_secrets(json.dumps(data, default=str)))).inserted_primary_key[0]
+            if new_id % 100 == 0 or keep < 100:
+                conn.execute(samples.delete().where(
+                    samples.c.move == move, samples.c.kind == SampleKind(kind).value,
+                    samples.c.id <= sa.select(samples.c.id).where(
+                        samples.c.move == move, samples.c.kind == SampleKind(kind).value,
+                    ).order_by(samples.c.id.desc()).offset(keep).limit(1).scalar_subquery()))
+
+    def samples(self, move: str, kind: SampleKind | None = None, *, since: float | None = None) -> list[dict]:
+        """[{"kind", "at", "step", **data}] oldest first."""
+        query = sa.select(samples).where(samples.c.move == move).order_by(samples.c.id)
+        if kind is not None:
+            query = query.where(samples.c.kind == SampleKind(kind).value)
+        if since is not None:
+            query = query.where(samples.c.at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [{"kind": r.kind, "at": r.at, "step": r.step, **json.loads(r.data or "{}")} for r in rows]
 
     # the lock ---------------------------------------------------------------
 

@@ -140,11 +140,12 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
     cut_data = cutover.data if cutover else {}
     serving = cut_data.get("serving", Side.SOURCE)
     state, next_command = _verdict(playbook, move_status, steps, cut_data)
+    rep = _replication(playbook, serving)
     return MoveReport(
         move=playbook.name,
         state=state,
         steps=steps,
-        replication=_replication(playbook, serving),
+        replication=rep,
         routes=routes(playbook),
         last_cutover=cut_data.get("last_window"),
         next_command=next_command,
@@ -189,3 +190,61 @@ def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict)
     last_done = [s["step"] for s in steps if s["status"] == "done"]
     return (f"in progress: done up to {last_done[-1] if last_done else 'nothing'}",
             f"migrator execute {path}")
+
+
+@dataclass
+class TableCopy:
+    table: str
+    done: int
+    total: int
+    rate: float | None         # bytes per second over the last samples
+    eta: float | None          # seconds left at that rate
+
+
+@dataclass
+class LiveView:
+    """What `status --watch` shows each second: the report, plus what the samples say."""
+
+    report: MoveReport
+    running: str | None        # the step recorded running (or undoing), if any
+    cutover_phase: str | None
+    copy: list[TableCopy]
+    copy_done: int
+    copy_total: int
+    lag_bytes: int | None
+    at: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) -> LiveView:
+    import time
+
+    from migrator.move.state import SampleKind
+
+    report = move_report(playbook, store)
+    rep = report.replication
+    if rep.lag_bytes is not None and store.move_status(playbook.name) is not None:
+        # Reverse replication runs with no process of ours: a watcher, every second, is
+        # what samples its lag for the report. A plain `status` records nothing.
+        try:
+            store.record_sample(playbook.name, SampleKind.LAG, {
+                "bytes": rep.lag_bytes, "seconds": rep.lag_seconds, "direction": rep.direction}, step="watch")
+        except Exception:  # noqa: BLE001 - the view reports, it does not fail
+            pass
+    running = next((s["step"] for s in report.steps if s["status"] in ("running", "undoing")), None)
+    phase = store.step(playbook.name, "cutover").data.get("phase")
+    copies = store.samples(playbook.name, SampleKind.COPY)
+    copy, done, total = [], 0, 0
+    if copies:
+        last = copies[-1]
+        done, total = last.get("done") or 0, last.get("total") or 0
+        earlier = next((s for s in copies if s["at"] >= last["at"] - window), last)
+        span = last["at"] - earlier["at"]
+        for table, (t_done, t_total) in sorted((last.get("tables") or {}).items()):
+            before = (earlier.get("tables") or {}).get(table, [t_done, t_total])[0]
+            rate = (t_done - before) / span if span > 0 else None
+            eta = (t_total - t_done) / rate if rate and t_done < t_total else (0.0 if t_done >= t_total else None)
+            copy.append(TableCopy(table, t_done, t_total, rate, eta))
+    return LiveView(report, running, phase, copy, done, total, report.replication.lag_bytes, time.time())

@@ -19,7 +19,8 @@ from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import original_entries
 from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
-from migrator.playbook import Playbook, TableName
+from migrator.move.state import SampleKind
+from migrator.playbook import Playbook, TableName, format_size
 from migrator.postgres import replication
 from migrator.postgres.catalog import existing_objects, read_group
 from migrator.postgres.connection import describe_error
@@ -43,6 +44,9 @@ def preflight_do(ctx: MoveContext) -> str:
     snapshot = inspect_move(ctx.playbook)
     findings = check(snapshot, ctx.playbook, expected_objects=names.all_objects(ctx.playbook))
     blocking = [f for f in findings if f.level == "block"]
+    # The findings as execute saw them, for `migrator report` (plan's may be days older).
+    ctx.store.record_sample(ctx.playbook.name, SampleKind.FINDINGS,
+                            {"findings": [f.to_dict() for f in findings]}, step="preflight")
     if blocking:
         first = blocking[0]
         more = f" (and {len(blocking) - 1} more: run `migrator plan`)" if len(blocking) > 1 else ""
@@ -50,7 +54,7 @@ def preflight_do(ctx: MoveContext) -> str:
     if "original_entries" not in ctx.data("preflight"):
         ctx.save("preflight", original_entries=original_entries(ctx.playbook))
     warnings = sum(1 for f in findings if f.level == "warn")
-    return f"{len(findings)} checks, {warnings} warnings, nothing blocking"
+    return f"{len(findings)} checks, {warnings} warning{'' if warnings == 1 else 's'}, nothing blocking"
 
 
 def nothing(ctx: MoveContext) -> None:
@@ -393,7 +397,7 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
             raise OperationFailed(f"subscription {sub} is disabled on the target: nothing is applied",
                                   hint=f"ALTER SUBSCRIPTION {sub} ENABLE on the target (or `migrator rollback`), "
                                   "then run `migrator execute` again")
-        ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {lag} bytes")
+        ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {format_size(lag)}")
         if lag <= limit and health.apply_pid:
             return
         notes.say(f"lag {lag} bytes (max_lag {limit}); {watch.waiting_for(health)}")
@@ -441,9 +445,10 @@ def replicate_do(ctx: MoveContext) -> str:
             _wait_for_copy(ctx, dst, sub, sizes, total, deadline, early)
         finally:
             built = early.finish()
-        ctx.reporter.progress("replicate", total, total, "bytes")
+        ctx.reporter.progress("replicate", total, total, "bytes",
+                              tables={t.qualified: [v, v] for t, v in sizes.items()})
     early_note = f"; {built} deferred indexes built as their tables finished" if built else ""
-    return f"{len(ctx.tables)} tables copied and streaming ({total} bytes){early_note}"
+    return f"{len(ctx.tables)} tables copied and streaming ({format_size(total)}){early_note}"
 
 
 def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: dict[TableName, int],
@@ -462,13 +467,15 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
         if group_states and all(s == "r" for s in group_states.values()) and states.get(marker) == "r":
             return
         copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
-        copied = sum(v for t, v in sizes.items() if t not in copying)
+        per_table = {t.qualified: [v, v] for t, v in sizes.items() if t not in copying}
         if copying:
             target_sizes = replication.relation_bytes(dst, copying)
-            copied += sum(min(target_sizes.get(t, 0), sizes.get(t, 0)) for t in copying)
-        ctx.reporter.progress("replicate", copied, total, "bytes")
+            per_table.update({t.qualified: [min(target_sizes.get(t, 0), sizes.get(t, 0)), sizes.get(t, 0)]
+                              for t in copying})
+        copied = sum(done for done, _ in per_table.values())
+        ctx.reporter.progress("replicate", copied, total, "bytes", tables=per_table)
         waiting = [t.qualified for t, st in group_states.items() if st != "r"]
-        notes.say(f"{copied} of {total} bytes; {len(waiting)} tables not ready; "
+        notes.say(f"{format_size(copied)} of {format_size(total)}; {len(waiting)} tables not ready; "
                   f"{watch.waiting_for(health, waiting)}")
         if time.monotonic() > deadline:
             raise OperationFailed("the initial copy did not finish in time")

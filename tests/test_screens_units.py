@@ -1,0 +1,62 @@
+"""The screens at 80 columns, with no server: URLs whole on a line, human units, plurals."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from migrator.lab.sandbox import SandboxInfo
+from migrator.move.status import MoveReport, Replication
+from migrator.output import Output
+from migrator.output.base import plural
+from migrator.output.plan import statement_counts
+from migrator.postgres.statement import Statement
+
+
+def _output(width: int = 80) -> tuple[Output, io.StringIO]:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, highlight=False, soft_wrap=True, color_system=None)
+    return Output(console=console, err=console), buffer
+
+
+def test_sandbox_status_keeps_every_url_whole_at_80_columns():
+    directory = Path("/var/tmp/a-rather-long-directory-name/for-the-sandbox-of-the-team")
+    passfile = f"?passfile={directory}/.pgpass"
+    urls = [f"postgresql://postgres@127.0.0.1:{port}/app{passfile}" for port in (5432, 5433)] + [
+        f"postgresql://app@127.0.0.1:6432/{entry}{passfile}" for entry in ("app", "app_files", "pgbouncer")]
+    info = SandboxInfo(directory, directory / "playbook.yaml", False, [101, 102], *urls, 10)
+    out, buffer = _output(80)
+
+    out.sandbox_info(info, verb="status")
+
+    lines = buffer.getvalue().splitlines()
+    for url in urls:
+        assert any(url in line for line in lines), (url, buffer.getvalue())
+    assert "10 (x1,000 files)" in buffer.getvalue()
+
+
+def test_status_shows_lag_and_times_in_human_units():
+    steps = [{"step": "replicate", "status": "done", "seconds": 4520.0, "error": None},
+             {"step": "cutover", "status": "failed", "seconds": 0.25,
+              "error": "could not connect to postgresql://migrator:****@db-files.example.internal:5432/app"}]
+    report = MoveReport("files", "cutover failed", steps, Replication("forward", "migrator_files", 11968512, 2.5),
+                        [], None, "migrator execute playbook.yaml", [])
+    out, buffer = _output(80)
+
+    out.move_report(report)
+
+    text = buffer.getvalue()
+    assert "lag 11.4 MB, 2.5 s" in text and "11968512" not in text
+    assert "1.3 h" in text and "250 ms" in text
+    assert any("postgresql://migrator:****@db-files.example.internal:5432/app" in line for line in text.splitlines())
+
+
+def test_plurals_and_statement_counts():
+    assert plural(1, "warning") == "1 warning" and plural(2, "warning") == "2 warnings"
+    assert plural(1200, "index", "indexes") == "1,200 indexes"
+    statements = [Statement("source", "SELECT 1"), Statement("target", "SELECT 1"), Statement("target", "SELECT 2"),
+                  Statement("pgbouncers[0] x@y:6432/pgbouncer", "PAUSE app"), Statement("/etc/pgb.ini", "[databases]")]
+    assert statement_counts(statements) == "1 on source, 2 on target, 1 on PgBouncer, 1 config file"
+    assert statement_counts([]) == "no statement"

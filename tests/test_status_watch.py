@@ -1,0 +1,86 @@
+"""`migrator status --watch` from a second terminal while `execute` runs: a live view in a
+pseudo-terminal with the copy per table, and a clean exit on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+from faultkit import REPO, ToolProcess
+from movekit import demo_move
+
+from migrator.lab.sandbox import GROUP_TABLES
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def _read_until(fd: int, proc: subprocess.Popen, wanted, timeout: float) -> str:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+        text = _plain(seen.decode(errors="replace"))
+        if wanted(text) or proc.poll() is not None:
+            return text
+    return _plain(seen.decode(errors="replace"))
+
+
+def test_watch_in_a_terminal_shows_the_copy_and_leaves_cleanly_on_sigint(move, tmp_path):
+    demo = demo_move(move, tmp_path, scale=2)
+    execute = ToolProcess(demo, "execute", hold="rebuild-indexes:start")   # the copy done, a step running
+    execute.wait_held()
+    try:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}
+        env.pop("COLUMNS", None)
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "migrator", "status", str(demo.path), "--state", demo.state_url, "--watch"],
+            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, start_new_session=True)
+        os.close(slave)
+
+        def shown(text: str) -> bool:
+            return "Ctrl-C to stop watching" in text and text.count("refreshed") >= 2
+
+        text = _read_until(master, watch, shown, timeout=30)
+        assert watch.poll() is None, text
+        assert "step: rebuild-indexes running" in text, text
+        assert "copy: " in text and "100%" in text, text
+        for table in GROUP_TABLES:
+            assert table in text, text
+        assert "done" in text and "replication: forward, lag" in text, text
+
+        os.kill(watch.pid, signal.SIGINT)
+        text += _read_until(master, watch, lambda t: "stopped watching" in t, timeout=10)
+        assert watch.wait(10) == 0, text
+        assert "stopped watching" in text and "Traceback" not in text, text
+        os.close(master)
+
+        # Not a terminal: plain lines, one per refresh.
+        plain = subprocess.Popen(
+            [sys.executable, "-m", "migrator", "status", str(demo.path), "--state", demo.state_url, "--watch"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True)
+        time.sleep(2.5)
+        plain.send_signal(signal.SIGINT)
+        out, err = plain.communicate(timeout=10)
+        assert plain.returncode == 0, out + err
+        lines = [line for line in out.splitlines() if "step rebuild-indexes" in line]
+        assert len(lines) >= 2 and "copy " in lines[0] and "\x1b[" not in out, out
+    finally:
+        execute.release()
+    assert execute.wait() == 0, execute.output
