@@ -120,6 +120,13 @@ def _app_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> N
         conn.execute("UPDATE public.users SET email = email WHERE id = %s", (user_id,))
 
 
+def _linger(conn: psycopg.Connection) -> None:
+    """Keep the transaction (and its relation locks) a little longer, as real work does:
+    a 10 ms sampler then sees most of these transactions, not one in ten, and a short
+    observation names them every time."""
+    conn.execute("SELECT pg_catalog.pg_sleep(0.02)")
+
+
 # Traffic that `migrator analyze` must catch; each is wrong in its own way. Which entry
 # (or none) a mix runs through is the DSN's business: misrouted reads are `file-reads`
 # through the whole application's entry, a direct writer is `file-writes` on the source
@@ -133,6 +140,7 @@ def _file_reads(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -
         "JOIN public.file_versions v ON v.file_id = f.id WHERE f.id = (SELECT max(id) - %s FROM public.files)",
         (rng.randint(0, 50),),
     ).fetchall()
+    _linger(conn)
 
 
 def _file_writes(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
@@ -142,6 +150,7 @@ def _file_writes(conn: psycopg.Connection, rng: random.Random, shared: _Shared) 
         "WHERE id > (SELECT max(id) - 200 FROM public.files) AND id %% 10 = %s",
         (rng.randint(0, 10**6), rng.randint(0, 9)),
     )
+    _linger(conn)
 
 
 def _crossing_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared) -> None:
@@ -152,6 +161,7 @@ def _crossing_mix(conn: psycopg.Connection, rng: random.Random, shared: _Shared)
         (user_id, f"crossing-{rng.getrandbits(32):08x}"),
     )
     conn.execute("UPDATE public.users SET email = email WHERE id = %s", (user_id,))
+    _linger(conn)
 
 
 MIXES: dict[str, Mix] = {
