@@ -513,6 +513,12 @@ def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection
         old, new, name=d.new_subscription, publisher_dsn=d.new_dsn, publication=d.new_publication,
         slot=d.new_slot, copy_data=False, create_slot=False)
     replication.drop_subscription(new, d.old_subscription, old)
+    # A side that crashed while a table was copying can leave that copy's slot behind
+    # on the publisher, with no subscription to drop it: it would retain WAL forever.
+    try:
+        replication.drop_orphaned_tablesync_slots(old, new)
+    except psycopg.Error:
+        pass  # reading the subscriber's system identifier needs rights the role may lack
 
 
 def original_entries(playbook: Playbook) -> dict[str, str]:
