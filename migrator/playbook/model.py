@@ -36,6 +36,7 @@ from pydantic import (
 
 from migrator.errors import PlaybookError
 from migrator.masking import mask_secrets
+from migrator.playbook.relations import relations
 from migrator.playbook.tables import TableName, _table_name
 from migrator.playbook.units import (
     _kind,
@@ -358,7 +359,7 @@ def _build(text: str, *, source: str, env: Mapping[str, str] | None, path: Path 
         problems += _translate(exc, unresolved)
     problems += [
         problem
-        for involved, problem in _relations(data)
+        for involved, problem in relations(data)
         if not any(_under(where, unresolved) for where in involved)
     ]
 
@@ -529,80 +530,3 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 def _under(where: str, unresolved: Mapping[str, str]) -> bool:
     return any(where == u or where.startswith((u + ".", u + "[")) for u in unresolved)
-
-
-# ---------------------------------------------------------------------------
-# Rules across fields, on the raw data (anything unparseable was reported already).
-# Each rule yields the fields it read, so a rule that read a field whose ${VAR} was
-# unresolved stays quiet instead of reporting a consequence of that one problem.
-Finding = tuple[tuple[str, ...], str]
-
-
-def _relations(data: dict[str, Any]) -> Iterator[Finding]:
-    yield from _duplicate_tables(data.get("tables"))
-    yield from _duplicate_pgbouncers(data.get("pgbouncers"))
-    yield from _same_database(data.get("source"), data.get("target"))
-
-
-def _duplicate_tables(tables: Any) -> Iterator[Finding]:
-    first: dict[TableName, int] = {}
-    for index, item in enumerate(tables if isinstance(tables, list) else []):
-        table = _attempt(TableName.parse, item)
-        if table is None:
-            continue
-        if table in first:
-            yield (f"tables[{index}]",), (
-                f"tables[{index}]: {table.qualified} is listed twice (also tables[{first[table]}])"
-            )
-        else:
-            first[table] = index
-
-
-def _duplicate_pgbouncers(entries: Any) -> Iterator[Finding]:
-    first: dict[tuple[Any, ...], int] = {}
-    for index, entry in enumerate(entries if isinstance(entries, list) else []):
-        if not isinstance(entry, dict):
-            continue
-        address = _server_address(entry.get("admin_dsn"))
-        database = entry.get("database")
-        if address is None or not isinstance(database, str):
-            continue
-        key = (*address[:2], database)
-        where = f"pgbouncers[{index}]"
-        if key in first:
-            yield (where, f"pgbouncers[{first[key]}]"), (
-                f"{where}: database {database} on {address[0]}:{address[1]} is listed twice "
-                f"(also pgbouncers[{first[key]}])"
-            )
-        else:
-            first[key] = index
-
-
-def _same_database(source: Any, target: Any) -> Iterator[Finding]:
-    if not (isinstance(source, dict) and isinstance(target, dict)):
-        return
-    source_address = _server_address(source.get("dsn"))
-    if source_address is not None and source_address == _server_address(target.get("dsn")):
-        host, port, dbname = source_address
-        yield ("source.dsn", "target.dsn"), (
-            f"target.dsn: is the same database as source.dsn ({host}:{port}/{dbname}) — "
-            "the target must be the server and database the tables move to"
-        )
-
-
-def _server_address(dsn: Any) -> tuple[str, str, str] | None:
-    """(host, port, dbname) with libpq's defaults, or None if dsn is not usable."""
-    if not isinstance(dsn, str) or not dsn.strip():
-        return None
-    params = _attempt(conninfo_to_dict, dsn, errors=(psycopg.ProgrammingError,))
-    if params is None:
-        return None
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    return host, params.get("port") or "5432", params.get("dbname") or params.get("user") or ""
-
-
-def _attempt(function: Any, value: Any, errors: tuple[type[Exception], ...] = (ValueError,)) -> Any:
-    try:
-        return function(value)
-    except errors:
-        return None
