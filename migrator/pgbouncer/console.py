@@ -7,6 +7,7 @@ commands are composed here from validated entry names, never from free text.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import psycopg
@@ -59,6 +60,9 @@ class PgBouncerConsole:
     def __init__(self, admin_dsn: str, *, connect_timeout: int = 3) -> None:
         self.admin_dsn = admin_dsn
         self.display = describe(admin_dsn)
+        self._guard = threading.Lock()
+        self._running = 0
+        self._close_after = False
         try:
             # The console rejects startup options such as statement_timeout: its row
             # of TIMEOUTS sets none.
@@ -79,13 +83,28 @@ class PgBouncerConsole:
         self.close()
 
     def close(self) -> None:
+        """Close now, or, while another thread still waits in a command on it (a PAUSE the
+        cutover gave up on), once that command returns: freeing a connection libpq is
+        using in another thread crashes the process."""
+        with self._guard:
+            if self._running:
+                self._close_after = True
+                return
         self.conn.close()
 
     def command(self, text: str) -> None:
+        with self._guard:
+            self._running += 1
         try:
             self.conn.execute(text)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise OperationFailed(f"PgBouncer {self.display}: {text} failed: {first_line(exc)}") from exc
+        finally:
+            with self._guard:
+                self._running -= 1
+                close = self._close_after and not self._running
+            if close:
+                self.conn.close()
 
     def show(self, what: str) -> list[dict]:
         try:
