@@ -140,3 +140,33 @@ def test_an_apply_error_stops_the_move_before_any_pause_with_the_servers_message
     assert took < 25, f"the apply worker's failure took {took:.1f}s to be reported"
     code, status = demo.cli_json("status")
     assert status["routes"][0]["points_to"] == "source" and not status["routes"][0]["paused"]
+
+
+def test_two_moves_making_the_tools_schema_at_the_same_moment_both_succeed(make_move):
+    """`CREATE SCHEMA IF NOT EXISTS` loses to a concurrent one on the catalog's unique
+    index (seen once as the second of two moves failing its schema step): the tool takes
+    one lock, per server, in the transaction that makes its shared objects."""
+    import threading
+
+    from migrator.postgres import replication
+
+    move = make_move()
+    dsn = move.source.dsn(APP_DB)
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
+        with first.transaction():
+            replication.ensure_marker_table(first, "files_partition")     # made, not yet committed
+            failure: list[BaseException] = []
+
+            def make_the_other():
+                try:
+                    replication.ensure_marker_table(second, "users_partition")
+                except BaseException as exc:                                 # noqa: BLE001 (reported below)
+                    failure.append(exc)
+
+            other = threading.Thread(target=make_the_other)
+            other.start()
+            time.sleep(0.5)
+            assert other.is_alive(), "the second move did not wait for the first"
+        other.join(10)
+        assert not other.is_alive() and failure == [], failure
+    assert marker_tables(dsn) == ["sync_marker_files_partition", "sync_marker_users_partition"]

@@ -73,8 +73,9 @@ def read_schema(src: psycopg.Connection, dst: psycopg.Connection, playbook: Play
 
 
 def schema_statements(schema: GroupSchema, playbook: Playbook) -> list[Statement]:
-    """What the schema step runs, in order: this move's marker table on both sides, then
-    the group's DDL on the target (in one transaction)."""
+    """What the schema step runs, in order: this move's marker table on both sides (a
+    transaction on each), then the group's DDL on the target in that same transaction
+    (so the shared objects' lock covers its `CREATE SCHEMA IF NOT EXISTS` too)."""
     marker = replication.marker_table_statements(playbook)
     return ([Statement("source", q) for q in marker] + [Statement("target", q) for q in marker]
             + [Statement("target", q) for q in schema.statements()])
@@ -104,7 +105,7 @@ def schema_do(ctx: MoveContext) -> str:
             partitioned=schema.group.partitioned,
         )
         statements = schema_statements(schema, ctx.playbook)
-        ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source")
+        ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source", transaction=True)
         ctx.run(dst, [q for q in statements if q.on == "target"], "schema", "created on the target",
                 transaction=True)
     return f"{len(ctx.tables)} tables, {len(statements)} statements"

@@ -24,10 +24,19 @@ def marker_table(move) -> sql.Identifier:
     return sql.Identifier(*names.sync_marker(move))
 
 
+# `CREATE ... IF NOT EXISTS` is not safe against a concurrent CREATE of the same name
+# (the loser fails on the catalog's unique index): two moves making their first objects
+# on one server at once take this lock, in the transaction that creates them, first.
+SHARED_OBJECTS_LOCK = sql.SQL("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}))").format(
+    sql.Literal("migrator: shared objects"))
+
+
 def marker_table_statements(move) -> list[sql.Composable]:
     """The tool's schema (shared) and this move's marker table (its own: only this
-    move's publications carry it, so no other move's copy or apply ever touches it)."""
+    move's publications carry it, so no other move's copy or apply ever touches it).
+    Run in one transaction: the first statement is the shared objects' lock."""
     return [
+        SHARED_OBJECTS_LOCK,
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.SCHEMA)),
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (token text PRIMARY KEY, "
                 "direction text NOT NULL, at timestamptz NOT NULL DEFAULT now())").format(marker_table(move)),
@@ -35,8 +44,9 @@ def marker_table_statements(move) -> list[sql.Composable]:
 
 
 def ensure_marker_table(conn: psycopg.Connection, move) -> None:
-    for statement in marker_table_statements(move):
-        conn.execute(statement)
+    with conn.transaction():
+        for statement in marker_table_statements(move):
+            conn.execute(statement)
 
 
 def drop_marker_table(conn: psycopg.Connection, move) -> None:
