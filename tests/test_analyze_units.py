@@ -119,6 +119,17 @@ def test_the_picture_marks_the_group_and_the_crossing_edges():
     assert '"public.files" -- "public.users"' in dot and "color=red" in dot
 
 
+def test_the_picture_draws_a_candidate_member_that_no_sample_saw():
+    # a table in a candidate only through its foreign key, unseen in a short window
+    graph = coaccess_graph([FILES, VERSIONS], [Touch(frozenset({FILES}), 2, "e", None)], [], {FILES: 0.2})
+    candidate = SimpleNamespace(tables=(VERSIONS, FILES), is_group=False, impact=SimpleNamespace(aas=0.2))
+    report = SimpleNamespace(graph=graph, group=(), candidates=[candidate], source="db",
+                             move=None, seconds=2.0, samples=200)
+    dot = to_dot(report)
+    cluster = dot[dot.index("subgraph cluster_1"):]
+    assert f'"{VERSIONS}" [label=' in cluster and "AAS 0.000" in cluster
+
+
 def test_the_readme_lists_every_analyze_code_and_the_json_keys():
     from pathlib import Path
 

@@ -2,7 +2,7 @@
 edge list. DOT text, drawn to SVG by Graphviz's `dot` when it is installed; without
 Graphviz the DOT file itself is written (any Graphviz viewer draws it later).
 
-Each candidate group is a box; the playbook's group members are filled; a node says
+Each candidate group is a box holding all its members; the playbook's group members are filled; a node says
 its table and AAS; an edge's width follows its weight and its label says how many
 sampled transactions (and statement calls) touched both tables.
 """
@@ -24,7 +24,10 @@ def _quote(text: str) -> str:
 def to_dot(report) -> str:
     graph = report.graph
     group = set(report.group)
-    shown = {t for t, d in graph.nodes(data=True) if d.get("aas", 0) > 0 or graph.degree(t) > 0} | group
+    # every candidate's members are drawn, sampled or not (a table joined to its group
+    # only by a foreign key may not have been seen in a short window)
+    proposed = {t for candidate in report.candidates for t in candidate.tables}
+    shown = {t for t, d in graph.nodes(data=True) if d.get("aas", 0) > 0 or graph.degree(t) > 0} | group | proposed
     heaviest = max((d["weight"] for _, _, d in graph.edges(data=True)), default=1.0) or 1.0
     title = f"co-access graph of {report.source}" + (f", move {report.move}" if report.move else "")
     lines = [
