@@ -71,6 +71,38 @@ def all_objects(move: _Named | str) -> frozenset[str]:
     )
 
 
+# The guards (DESIGN section 9), on both servers while the move is in flight: an event
+# trigger pair that refuses DDL on the group, and a statement trigger on every table of
+# the group whose function refuses writes on the copy that does not serve.
+GUARD_SETTING = "migrator.guard"   # a session that sets it to 'bypass' passes the DDL guard
+
+
+def ddl_guard(move: _Named | str) -> str:
+    """The event trigger (ddl_command_end) that refuses DDL on the group."""
+    return PREFIX + _slug(move) + "_ddl_guard"
+
+
+def drop_guard(move: _Named | str) -> str:
+    """The event trigger (sql_drop) that refuses dropping the group's objects."""
+    return PREFIX + _slug(move) + "_drop_guard"
+
+
+def ddl_guard_function(move: _Named | str) -> tuple[str, str]:
+    """(schema, name) of the function both event triggers run."""
+    return SCHEMA, ddl_guard(move)
+
+
+def fence(move: _Named | str) -> str:
+    """The statement trigger on each group table that carries the write fence."""
+    return PREFIX + _slug(move) + "_fence"
+
+
+def fence_function(move: _Named | str) -> tuple[str, str]:
+    """(schema, name) of the fence triggers' function: it refuses on the side that does
+    not serve and does nothing on the one that does."""
+    return SCHEMA, fence(move)
+
+
 def sync_marker(move: _Named | str) -> tuple[str, str]:
     """(schema, table) of this move's marker table; compose it with
     sql.Identifier(*sync_marker(move))."""

@@ -11,7 +11,9 @@ Points: `<step>:start` and `<step>:end` (the step is recorded running; its `do` 
 not started / has finished but `done` is not recorded yet), the same with `undo-`
 for a rollback (`cutover:undo-start`), `replicate:copying` (the subscription exists,
 the initial copy runs) and `cutover:<direction>-<phase>` for each recorded cutover
-phase (`cutover:forward-point_of_no_return`).
+phase (`cutover:forward-point_of_no_return`); around the guards: `replicate:guarded-target`,
+`replicate:guarded-source`, `replicate:undo-unguarded-source`, `complete:unguarded`, and
+`ddl:applied-<n>` after a `migrator ddl`'s n-th statement.
 """
 
 from __future__ import annotations

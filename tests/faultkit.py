@@ -192,6 +192,7 @@ _CATALOG_QUERIES = {
                 JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid)
         FROM pg_roles r WHERE r.rolname NOT LIKE 'pg\\_%' ORDER BY 1""",
     "extensions": "SELECT extname, extversion FROM pg_extension ORDER BY 1",
+    "event_triggers": "SELECT evtname, evtevent, evtenabled, evtfoid::regproc::text FROM pg_event_trigger ORDER BY 1",
     "default_acls": "SELECT defaclrole::regrole::text, defaclobjtype, defaclacl::text FROM pg_default_acl ORDER BY 1, 2",
 }
 

@@ -40,8 +40,14 @@ def test_complete_removes_every_object_then_rollback_is_refused(make_move, tmp_p
     code, doc = demo.cli_json("complete")
     assert code == 0, doc
     empty = {"publications": [], "subscriptions": [], "slots": [], "schema": []}
-    assert leftovers(move.source.dsn(APP_DB)) == empty
+    # The old copy stays fenced (its function keeps the tool's schema); nothing else is left.
+    assert leftovers(move.source.dsn(APP_DB)) == {**empty, "schema": [("migrator",)]}
     assert leftovers(move.target.dsn(APP_DB)) == empty
+    with psycopg.connect(move.source.dsn(APP_DB)) as conn:
+        assert conn.execute("SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                            "WHERE n.nspname = 'migrator'").fetchall() == [("migrator_files_partition_fence",)]
+        assert conn.execute("SELECT relname FROM pg_class WHERE relnamespace = 'migrator'::regnamespace"
+                            ).fetchall() == []
     assert group_tables(move.source.dsn(APP_DB)) == ["file_comments", "file_versions", "files"]
 
     rollback = demo.cli("rollback")

@@ -125,6 +125,8 @@ def test_an_apply_error_stops_the_move_before_any_pause_with_the_servers_message
     demo = demo_move(move, tmp_path, scale=1)
     assert demo.cli("execute", "--until", "rebuild-indexes").exit_code == 0
     with psycopg.connect(move.target.dsn(APP_DB), autocommit=True) as conn:
+        # Past the write fence on purpose, as replication passes it (a superuser may).
+        conn.execute("SET session_replication_role = replica")
         conn.execute("INSERT INTO public.files (id, owner_id, name) VALUES (999999, 1, 'in the way')")
     with psycopg.connect(move.source.dsn(APP_DB), autocommit=True) as conn:
         conn.execute("INSERT INTO public.files (id, owner_id, name) VALUES (999999, 1, 'replicated')")

@@ -17,8 +17,9 @@ from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.playbook import Playbook
-from migrator.postgres import replication
+from migrator.postgres import guards, replication
 from migrator.postgres.connection import connect
+from migrator.testhooks import hold
 
 
 @dataclass
@@ -26,6 +27,8 @@ class CompleteResult:
     move: str
     removed: list[str] = field(default_factory=list)
     dropped_source_tables: list[str] = field(default_factory=list)
+    # The old copy stays fenced (it refuses writes): the statement that lifts the fence.
+    source_fence_lift: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +63,15 @@ def complete(playbook: Playbook, store: StateStore, *, drop_source: bool = False
             replication.drop_publication(src, names.publication(playbook))
             result.removed.append("publications " + ", ".join(
                 [names.publication(playbook), names.reverse_publication(playbook)]))
+            # The guards: the DDL guard on both sides, the fence on the target (it serves);
+            # the old copy stays fenced unless it is dropped, so nothing writes to it by mistake.
+            for conn in (src, dst):
+                _run(store, playbook, conn, guards.remove_ddl_guard_statements(playbook), "DDL guard removed")
+            _run(store, playbook, dst, guards.remove_fence_statements(playbook, guards.fenced_relations(dst, playbook)),
+                 "the target's write fence removed")
+            hold("complete", "unguarded")
+            result.removed.append(f"the DDL guard on both sides ({names.ddl_guard(playbook)}, "
+                                  f"{names.drop_guard(playbook)}) and the target's write fence")
             for conn in (src, dst):
                 replication.drop_marker_table(conn, playbook)
             result.removed.append("sync marker table " + ".".join(names.sync_marker(playbook)))
@@ -70,6 +82,19 @@ def complete(playbook: Playbook, store: StateStore, *, drop_source: bool = False
                         src.execute(statement)
                         store.log(playbook.name, "sql", "dropped the source's copy", sql=statement.as_string(src))
                         result.dropped_source_tables.append(table.qualified)
+                _run(store, playbook, src, [guards.lift_fence_statement(playbook)], "the source's write fence removed")
+                replication.drop_marker_table(src, playbook)   # the schema, now that the fence is gone
+            else:
+                lift = guards.lift_fence_statement(playbook).as_string(src)
+                hint = f"move {playbook.name} is complete and this old copy is kept fenced; lift it with: {lift}"
+                _run(store, playbook, src, [guards.fence_function_statement(
+                    playbook, playbook.name, serving=False, serving_side="target", hint=hint)],
+                    "the source's copy stays fenced")
+                result.source_fence_lift = lift
         store.set_move_status(playbook.name, MoveStatus.COMPLETED)
         store.log(playbook.name, "run", "complete finished: " + "; ".join(result.removed))
     return result
+
+
+def _run(store: StateStore, playbook: Playbook, conn, statements: list[sql.Composable], what: str) -> None:
+    guards.run_each(conn, statements, lambda q: store.log(playbook.name, "sql", what, sql=q.as_string(conn)))

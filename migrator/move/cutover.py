@@ -31,7 +31,7 @@ from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.fleet import POOL_SIZE, all_or_raise, run_all
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
-from migrator.postgres import replication
+from migrator.postgres import guards, replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
 from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
 from migrator.postgres.subscription_health import SubscriptionWatch
@@ -140,12 +140,14 @@ class Cutover:
         self.wait_lag_timeout = wait_lag_timeout
         self.window = PauseWindow(direction.name)
         self.consoles: list[PgBouncerConsole] = []
+        # The write fence moves with the privileges, in the same round trips.
+        self.fence_old, self.unfence_old, self.fence_new, self.unfence_new = fence_switch(playbook, direction)
 
     # -- the values of each side -------------------------------------------------
 
     def _old_privileges_sql(self, *, grant: bool) -> list[sql.Composable]:
-        """The privileges switched on the old side inside the pause."""
-        return switch_statements(self.inside, grant=grant)
+        """The privileges switched on the old side inside the pause, and its fence."""
+        return [*switch_statements(self.inside, grant=grant), self.unfence_old if grant else self.fence_old]
 
     def _new_entry(self, bouncer) -> str:
         return entry_for_side(self.original_entries[bouncer.route_key], self.playbook, self.d.new_label)
@@ -207,8 +209,10 @@ class Cutover:
         for outcome in connected:
             if outcome.error is not None:
                 raise outcome.error
-        grant_new = [q.as_string(new) for q in switch_statements(self.app_privileges, grant=True)]
-        restore_old = [q.as_string(old) for q in switch_statements(self.app_privileges, grant=True)]
+        grant_new = [q.as_string(new) for q in [*switch_statements(self.app_privileges, grant=True),
+                                                 self.unfence_new]]
+        restore_old = [q.as_string(old) for q in [*switch_statements(self.app_privileges, grant=True),
+                                                   self.unfence_old]]
         # Everything that can be done before the pause is: the new entries are written
         # beside the old config (which also proves they can be written) or handed to
         # each PgBouncer's prepare command, a second connection to each side is open,
@@ -244,7 +248,7 @@ class Cutover:
             move=self.playbook.name,
             deadline=time.time() + s.max_pause + WATCHDOG_MARGIN,
             old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
-            restore_old=restore_old, grant_new=grant_new,
+            restore_old=restore_old, grant_new=grant_new, fence_new=[self.fence_new.as_string(new)],
             pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
                          "new_value": self._new_entry(b)} for r, (b, entry) in zip(routes, entries, strict=True)],
             state_url=self.state_url,
@@ -257,7 +261,7 @@ class Cutover:
         # The new side's GRANTs run while PAUSE waits for the transactions in flight: no
         # client reaches the new side before the reroute either way.
         work = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover")
-        grant_inside = switch_statements(self.inside, grant=True)
+        grant_inside = [*switch_statements(self.inside, grant=True), self.unfence_new]
         granting = work.submit(self._grant_new, new, grant_inside, changed)
 
         def lap(part: str) -> None:
@@ -469,7 +473,7 @@ class Cutover:
                 unresumed.append(f"{describe(bouncer.admin_dsn)}")
                 problems.append(f"RESUME {entry} on {describe(bouncer.admin_dsn)}: {why} (the watchdog keeps trying)")
         try:
-            undo = switch_statements(self.inside, grant=False) if granted else []
+            undo = [*switch_statements(self.inside, grant=False), self.fence_new] if granted else []
             undo += switch_statements(self.outside, grant=False) if granted_early else []
             if undo:
                 with new.transaction():
@@ -504,6 +508,16 @@ class Cutover:
         finish_switch(self.d, old, new)
         self.log(f"subscription {self.d.new_subscription} streams back to the {self.d.old_label}; "
                  f"dropped {self.d.old_subscription} and its slot", None)
+
+
+def fence_switch(playbook: Playbook, d: Direction) -> tuple[sql.Composable, ...]:
+    """(fence the old side, lift it, fence the new side, lift it): the four positions of
+    the write fence a cutover in direction `d` may put each side in."""
+    def fence(serving: bool, serving_side: Side) -> sql.Composable:
+        return guards.fence_function_statement(playbook, playbook.name, serving=serving,
+                                               serving_side=str(serving_side))
+    return (fence(False, d.new_label), fence(True, d.old_label),
+            fence(False, d.old_label), fence(True, d.new_label))
 
 
 def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection) -> None:

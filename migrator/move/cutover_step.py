@@ -11,6 +11,7 @@ from migrator.move.cutover import (
     CutoverAborted,
     CutoverPhase,
     Direction,
+    fence_switch,
     original_entries,
 )
 from migrator.move.recovery import reconcile
@@ -81,8 +82,10 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
     inside, outside = inside_and_outside_the_pause(privileges)
     out = [Statement(d.new_label, q, "before the pause") for q in switch_statements(outside, grant=True)]
     out += [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
-    out += [Statement(d.new_label, q, "while PAUSE waits") for q in switch_statements(inside, grant=True)]
-    out += [Statement(d.old_label, q) for q in switch_statements(inside, grant=False)]
+    fence_old, _, _, unfence_new = fence_switch(ctx.playbook, d)
+    out += [Statement(d.new_label, q, "while PAUSE waits")
+            for q in [*switch_statements(inside, grant=True), unfence_new]]
+    out += [Statement(d.old_label, q) for q in [*switch_statements(inside, grant=False), fence_old]]
     out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(
         replication.marker_table(ctx.playbook)), "the sync marker; then the sequences' values are copied to the source"))
     out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(

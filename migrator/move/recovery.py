@@ -25,7 +25,7 @@ from migrator.pgbouncer.config import entry_for_side
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.fleet import all_or_raise
 from migrator.pgbouncer.route import route_for
-from migrator.postgres import replication
+from migrator.postgres import guards, replication
 from migrator.postgres.connection import Side, SideConnection, connect
 from migrator.postgres.grants import switch_statements
 
@@ -44,6 +44,15 @@ def _restore_replication(d: Direction, old, new) -> None:
     replication.set_subscription_enabled(new, d.old_subscription, True)
 
 
+def _fences(ctx: MoveContext, serving: Side, serving_conn, other_conn) -> None:
+    """The write fence where the traffic is: lifted on the serving side, up on the other."""
+    other = Side.TARGET if serving == Side.SOURCE else Side.SOURCE
+    for conn, passes in ((serving_conn, True), (other_conn, False)):
+        conn.execute(guards.fence_function_statement(ctx.playbook, ctx.playbook.name, serving=passes,
+                                                     serving_side=str(serving)))
+    ctx.log("cutover", f"write fence: the {other} refuses writes, the {serving} serves")
+
+
 def reconcile(ctx: MoveContext) -> Side:
     """Finish or revert a cutover that a crash interrupted; returns the serving side."""
     data = ctx.data("cutover")
@@ -58,10 +67,12 @@ def reconcile(ctx: MoveContext) -> Side:
         # (it then logged "abort left work for the next run"): this is that run.
         with _both_sides(d) as (old, new):
             _restore_replication(d, old, new)
+            _fences(ctx, d.old_label, old, new)
         return serving_now
     if phase == CutoverPhase.RESUMED:
         with _both_sides(d) as (old, new):
             finish_switch(d, old, new)
+            _fences(ctx, d.new_label, new, old)
         ctx.save("cutover", phase=None, serving=d.new_label)
         return d.new_label
     originals = ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook)
@@ -76,6 +87,7 @@ def reconcile(ctx: MoveContext) -> Side:
             for stmt in switch_statements(privileges, grant=False):
                 other_conn.execute(stmt)
         serving = d.new_label if finished else d.old_label
+        _fences(ctx, serving, serving_conn, other_conn)
 
         def put_back(bouncer) -> None:
             route_for(bouncer).write(entry_for_side(originals[bouncer.route_key], ctx.playbook, serving))

@@ -17,7 +17,7 @@ from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
-from migrator.postgres import replication
+from migrator.postgres import guards, replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
 
 
@@ -51,6 +51,8 @@ class MoveReport:
     last_cutover: dict | None
     next_command: str
     events: list[dict]
+    # Per side: the move's guards there (guards.GuardState as a dict), or {"error": ...}.
+    guards: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +126,19 @@ def _replication(playbook: Playbook, serving: str) -> Replication:
     return result
 
 
+def _guards(playbook: Playbook) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
+        try:
+            with connect(dsn, side=side, purpose="status") as conn:
+                out[str(side)] = guards.read_state(conn, playbook).to_dict()
+        except OperationFailed as exc:
+            out[str(side)] = {"error": exc.message}
+        except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+            out[str(side)] = {"error": describe_error(exc)}
+    return out
+
+
 def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
     records = store.steps(playbook.name)
     move_status = store.move_status(playbook.name)
@@ -153,6 +168,7 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
             {"at": e.at, "step": e.step, "kind": e.kind, "message": e.message, "seconds": e.seconds}
             for e in store.events(playbook.name, limit=15)
         ],
+        guards=_guards(playbook),
     )
 
 

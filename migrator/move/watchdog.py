@@ -38,11 +38,12 @@ class WatchdogOrders:
     deadline: float                 # time.time() after which the watchdog acts anyway
     old_dsn: str
     new_dsn: str
-    restore_old: list[str]          # GRANTs that give the old side back its privileges
-    grant_new: list[str]            # GRANTs for the app roles on the new side
+    restore_old: list[str]          # GRANTs that give the old side back its privileges (and lift its fence)
+    grant_new: list[str]            # GRANTs for the app roles on the new side (and its fence lifted)
     pgbouncers: list[dict] = field(default_factory=list)  # admin_dsn, entry, route (route.orders()), new_value
     state_url: str | None = None
     old_backend_pids: list[int] = field(default_factory=list)  # the tool's sessions on the old side
+    fence_new: list[str] = field(default_factory=list)  # going back: the new side fenced again, after RESUME
 
 
 class Watchdog:
@@ -206,6 +207,9 @@ def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
 
     Retrying(stop=stop_after_delay(RESUME_RETRY_WINDOW), wait=wait_fixed(0.5), retry=retry_if_result(bool),
              retry_error_callback=lambda state: state.outcome.result())(attempt)
+    if not forward:
+        # Traffic is back: the new side may have lifted its fence inside the pause.
+        _run_sql(orders.new_dsn, orders.fence_new, errors)
     left = f"; not reached in {RESUME_RETRY_WINDOW:.0f}s: {[b['entry'] for b in pending]}" if pending else ""
     _log(orders, f"watchdog acted ({why}): traffic resumed on the "
                  f"{'new' if forward else 'old'} side" + (f"; errors: {errors}" if errors else "") + left)

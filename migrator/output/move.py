@@ -58,6 +58,23 @@ class MoveScreens:
             self.line(f"  dropped on the source: {', '.join(result.dropped_source_tables)}")
         else:
             self.line("  the source's old copy of the group is still there (drop it with --drop-source)")
+        if result.source_fence_lift:
+            self.line("  it stays fenced: it refuses writes from every session; on the source, lift the fence with")
+            self.line(f"    {result.source_fence_lift}")
+
+    def schema_change_result(self, result, *, dry_run: bool = False) -> None:
+        if self.json_mode:
+            self.document({"ok": True, "dry_run": dry_run, **result.to_dict()})
+            return
+        if dry_run:
+            self.markup(f"[bold]{escape(result.kind)}[/] on {escape(result.table)} would run, in this order "
+                        f"({escape(result.why)}):")
+            for line in result.order:
+                self.line(f"  {line}")
+            return
+        self.markup(f"[bold green]{escape(result.kind)} applied to {escape(result.table)}[/] on the "
+                    f"{' then the '.join(result.order)} in {result.seconds:.2f}s")
+        self.line(f"  {result.why}")
 
     def move_report(self, report) -> None:
         if self.json_mode:
@@ -93,6 +110,7 @@ class MoveScreens:
         if rep.orphaned_slots:
             self.markup("[bold red]inactive replication slots (they retain WAL):[/] "
                         + escape(", ".join(rep.orphaned_slots)))
+        self.line("guards: " + guards_text(report.guards))
         for route in report.routes:
             paused = " [bold red]PAUSED[/]" if route.paused else ""
             error = f" ({escape(route.error)})" if route.error else ""
@@ -101,6 +119,28 @@ class MoveScreens:
         if report.last_cutover:
             self.pause_window(report.last_cutover)
         self.markup(f"[bold]next:[/] {escape(report.next_command)}")
+
+
+def guards_text(per_side: dict[str, dict]) -> str:
+    """'none', or per side: the DDL guard, the write fence and how many tables carry it."""
+    parts = []
+    for side, state in per_side.items():
+        if "error" in state:
+            parts.append(f"{side} unknown ({state['error']})")
+            continue
+        if not (state["ddl_guard"] or state["fence"] or state["fenced_tables"]):
+            continue
+        what = []
+        if state["ddl_guard"]:
+            what.append("DDL guard" + ("" if state["ddl_guard"] == 2 else " (half of it)"))
+        if state["fence"] == "refuses":
+            what.append(f"refuses writes ({state['fenced_tables']} tables fenced)")
+        elif state["fence"] == "serving":
+            what.append(f"writes pass ({state['fenced_tables']} tables fenced, serving)")
+        elif state["fenced_tables"]:
+            what.append(f"{state['fenced_tables']} fence triggers without their function")
+        parts.append(f"{side}: " + ", ".join(what))
+    return "; ".join(parts) or "none"
 
 
 PLAIN_EVERY = 10.0  # seconds between two progress lines when stderr is not a terminal

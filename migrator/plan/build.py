@@ -25,9 +25,11 @@ from migrator.move.steps import (
     defer_statements,
     prepare_reverse_statements,
     rebuild_statements,
+    guard_statements,
     replicate_statements,
     schema_statements,
 )
+from migrator.move.cutover import Direction, fence_switch
 from migrator.pgbouncer.config import entry_for
 from migrator.pgbouncer.route import route_for
 from migrator.plan.document import (
@@ -310,12 +312,26 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def _guarded(snapshot: Snapshot) -> tuple[list[TableName], list[TableName]]:
+    """What the guards protect, from the catalog model: as guarded_objects reads it."""
+    relations = snapshot.catalog.relations if snapshot.catalog is not None else []
+    return ([t.name for t in relations],
+            sorted({TableName(t.name.schema, i.name) for t in relations for i in t.indexes}))
+
+
 def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
+    relations, indexes = _guarded(snapshot)
+    guarded = guard_statements(playbook, relations, indexes)
     return PlannedStep(
-        "replicate", "Replicate the group from the source to the target",
-        tuple(replicate_statements(playbook, via_root=_via_root(snapshot),
-                                   target_version=snapshot.target.version_num)),
+        "replicate", "Guard the group, then replicate it from the source to the target",
+        tuple([*guarded, *replicate_statements(playbook, via_root=_via_root(snapshot),
+                                               target_version=snapshot.target.version_num)]),
         (
+            f"first the guards, on both servers until `complete` or a full rollback: the write fence "
+            f"(trigger {names.fence(playbook)} on every table of the group) refuses writes on the "
+            "target's copy, which does not serve yet; the DDL guard (event triggers "
+            f"{names.ddl_guard(playbook)}, {names.drop_guard(playbook)}) refuses schema changes to the "
+            "group outside `migrator ddl`",
             f"the subscription creates replication slot {names.slot(playbook)} on the source, "
             "which waits for the transactions open at that moment",
             "then waits until every table is ready ('r' in pg_subscription_rel), showing bytes "
@@ -369,17 +385,17 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
     s += [_stmt("target", q, "before the pause: a sequence privilege draws numbers, it writes no row")
           for q in switch_statements(outside, grant=True)]
     s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
+    fence_old, _, _, unfence_new = fence_switch(playbook, Direction.forward(playbook))
     s += [_stmt("target", q, "while PAUSE waits for the transactions in flight")
-          for q in switch_statements(inside, grant=True)]
+          for q in [*switch_statements(inside, grant=True), unfence_new]]
     if playbook.app_roles:
         s.append(_stmt("source", sql.SQL(
             "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
             "WHERE a.usename = ANY({}) AND ..."
         ).format(sql.Literal(list(playbook.app_roles))), "after grace: their queries on the group"))
-    revoke = switch_statements(inside, grant=False)
-    if revoke:
-        s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause"))
-    s += [_stmt("source", q) for q in revoke]
+    s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause"))
+    s += [_stmt("source", q) for q in switch_statements(inside, grant=False)]
+    s.append(_stmt("source", fence_old, "in the same round trip: the write fence moves to the source"))
     s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
                    "the sync marker"))
     s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),

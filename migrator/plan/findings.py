@@ -28,6 +28,7 @@ CHECKS: tuple[Check, ...] = (
     server_checks.wal_level,
     server_checks.headroom,
     server_checks.rights,
+    server_checks.ddl_guard,
     server_checks.app_roles,
     table_checks.tables,
     table_checks.replica_identity,

@@ -212,6 +212,22 @@ def rights(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> 
                       f"{snapshot.target.rights.name} (target) have the rights a move needs")
 
 
+@codes(("guard.ddl_unavailable", "the DSN roles may create the DDL guard's event triggers (superuser)"))
+def ddl_guard(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    missing = [s for s in sides(snapshot) if not s.rights.superuser]
+    for server in missing:
+        yield Finding(
+            WARN, "guard.ddl_unavailable", f"{server.side} role {server.rights.name}",
+            f"the {server.side} DSN role {server.rights.name} is not a superuser, and only a superuser may "
+            f"create an event trigger: the {server.side} gets no DDL guard, so a schema change to the group "
+            "there goes unrefused (and stops replication); the write fence is made all the same",
+            f"use a superuser's DSN for the {server.side}, or change the group only with `migrator ddl`",
+        )
+    if not missing:
+        yield Finding(OK, "guard.ddl_unavailable", "roles",
+                      "the DDL guard can be made on both servers")
+
+
 @codes(("role.missing", "every app role exists on both servers"))
 def app_roles(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     missing = False

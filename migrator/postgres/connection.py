@@ -40,6 +40,9 @@ class Timeouts:
     connect_s: int = 5
     statement_ms: int | None = None
     lock_ms: int | None = None
+    # The session passes the move's DDL guard (migrator.postgres.guards): the DDL the
+    # steps run on a group table is the move's own (fences, index builds, `migrator ddl`).
+    guard_bypass: bool = False
 
 
 # By the purpose's first word; the rest (a step, the move's slug) only names the session.
@@ -55,17 +58,17 @@ TIMEOUTS: dict[str, Timeouts] = {
     "analyze": Timeouts(connect_s=5, statement_ms=10_000, lock_ms=2_000),
     # It acts while clients wait on a paused PgBouncer: a tool hung inside its own
     # privilege transaction holds the rows its GRANTs need, and RESUME comes next.
-    "watchdog": Timeouts(connect_s=2, statement_ms=1_500, lock_ms=500),
+    "watchdog": Timeouts(connect_s=2, statement_ms=1_500, lock_ms=500, guard_bypass=True),
     # No statement limit: the waits are bounded by the cutover's own deadlines, and the
     # REVOKE inside the pause (the one statement there that queues behind the app's
     # locks) sets a lock_timeout from the time left. After an abort, giving the app its
     # privileges back must wait its turn rather than give up.
-    "cutover": Timeouts(),
-    "reconcile": Timeouts(),
-    "complete": Timeouts(),
+    "cutover": Timeouts(guard_bypass=True),
+    "reconcile": Timeouts(guard_bypass=True),
+    "complete": Timeouts(guard_bypass=True),
     # The steps' work: the initial copy and its waits, index builds that must queue
     # behind the application's transactions (DESIGN section 3), DDL, replication.
-    "step": Timeouts(),
+    "step": Timeouts(guard_bypass=True),
     # PgBouncer's admin console rejects startup options: nothing to send it.
     "pgbouncer-admin": Timeouts(connect_s=3),
     # Lab: the application's own sessions (through PgBouncer) and setting up servers.
@@ -154,6 +157,9 @@ class SideConnection(psycopg.Connection):
 _KEEP: Any = object()  # "from the purpose's row of TIMEOUTS"
 
 
+GUARD_SETTING = "migrator.guard"   # names.GUARD_SETTING (names imports nothing of this module)
+
+
 def conninfo_for(
     dsn: str,
     purpose: str = "",
@@ -169,7 +175,8 @@ def conninfo_for(
     statement_ms = row.statement_ms if statement_timeout_ms is _KEEP else statement_timeout_ms
     lock_ms = row.lock_ms if lock_timeout_ms is _KEEP else lock_timeout_ms
     settings = [f"-c statement_timeout={statement_ms}" if statement_ms else None,
-                f"-c lock_timeout={lock_ms}" if lock_ms else None]
+                f"-c lock_timeout={lock_ms}" if lock_ms else None,
+                f"-c {GUARD_SETTING}=bypass" if row.guard_bypass else None]
     options = " ".join(s for s in settings if s) or None
     name = f"{APPLICATION_NAME} {purpose}".strip()
     return with_options(dsn, application_name=name, connect_timeout=connect_s, options=options)

@@ -42,6 +42,7 @@ from migrator.postgres.catalog.facts import (
 from migrator.postgres.catalog.reader import (
     existing_objects,
     foreign_keys,
+    guarded_objects,
     leaf_tables,
     read_group,
     secondary_indexes,
@@ -74,6 +75,7 @@ __all__ = [
     "ViewFacts",
     "existing_objects",
     "foreign_keys",
+    "guarded_objects",
     "leaf_tables",
     "read_group",
     "secondary_indexes",

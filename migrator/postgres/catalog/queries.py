@@ -198,7 +198,10 @@ SELECT g.schema_name, g.table_name, tg.tgname, pg_catalog.pg_get_triggerdef(tg.o
        COALESCE((pg_catalog.to_jsonb(tg) ->> 'tgparentid')::pg_catalog.oid, 0) <> 0
 FROM group_tables g
 JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = g.relid
+JOIN pg_catalog.pg_proc tf ON tf.oid = tg.tgfoid
+JOIN pg_catalog.pg_namespace tfn ON tfn.oid = tf.pronamespace
 WHERE NOT tg.tgisinternal
+  AND tfn.nspname <> 'migrator'          -- a move's own write fence is not the application's
 ORDER BY g.schema_name, g.table_name, tg.tgname
 """)
 
@@ -462,6 +465,18 @@ JOIN pg_catalog.pg_class c ON c.oid = t.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE t.level > 0 AND c.relkind IN ('r', 'p', 'f')
 ORDER BY t.level, n.nspname, c.relname
+"""
+
+# Every index on the given relations (qualified names), for the DDL guard.
+_RELATION_INDEXES = """
+SELECT n.nspname, i.relname
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+JOIN pg_catalog.pg_namespace gn ON gn.nspname = g.s
+JOIN pg_catalog.pg_class gc ON gc.relnamespace = gn.oid AND gc.relname = g.n
+JOIN pg_catalog.pg_index x ON x.indrelid = gc.oid
+JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
+ORDER BY 1, 2
 """
 
 _POLICIES = (

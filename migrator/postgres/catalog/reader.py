@@ -52,6 +52,7 @@ from migrator.postgres.catalog.queries import (
     _INDEXES,
     _PARTITION_TREE,
     _PARTITION_TREE_LEAVES,
+    _RELATION_INDEXES,
     _POLICIES,
     _RELATION_GRANTS,
     _ROUTINES,
@@ -448,6 +449,16 @@ def _routine(r: tuple) -> RoutineSource:
     return RoutineSource(facts=facts, language=language, source=source or "",
                          depends_on=tuple(_name(s, n) for s, n in depends_on or ()),
                          search_path=search_path(config))
+
+
+def guarded_objects(conn: psycopg.Connection, tables: Iterable[TableName]) -> tuple[list[TableName], list[TableName]]:
+    """(every relation of the group: its tables and their whole partition trees; every
+    index on them): what the guards protect on this server."""
+    tables = list(tables)
+    tree = [_name(r[0], r[1]) for r in conn.execute(_PARTITION_TREE, _group_params(tables))]  # type: ignore[arg-type]
+    relations = tables + [t for t in tree if t not in tables]
+    indexes = [_name(r[0], r[1]) for r in conn.execute(_RELATION_INDEXES, _group_params(relations))]  # type: ignore[arg-type]
+    return relations, indexes
 
 
 def leaf_tables(conn: psycopg.Connection, tables: Iterable[TableName]) -> list[TableName]:
