@@ -481,6 +481,34 @@ def complete(out: Output, playbook: Path, drop_source: bool, yes: bool, state_ur
     out.complete_result(run_complete(book, store, drop_source=drop_source))
 
 
+@cli.command("ddl")
+@_playbook_argument
+@click.argument("statement", metavar="SQL")
+@click.option("--dry-run", is_flag=True, help="Say in which order it would run, and change nothing.")
+@_state_option
+@json_option
+def ddl_cmd(out: Output, playbook: Path, statement: str, dry_run: bool, state_url: str | None) -> None:
+    """Change a group table on both sides while the move is in flight.
+
+    One ALTER TABLE, CREATE INDEX, DROP INDEX or COMMENT, applied in the order
+    that keeps replication running (an added column on the subscribing side
+    first, a dropped one on the publishing side first); what cannot be ordered
+    safely is refused with the reason. It is tried on both sides first and rolled
+    back, so a change that would fail anywhere changes nothing.
+
+    \b
+    Example:
+      migrator ddl playbook.yaml "ALTER TABLE public.files ADD COLUMN note text"
+    """
+    from migrator.move.schema_change import apply_change
+
+    book, store = _open(playbook, state_url)
+    try:
+        out.schema_change_result(apply_change(book, store, statement, dry_run=dry_run), dry_run=dry_run)
+    finally:
+        store.close()
+
+
 @cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put the sandbox [default: a new temporary directory].")
