@@ -49,6 +49,7 @@ from migrator.postgres.catalog.reader import (
     table_facts,
     table_relations,
     target_tables,
+    tree_facts,
 )
 
 __all__ = [
@@ -81,4 +82,5 @@ __all__ = [
     "table_facts",
     "table_relations",
     "target_tables",
+    "tree_facts",
 ]
