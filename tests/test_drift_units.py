@@ -268,3 +268,81 @@ def test_a_difference_reads_as_one_line():
     assert str(Difference(FILES, "constraint c", None, "CHECK ((a > 0))")) == \
         "public.files constraint c: only on the target (CHECK ((a > 0)))"
 
+
+# --------------------------------------------------------------------------- status and plan
+
+
+def _playbook(tmp_path, port: int = 1):
+    """Nothing listens on ports 1 and 2: a refused connection, at once."""
+    from migrator.playbook import load_playbook
+
+    path = tmp_path / "move.yaml"
+    path.write_text(f"""\
+name: files-partition
+source: {{dsn: "postgresql://migrator@127.0.0.1:{port}/app?connect_timeout=2"}}
+target: {{dsn: "postgresql://migrator@127.0.0.1:{port + 1}/app?connect_timeout=2"}}
+tables: [public.files]
+""")
+    return load_playbook(path)
+
+
+def test_drift_is_compared_only_while_the_group_on_the_target_is_the_moves():
+    from migrator.move.drift import in_flight
+    from migrator.move.state import MoveStatus, StepRecord, StepStatus
+
+    def schema(status):
+        return StepRecord("schema", status, None, None, None, {})
+
+    assert in_flight(schema(StepStatus.DONE), MoveStatus.ACTIVE)
+    assert not in_flight(None, None)
+    assert not in_flight(schema(StepStatus.PENDING), MoveStatus.ACTIVE)
+    assert not in_flight(schema(StepStatus.RUNNING), MoveStatus.ACTIVE)
+    assert not in_flight(schema(StepStatus.UNDONE), MoveStatus.ACTIVE)    # a full rollback
+    assert not in_flight(schema(StepStatus.DONE), MoveStatus.COMPLETED)   # `complete`
+
+
+def test_a_side_that_cannot_be_read_is_said_not_raised(tmp_path):
+    from migrator.move.drift import read_drift, report_drift
+    from migrator.move.state import MoveStatus, StepRecord, StepStatus
+
+    playbook = _playbook(tmp_path)
+    reading = read_drift(playbook)
+    assert reading.differences == ()
+    assert reading.error and reading.error.startswith("cannot connect to the source")
+    done = StepRecord("schema", StepStatus.DONE, None, None, None, {})
+    differences, error = report_drift(playbook, done, MoveStatus.ACTIVE)
+    assert differences is None and error.startswith("cannot connect to the source")
+    assert report_drift(playbook, None, MoveStatus.ACTIVE) == (None, None)   # not compared: not read
+
+
+def _screen(**drift) -> str:
+    import io
+
+    from rich.console import Console
+
+    from migrator.move.status import MoveReport, Replication
+    from migrator.output import Output
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=80, highlight=False, soft_wrap=True, color_system=None)
+    report = MoveReport("files", "in progress: done up to rebuild-indexes", [], Replication("none", None, None, None),
+                        [], None, "migrator execute move.yaml", [], **drift)
+    Output(console=console, err=console).move_report(report)
+    return buffer.getvalue()
+
+
+def test_status_shows_each_difference_on_its_own_line_whole():
+    long_check = "CHECK ((note <> ''::text) AND (length(note) < 1000) AND (note !~ '^\\s'::text))"
+    found = [Difference(FILES, "column note", None, "text"),
+             Difference(FILES, "constraint files_note_check", None, long_check)]
+    text = _screen(drift=[d.to_dict() for d in found])
+    lines = text.splitlines()
+    assert "drift: 2 differences between the source and the target (change both with migrator ddl PLAYBOOK \"SQL\")" \
+        in text.replace("\n", " ")
+    assert "  public.files column note: only on the target (text)" in lines
+    assert f"  public.files constraint files_note_check: only on the target ({long_check})" in lines
+    assert "drift: none (the group's columns and constraints are the same on both sides)" in _screen(drift=[])
+    assert "drift" not in _screen()   # not compared: nothing said
+    assert "drift: unknown (cannot connect to the target (x@h:5432/app): refused)" in \
+        _screen(drift_error="cannot connect to the target (x@h:5432/app): refused")
+
