@@ -346,3 +346,23 @@ def test_status_shows_each_difference_on_its_own_line_whole():
     assert "drift: unknown (cannot connect to the target (x@h:5432/app): refused)" in \
         _screen(drift_error="cannot connect to the target (x@h:5432/app): refused")
 
+
+def test_plan_warns_of_each_difference_with_the_ddl_verb_as_the_fix(tmp_path):
+    from types import SimpleNamespace
+
+    from migrator.plan.findings import CODES
+    from migrator.plan.table_checks import drift
+
+    playbook = _playbook(tmp_path)
+    found = (Difference(FILES, "column note", None, "text"),
+             Difference(FILES, "column size_bytes type", "bigint", "integer"))
+    findings = list(drift(SimpleNamespace(drift=found), playbook, frozenset()))
+    assert [(f.level, f.code, f.subject) for f in findings] == [("warn", "schema.drift", "public.files")] * 2
+    assert findings[0].message == \
+        "public.files differs between the source and the target: column note only on the target (text)"
+    assert findings[1].message.endswith("column size_bytes type bigint on the source, integer on the target")
+    assert f'migrator ddl {playbook.path} "SQL"' in findings[0].hint
+    assert [(f.level, f.code) for f in drift(SimpleNamespace(drift=()), playbook, frozenset())] == [
+        ("ok", "schema.drift")]
+    assert list(drift(SimpleNamespace(drift=None), playbook, frozenset())) == []   # not the move's target
+    assert "schema.drift" in CODES
