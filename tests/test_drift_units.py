@@ -220,6 +220,15 @@ def test_each_partition_is_compared_too():
         ("public.events_2025", "constraint recent", None, "CHECK ((id > 0))")]
 
 
+def test_a_partitions_identity_is_its_parents():
+    # PostgreSQL 17 shows the parent's identity on each partition, 15 does not.
+    with_identity = partition(EVENTS_2024, columns=(column("id", not_null=True, local=False, identity="always"),
+                                                    column("at", "date", not_null=True, local=False)))
+    assert compare(tree(), tree(None, with_identity, partition(EVENTS_2025))) == []
+    assert differences(tree(), tree(events(columns=with_identity.columns))) == [
+        ("public.events", "column id identity", "not an identity", "GENERATED ALWAYS AS IDENTITY")]
+
+
 def test_what_a_partition_inherits_is_said_once_at_its_parent():
     note = column("note", "text")
     root = events(columns=(*events().columns, note),
@@ -265,6 +274,10 @@ def test_column_text_reads_like_a_definition():
 
 def test_a_difference_reads_as_one_line():
     assert str(Difference(FILES, "table", "table", None)) == "table public.files: only on the source (table)"
+    assert Difference(FILES, "table", None, "table").sentence == "public.files exists only on the target (table)"
+    assert Difference(FILES, "column n type", "bigint", "integer").sentence == (
+        "public.files differs between the source and the target: column n type bigint on the source, "
+        "integer on the target")
     assert str(Difference(FILES, "constraint c", None, "CHECK ((a > 0))")) == \
         "public.files constraint c: only on the target (CHECK ((a > 0)))"
 
@@ -366,3 +379,17 @@ def test_plan_warns_of_each_difference_with_the_ddl_verb_as_the_fix(tmp_path):
         ("ok", "schema.drift")]
     assert list(drift(SimpleNamespace(drift=None), playbook, frozenset())) == []   # not the move's target
     assert "schema.drift" in CODES
+
+
+def test_a_tree_is_listed_under_its_root_whatever_order_it_was_read_in():
+    changed = {name: replace(t, columns=(*t.columns, column("note", "text", local=t.partition_of is None)))
+               for name, t in tree().items()}
+    changed[EVENTS_2025] = replace(changed[EVENTS_2025], constraints=())
+    source = {EVENTS: events(), VERSIONS: versions(), EVENTS_2024: partition(EVENTS_2024),
+              EVENTS_2025: replace(partition(EVENTS_2025), constraints=(
+                  ConstraintFacts("mine", "check", "CHECK (true)"),))}
+    target = {**changed, VERSIONS: versions(foreign_keys=())}
+    assert [(str(d.table), d.what) for d in compare(source, target)] == [
+        ("public.events", "column note"),
+        ("public.events_2025", "constraint mine"),
+        ("public.file_versions", "constraint file_versions_file_id_fkey")]

@@ -301,8 +301,7 @@ def drift(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> I
     for difference in snapshot.drift:
         yield Finding(
             WARN, "schema.drift", str(difference.table),
-            f"{difference.table} differs between the source and the target: {difference.what} "
-            f"{difference.detail}",
+            difference.sentence,
             "make the sides the same (change one back, or make the change on the other side too); "
             f"while a move is in flight, change the group with migrator ddl {path} \"SQL\", which applies "
             "it to both sides in an order that keeps replication running",

@@ -70,6 +70,13 @@ class Difference:
             return f"only on the {self.only_on}" + (f" ({shown})" if shown else "")
         return f"{self.source} on the source, {self.target} on the target"
 
+    @property
+    def sentence(self) -> str:
+        """The difference as a sentence that starts with the table (plan's findings)."""
+        if self.what == "table":
+            return f"{self.table} exists {self.detail}"
+        return f"{self.table} differs between the source and the target: {self.what} {self.detail}"
+
     def __str__(self) -> str:
         if self.what == "table":
             return f"table {self.table}: {self.detail}"
@@ -78,8 +85,9 @@ class Difference:
 
 def compare(source: Mapping[TableName, TableFacts], target: Mapping[TableName, TableFacts]) -> list[Difference]:
     """Every difference between the two sides' tables, table by table in the source's
-    order (then the tables only the target lists), each table's columns then constraints."""
-    names = list(dict.fromkeys([*source, *target]))
+    order (then the tables only the target lists), each partitioned table followed by its
+    tree, level by level; each table's columns, then its constraints."""
+    names = _tree_order(list(dict.fromkeys([*source, *target])), source, target)
     raw = {name: _table(name, _present(source.get(name)), _present(target.get(name))) for name in names}
     out: list[Difference] = []
     for name in names:
@@ -93,6 +101,22 @@ def compare(source: Mapping[TableName, TableFacts], target: Mapping[TableName, T
                 continue  # the parent's difference, which the partition inherits
             out.append(difference)
     return out
+
+
+def _tree_order(names: list[TableName], *sides: Mapping[TableName, TableFacts]) -> list[TableName]:
+    def parent(name: TableName) -> TableName | None:
+        found = (_parent(side.get(name)) for side in sides)
+        return next((p for p in found if p is not None and p in position), None)
+
+    def key(name: TableName) -> tuple[int, int, int]:
+        root, depth, seen = name, 0, {name}
+        while (up := parent(root)) is not None and up not in seen:
+            root, depth = up, depth + 1
+            seen.add(up)
+        return position[root], depth, position[name]
+
+    position = {name: i for i, name in enumerate(names)}
+    return sorted(names, key=key)
 
 
 def _present(facts: TableFacts | None) -> TableFacts | None:
@@ -118,7 +142,10 @@ def _table(name: TableName, source: TableFacts | None, target: TableFacts | None
     out: list[Difference] = []
     if _table_kind(source) != _table_kind(target):
         out.append(Difference(name, "kind", _table_kind(source), _table_kind(target)))
-    out += _columns(name, source.columns, target.columns)
+    # A partition's identity is its parent's: from PostgreSQL 17 the partitions show it
+    # too, before they do not, so across majors only the parent's is compared.
+    partition = source.partition_of is not None or target.partition_of is not None
+    out += _columns(name, source.columns, target.columns, skip=("identity",) if partition else ())
     out += _constraints(name, source, target)
     return out
 
@@ -134,7 +161,8 @@ def _table_kind(facts: TableFacts | None) -> str | None:
 # --------------------------------------------------------------------------- columns
 
 
-def _columns(table: TableName, source: Iterable[ColumnFacts], target: Iterable[ColumnFacts]) -> list[Difference]:
+def _columns(table: TableName, source: Iterable[ColumnFacts], target: Iterable[ColumnFacts], *,
+             skip: tuple[str, ...] = ()) -> list[Difference]:
     on_source = {c.name: c for c in source}
     on_target = {c.name: c for c in target}
     out: list[Difference] = []
@@ -145,6 +173,8 @@ def _columns(table: TableName, source: Iterable[ColumnFacts], target: Iterable[C
             out.append(Difference(table, what, column_text(s) if s else None, column_text(t) if t else None))
             continue
         for attribute, render in _ATTRIBUTES:
+            if attribute in skip:
+                continue
             a, b = render(s), render(t)
             if a != b:
                 out.append(Difference(table, f"{what} {attribute}", a, b))
