@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.cutover import CutoverPhase, DirectionName
+from migrator.move.drift import report_drift
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.console import PgBouncerConsole
@@ -53,6 +54,10 @@ class MoveReport:
     events: list[dict]
     # Per side: the move's guards there (guards.GuardState as a dict), or {"error": ...}.
     guards: dict[str, dict] = field(default_factory=dict)
+    # The group's columns and constraints compared on both sides (migrator.move.drift):
+    # None when not compared (the group is not the move's on the target, or drift_error).
+    drift: list[dict] | None = None
+    drift_error: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,7 +144,7 @@ def _guards(playbook: Playbook) -> dict[str, dict]:
     return out
 
 
-def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
+def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, guards: bool = True) -> MoveReport:
     records = store.steps(playbook.name)
     move_status = store.move_status(playbook.name)
     steps = []
@@ -156,6 +161,7 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
     serving = cut_data.get("serving", Side.SOURCE)
     state, next_command = _verdict(playbook, move_status, steps, cut_data)
     rep = _replication(playbook, serving)
+    differences, drift_error = report_drift(playbook, records.get("schema"), move_status) if drift else (None, None)
     return MoveReport(
         move=playbook.name,
         state=state,
@@ -168,7 +174,9 @@ def move_report(playbook: Playbook, store: StateStore) -> MoveReport:
             {"at": e.at, "step": e.step, "kind": e.kind, "message": e.message, "seconds": e.seconds}
             for e in store.events(playbook.name, limit=15)
         ],
-        guards=_guards(playbook),
+        guards=_guards(playbook) if guards else {},
+        drift=differences,
+        drift_error=drift_error,
     )
 
 
@@ -239,7 +247,7 @@ def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) ->
 
     from migrator.move.state import SampleKind
 
-    report = move_report(playbook, store)
+    report = move_report(playbook, store, drift=False, guards=False)  # every second: those are `status`'s
     rep = report.replication
     if rep.lag_bytes is not None and store.move_status(playbook.name) is not None:
         # Reverse replication runs with no process of ours: a watcher, every second, is

@@ -116,9 +116,26 @@ class MoveScreens:
             error = f" ({escape(route.error)})" if route.error else ""
             self.markup(f"traffic: {escape(route.pgbouncer)} entry {escape(route.entry)} → "
                         f"[bold]{route.points_to}[/]{paused} (config file: {route.config_points_to}){error}")
+        self.move_drift(report)
         if report.last_cutover:
             self.pause_window(report.last_cutover)
         self.markup(f"[bold]next:[/] {escape(report.next_command)}")
+
+    def move_drift(self, report) -> None:
+        """The group's columns and constraints on both sides: `none`, or each difference
+        on its own line, whole (a definition is often long); nothing when not compared."""
+        error, differences = report.drift_error, report.drift
+        if error:
+            self.line(f"drift: unknown ({error})")
+        elif differences is not None and not differences:
+            self.line("drift: none (the group's columns and constraints are the same on both sides)")
+        elif differences:
+            from migrator.output.base import plural
+
+            self.markup(f"[bold yellow]drift:[/] {plural(len(differences), 'difference')} between the source "
+                        "and the target (change both with migrator ddl PLAYBOOK \"SQL\")")
+            for difference in differences:
+                self.line(f"  {difference['text']}", style="yellow")
 
 
 def guards_text(per_side: dict[str, dict]) -> str:

@@ -38,6 +38,7 @@ CHECKS: tuple[Check, ...] = (
     table_checks.indexes,
     table_checks.target_tables,
     table_checks.schema,
+    table_checks.drift,
     object_checks.dependents,
     server_checks.leftovers,
     server_checks.long_transactions,

@@ -39,7 +39,9 @@ from migrator.postgres.catalog import (
     existing_objects,
     read_group,
     target_tables,
+    tree_facts,
 )
+from migrator.postgres.catalog.drift import Difference, compare
 from migrator.postgres.connection import connect, describe, first_line
 from migrator.postgres.ddl import GroupSchema, group_schema
 
@@ -171,6 +173,10 @@ class Snapshot:
     existing: ExistingObjects | None = None    # what the target has of it
     schema: GroupSchema | None = None
     schema_error: str | None = None
+    # How the group's tables differ between the sides, when they are on the target because
+    # this move made them (its marker table is there: the schema step ran, no full
+    # rollback or `complete` since); None otherwise.
+    drift: tuple[Difference, ...] | None = None
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -217,6 +223,7 @@ def inspect_move(
         )
         on_target = target_tables(conn, playbook.tables)
         existing = existing_objects(conn, catalog)
+        drift = _drift(conn, playbook, catalog)
     tables = catalog.tables
     schema = group_schema(catalog, existing, playbook.app_roles) if catalog.existing else None
     tables = {
@@ -229,7 +236,17 @@ def inspect_move(
     return Snapshot(
         source=source, target=target, tables=tables, pgbouncers=bouncers,
         shared_sequences=catalog.shared_sequences, catalog=catalog, existing=existing, schema=schema,
+        drift=drift,
     )
+
+
+def _drift(conn: psycopg.Connection, playbook: Playbook, source: GroupCatalog) -> tuple[Difference, ...] | None:
+    """The sides compared, when the target's copy of the group is this move's: the schema
+    step creates the move's marker table in the transaction that creates the group there."""
+    marker = TableName(*names.sync_marker(playbook)).qualified
+    if not conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (marker,)).fetchone()[0]:
+        return None
+    return tuple(compare({**source.tables, **source.partitions}, tree_facts(conn, playbook.tables)))
 
 
 @contextmanager

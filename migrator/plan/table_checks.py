@@ -291,3 +291,21 @@ def schema(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> 
             f"the group's definitions could not be read on the source: {snapshot.schema_error}",
             "the schema step would fail the same way; fix the cause above, or report it",
         )
+
+
+@codes(("schema.drift", "while this move is in flight, the group's columns and constraints are the same on both sides"))
+def drift(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if snapshot.drift is None:
+        return  # the target's copy of the group is not this move's (yet, or any more)
+    path = playbook.path or "PLAYBOOK"
+    for difference in snapshot.drift:
+        yield Finding(
+            WARN, "schema.drift", str(difference.table),
+            difference.sentence,
+            "make the sides the same (change one back, or make the change on the other side too); "
+            f"while a move is in flight, change the group with migrator ddl {path} \"SQL\", which applies "
+            "it to both sides in an order that keeps replication running",
+        )
+    if not snapshot.drift:
+        yield Finding(OK, "schema.drift", "drift",
+                      "the group's columns and constraints are the same on the source and the target")

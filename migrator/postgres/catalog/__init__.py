@@ -50,6 +50,7 @@ from migrator.postgres.catalog.reader import (
     table_facts,
     table_relations,
     target_tables,
+    tree_facts,
 )
 
 __all__ = [
@@ -83,4 +84,5 @@ __all__ = [
     "table_facts",
     "table_relations",
     "target_tables",
+    "tree_facts",
 ]

@@ -354,18 +354,23 @@ def target_tables(conn: psycopg.Connection, tables: Iterable[TableName]) -> dict
     return state
 
 
+def tree_facts(conn: psycopg.Connection, tables: Iterable[TableName]) -> dict[TableName, TableFacts]:
+    """`table_facts` of the tables and of every partition under them, at every level
+    (parents before children): a partitioned table comes with its whole tree, whose
+    partitions are created, copied, granted and compared like the tables named."""
+    tables = list(tables)
+    tree = [_name(r[0], r[1]) for r in conn.execute(_PARTITION_TREE, _group_params(tables))]  # type: ignore[arg-type]
+    return table_facts(conn, tables + [t for t in tree if t not in tables])
+
+
 def read_group(conn: psycopg.Connection, tables: Iterable[TableName], *,
                include: Iterable[TableName] = (), exclude: Iterable[TableName] = ()) -> GroupCatalog:
     """The whole group on this server: one reading, for every question about it.
     `include`/`exclude`: views and routines to move, or leave, beyond what is detected."""
     tables = list(tables)
-    # A partitioned table comes with its whole tree: the partitions are created, copied,
-    # granted and compared like the tables the playbook names.
-    tree = [_name(r[0], r[1]) for r in conn.execute(_PARTITION_TREE, _group_params(tables))]  # type: ignore[arg-type]
-    tree = [t for t in tree if t not in tables]
-    everything = table_facts(conn, tables + tree)
+    everything = tree_facts(conn, tables)
     facts = {t: everything[t] for t in tables}
-    partitions = {t: everything[t] for t in tree}
+    partitions = {t: f for t, f in everything.items() if t not in facts}
     existing = [n for n, t in everything.items() if t.exists]
     if not existing:
         return GroupCatalog(tables=facts)
