@@ -269,3 +269,45 @@ def test_a_sigkill_inside_complete_is_finished_by_running_it_again(make_move, tm
     assert result.exit_code == 0, result.output
     assert guard_state(move.target.dsn(APP_DB)) == guards.GuardState(0, None, 0)
     assert guard_state(move.source.dsn(APP_DB)) == guards.GuardState(0, "refuses", 3)
+
+
+def test_the_guards_cover_a_partitioned_tree_at_every_level(make_move):
+    """The guard SQL on its own, on one server: a two-level tree, its partitions and a
+    partition added later, written to directly or through the root."""
+    from migrator.playbook import TableName
+    from migrator.postgres.catalog import guarded_objects
+
+    move = make_move()
+    dsn = move.source.dsn(APP_DB)
+    runs(dsn, "CREATE SCHEMA IF NOT EXISTS migrator",
+         'CREATE TABLE public."Events" (id bigint, at date, kind text, PRIMARY KEY (id, at, kind)) PARTITION BY RANGE (at)',
+         'CREATE TABLE public.events_2025 PARTITION OF public."Events" FOR VALUES FROM (\'2025-01-01\') '
+         "TO ('2026-01-01') PARTITION BY LIST (kind)",
+         "CREATE TABLE public.events_2025_a PARTITION OF public.events_2025 FOR VALUES IN ('a')",
+         'CREATE TABLE public.events_rest PARTITION OF public."Events" DEFAULT',
+         'CREATE INDEX events_kind ON public."Events" (kind)')
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        relations, indexes = guarded_objects(conn, [TableName("public", "Events")])
+        assert {r.name for r in relations} == {"Events", "events_2025", "events_2025_a", "events_rest"}
+        for statement in guards.install_statements(SLUG, MOVE, relations, indexes, serving=False,
+                                                   serving_side="target"):
+            conn.execute(statement)
+    for statement in ("INSERT INTO public.\"Events\" VALUES (1, '2025-03-01', 'a')",
+                      "INSERT INTO public.events_2025_a VALUES (2, '2025-03-01', 'a')",
+                      "TRUNCATE public.events_rest"):
+        assert isinstance(refused(dsn, statement), psycopg.errors.ReadOnlySqlTransaction), statement
+    for statement in ("CREATE TABLE public.events_2025_b PARTITION OF public.events_2025 FOR VALUES IN ('b')",
+                      "ALTER TABLE public.events_2025 DETACH PARTITION public.events_2025_a",
+                      "DROP TABLE public.events_rest",
+                      'ALTER TABLE public."Events" ADD COLUMN note text',
+                      "ALTER TABLE public.events_2025_a ADD CONSTRAINT k CHECK (kind = 'a')",
+                      "DROP INDEX public.events_kind"):
+        error = refused(dsn, statement)
+        assert isinstance(error, psycopg.errors.ObjectInUse) and f"move {MOVE}" in str(error), (statement, error)
+    runs(dsn, "CREATE TABLE public.elsewhere (id int)", "DROP TABLE public.elsewhere")   # not the group's
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert guards.read_state(conn, SLUG) == guards.GuardState(2, "refuses", 4)
+        for statement in guards.remove_statements(SLUG, guards.fenced_relations(conn, SLUG)):
+            conn.execute(statement)
+        assert not guards.read_state(conn, SLUG).any
+    runs(dsn, "INSERT INTO public.events_2025_a VALUES (2, '2025-03-01', 'a')")
