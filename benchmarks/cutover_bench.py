@@ -167,6 +167,10 @@ def report(doc: dict) -> None:
                                  for d in ("forward", "reverse", "all")])
     summary.add_row("marker wait ms (median)", *[benchlib.fmt_ms(s[d]["marker_wait_median"])
                                                  for d in ("forward", "reverse", "all")])
+    summary.add_row("old side's switch ms (REVOKE + fence up, median)",
+                    *[benchlib.fmt_ms(s[d].get("old_switch_median")) for d in ("forward", "reverse", "all")])
+    summary.add_row("new side's switch ms (GRANT + fence lifted, overlapped, median)",
+                    *[benchlib.fmt_ms(s[d].get("new_switch_median")) for d in ("forward", "reverse", "all")])
     console.print(summary)
     whole = doc["whole_run"]
     console.print(
@@ -293,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                 "stall": _stats([c["group"]["longest_gap_s"] for c in chosen]),
                 "app_stall": _stats([c["app"]["longest_gap_s"] for c in chosen]),
                 "marker_wait_median": statistics.median([c["window"].get("marker_wait") or 0 for c in chosen])
+                if chosen else None,
+                # each side's switch inside the pause: privileges and the write fence
+                "old_switch_median": statistics.median([c["window"].get("old_switch") or 0 for c in chosen])
+                if chosen else None,
+                "new_switch_median": statistics.median([c["window"].get("new_switch") or 0 for c in chosen])
                 if chosen else None,
             }
         pauses = [c["window"].get("total", float("inf")) for c in cutovers]

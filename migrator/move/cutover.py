@@ -106,6 +106,10 @@ class PauseWindow:
     sequences: int = 0
     sequences_copy: float | None = None    # seconds, overlapped with the marker's wait
     sequences_moved: int = 0               # of `sequences`, set inside the pause
+    # Seconds of each side's switch (privileges and write fence) inside the pause: the
+    # old side's is in `privileges`, the new side's runs while PAUSE waits.
+    old_switch: float | None = None
+    new_switch: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,6 +234,9 @@ class Cutover:
         old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
         self.sequence_names = replication.regclass_names(old_side, self.sequences)
         new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
+        # The new side's switch (privileges, write fence) on a connection of its own: it
+        # overlaps the whole pause up to the point of no return, not only the PAUSE.
+        switch_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover switch")
         # Copied once before the pause too: inside it, only the sequences the clients
         # moved since then need a setval (the new side's only ever go up: nothing but
         # this copy and a client bypassing PgBouncer moves them, and a gap harms no key).
@@ -258,11 +265,12 @@ class Cutover:
         mark = start
         changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False,
                    "granted_early": bool(early)}
-        # The new side's GRANTs run while PAUSE waits for the transactions in flight: no
-        # client reaches the new side before the reroute either way.
-        work = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover")
+        # The new side's GRANTs and fence lift run while the rest of the pause goes on: no
+        # client reaches the new side before the reroute either way, and the point of no
+        # return waits for them.
+        work = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="cutover")
         grant_inside = [*switch_statements(self.inside, grant=True), self.unfence_new]
-        granting = work.submit(self._grant_new, new, grant_inside, changed)
+        granting = work.submit(self._grant_new, switch_side, grant_inside, changed)
 
         def lap(part: str) -> None:
             nonlocal mark
@@ -279,7 +287,6 @@ class Cutover:
                 if time.monotonic() > pnr_deadline or watchdog.fired():
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
                 self._revoke_old(old_side, pnr_deadline, changed)
-                granting.result()
                 lap("privileges")
                 marker = replication.commit_marker(old, self.playbook, self.d.name)
                 # Every client is paused and the old side revoked: the sequences are final
@@ -296,6 +303,7 @@ class Cutover:
                 # to it after RESUME (a subscription costs a walsender start-up here).
                 replication.create_slot(new, self.d.new_slot)
                 changed["slot_created"] = True
+                granting.result()
                 lap("replication_switch")
                 if time.monotonic() > pnr_deadline:
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) would be exceeded before the reroute")
@@ -354,6 +362,7 @@ class Cutover:
                 rewrite.discard()
             old_side.close()
             new_side.close()
+            switch_side.close()
         self.window.outcome = PauseOutcome.COMPLETED
         self.checkpoint(phase=CutoverPhase.RESUMED, last_window=self.window.to_dict())
         self._check_routes(entries)
@@ -363,7 +372,8 @@ class Cutover:
         return self.window
 
     def _revoke_old(self, old_side: psycopg.Connection, deadline: float, changed: dict) -> None:
-        """Revoke the app roles' table privileges on the old side, one round trip.
+        """Revoke the app roles' table privileges on the old side and raise its write
+        fence, one round trip.
 
         A lock_timeout bounds the REVOKE: a long transaction from another entry
         holding a lock on a group table must not stretch the pause."""
@@ -371,16 +381,19 @@ class Cutover:
         # transaction.
         lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
             sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
+        started = time.monotonic()
         with old_side.transaction():
             old_side.execute(sql.SQL("; ").join([lock_timeout, *self._old_privileges_sql(grant=False)]))
         changed["revoked"] = True
+        self.window.old_switch = round(time.monotonic() - started, 4)
 
-    @staticmethod
-    def _grant_new(new: psycopg.Connection, statements: list[sql.Composable], changed: dict) -> None:
+    def _grant_new(self, new: psycopg.Connection, statements: list[sql.Composable], changed: dict) -> None:
+        started = time.monotonic()
         if statements:
             with new.transaction():
                 new.execute(sql.SQL("; ").join(statements))
         changed["granted"] = True
+        self.window.new_switch = round(time.monotonic() - started, 4)
 
     def _copy_sequences(self, old_side: psycopg.Connection, new_side: psycopg.Connection) -> None:
         started = time.monotonic()
