@@ -426,9 +426,10 @@ def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_v
 
 def guard_statements(playbook: Playbook, relations: list[TableName], indexes: list[TableName], *,
                      ddl_guard: dict[str, bool] | None = None) -> list[Statement]:
-    """The guards (DESIGN section 9), made before replication starts, one transaction per
-    side: the target's copy fenced (the source serves), the source's fence passing, the
-    DDL guard on both. `ddl_guard`: per side, whether the role may make event triggers."""
+    """The guards (DESIGN section 9), made before replication starts, each statement in a
+    transaction of its own (guards.ONE_BY_ONE): the target's copy fenced (the source
+    serves), the source's fence passing, the DDL guard on both. `ddl_guard`: per side,
+    whether the role may make event triggers."""
     out = []
     for side, serving in (("target", False), ("source", True)):
         on = (ddl_guard or {}).get(side, True)
