@@ -19,10 +19,15 @@ from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import original_entries
 from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
+from migrator.move.guarding import (
+    install_guards,
+    remove_guards,
+    remove_guards_statements,
+)
 from migrator.move.state import SampleKind
 from migrator.playbook import Playbook, TableName, format_size
-from migrator.postgres import guards, replication
-from migrator.postgres.catalog import existing_objects, guarded_objects, read_group
+from migrator.postgres import replication
+from migrator.postgres.catalog import existing_objects, read_group
 from migrator.postgres.connection import describe_error
 from migrator.postgres.ddl import DeferredIndex, GroupSchema, group_schema
 from migrator.postgres.statement import Statement
@@ -424,39 +429,12 @@ def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_v
     ]
 
 
-def guard_statements(playbook: Playbook, relations: list[TableName], indexes: list[TableName], *,
-                     ddl_guard: dict[str, bool] | None = None) -> list[Statement]:
-    """The guards (DESIGN section 9), made before replication starts, each statement in a
-    transaction of its own (guards.ONE_BY_ONE): the target's copy fenced (the source
-    serves), the source's fence passing, the DDL guard on both. `ddl_guard`: per side,
-    whether the role may make event triggers."""
-    out = []
-    for side, serving in (("target", False), ("source", True)):
-        on = (ddl_guard or {}).get(side, True)
-        out += [Statement(side, q, guards.ONE_BY_ONE) for q in guards.install_statements(
-            playbook, playbook.name, relations, indexes, serving=serving, serving_side="source", ddl_guard=on)]
-    return out
-
-
-def _install_guards(ctx: MoveContext, src: psycopg.Connection, dst: psycopg.Connection) -> None:
-    relations, indexes = guarded_objects(src, ctx.tables)
-    allowed = {"source": guards.can_make_event_triggers(src), "target": guards.can_make_event_triggers(dst)}
-    statements = guard_statements(ctx.playbook, relations, indexes, ddl_guard=allowed)
-    for side, conn in (("target", dst), ("source", src)):
-        if not allowed[side]:
-            ctx.log("replicate", f"no DDL guard on the {side}: only a superuser may create an event trigger")
-            ctx.reporter.note(f"no DDL guard on the {side}: the playbook's role there is not a superuser")
-        guards.run_each(conn, [q.sql for q in statements if q.on == side],
-                        lambda q, side=side: ctx.log("replicate", f"guard on the {side}", q))
-        hold("replicate", f"guarded-{side}")
-
-
 def replicate_do(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
     with ctx.source("replicate") as src, ctx.target("replicate") as dst:
         publication, subscription = replicate_statements(
             ctx.playbook, via_root=_via_root(ctx), target_version=dst.info.server_version)
-        _install_guards(ctx, src, dst)
+        install_guards(ctx, src, dst)
         if not replication.publication_exists(src, pub):
             ctx.run(src, [publication], "replicate", "publication on the source")
         if replication.subscription(dst, sub) is None:
@@ -516,21 +494,9 @@ def replicate_undo_statements(ctx: MoveContext) -> UndoPlan:
     return UndoPlan(
         [Statement("target", replication.drop_subscription_statement(sub), "drops its slot on the source too"),
          Statement("source", replication.drop_publication_statement(pub)),
-         *_remove_guards_statements(ctx.playbook)],
+         *remove_guards_statements(ctx.playbook)],
         [f"and the slot {slot} if the subscription could not drop it (the source was down), "
          "and table-sync slots orphaned that way"])
-
-
-def _remove_guards_statements(playbook: Playbook) -> list[Statement]:
-    """The guards go, on both sides, by name: the DDL guard, then the fence's trigger on
-    each table that has one (as found then: the group's tables and their partitions)."""
-    return [Statement(side, q, guards.ONE_BY_ONE) for side in ("target", "source")
-            for q in guards.remove_statements(playbook, playbook.tables)]
-
-
-def remove_guards(ctx: MoveContext, conn: psycopg.Connection, side: str, step: str) -> None:
-    statements = guards.remove_statements(ctx.playbook, guards.fenced_relations(conn, ctx.playbook))
-    guards.run_each(conn, statements, lambda q: ctx.log(step, f"guard removed on the {side}", q))
 
 
 def replicate_undo(ctx: MoveContext) -> str:

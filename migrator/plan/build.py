@@ -20,16 +20,16 @@ from typing import Any
 from psycopg import sql
 
 from migrator import names
+from migrator.move.cutover import Direction, fence_switch
+from migrator.move.guarding import guard_statements
 from migrator.move.steps import (
     STEP_NAMES,
     defer_statements,
     prepare_reverse_statements,
     rebuild_statements,
-    guard_statements,
     replicate_statements,
     schema_statements,
 )
-from migrator.move.cutover import Direction, fence_switch
 from migrator.pgbouncer.config import entry_for
 from migrator.pgbouncer.route import route_for
 from migrator.plan.document import (
