@@ -68,7 +68,7 @@ GOAL_MEDIAN_PAUSE = 0.3
 GOAL_MAX_STALL = 1.0       # the longest a client waits for a transaction, per cutover
 GOAL_LOAD_SHARE = 0.5      # the load ran at benchmark scale: at least this share of its rate
 OTHER_ENTRY_SLACK = 0.1
-SHORT = {"pause": "PAUSE", "revoke": "revoke", "privileges": "privs", "sync_marker": "marker", "sequences": "seq",
+SHORT = {"pause": "PAUSE", "revoke": "revoke", "privileges": "privs", "old_switch": "fence+marker", "sync_marker": "marker", "sequences": "seq",
          "replication_switch": "repl switch", "reroute": "reroute", "resume": "RESUME"}
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)

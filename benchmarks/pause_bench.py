@@ -58,8 +58,8 @@ GOAL_GROWTH = 2.0
 GOAL_MEDIAN = 0.100
 # The sequences are copied while the marker is awaited: their time is in sync_marker
 # (and apart, as the window's sequences_copy).
-PARTS = ("pause", "privileges", "sync_marker", "replication_switch", "reroute", "resume")
-SHORT = {"pause": "PAUSE", "privileges": "privs", "sync_marker": "marker+seq",
+PARTS = ("pause", "old_switch", "sync_marker", "replication_switch", "reroute", "resume")
+SHORT = {"pause": "PAUSE", "old_switch": "fence+marker", "sync_marker": "marker wait+seq",
          "replication_switch": "repl", "reroute": "reroute", "resume": "RESUME"}
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)

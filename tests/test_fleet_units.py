@@ -83,8 +83,11 @@ def test_privileges_are_grouped_per_kind_role_and_set():
         'REVOKE SELECT ON TABLE "public"."c" FROM "app"',
         'REVOKE UPDATE ("name") ON TABLE "public"."a" FROM "app"',
     ]
-    inside, outside = inside_and_outside_the_pause(privileges)
+    inside, outside = inside_and_outside_the_pause(privileges, fenced=False)
     assert [p[0] for p in outside] == ["SEQUENCE"] and len(inside) == 6
+    # With the write fence on every relation, nothing is switched inside the pause.
+    inside, outside = inside_and_outside_the_pause(privileges, fenced=True)
+    assert inside == [] and outside == privileges
 
 
 LOG = """\

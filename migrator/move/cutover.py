@@ -27,11 +27,12 @@ from migrator.errors import OperationFailed
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.watchdog import Watchdog, WatchdogOrders
 from migrator.pgbouncer.config import entry_for_side
-from migrator.pgbouncer.console import PgBouncerConsole
-from migrator.pgbouncer.fleet import POOL_SIZE, all_or_raise, run_all
+from migrator.pgbouncer.console import PgBouncerConsole, check_entry_name
+from migrator.pgbouncer.fleet import all_or_raise, command_all, run_all
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
 from migrator.postgres import guards, replication
+from migrator.postgres.catalog import guarded_objects
 from migrator.postgres.connection import Side, connect, describe, describe_error
 from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
 from migrator.postgres.subscription_health import SubscriptionWatch
@@ -106,8 +107,10 @@ class PauseWindow:
     sequences: int = 0
     sequences_copy: float | None = None    # seconds, overlapped with the marker's wait
     sequences_moved: int = 0               # of `sequences`, set inside the pause
-    # Seconds of each side's switch (privileges and write fence) inside the pause: the
-    # old side's is in `privileges`, the new side's runs while PAUSE waits.
+    # Seconds of each side's switch inside the pause: the old side's (its write fence up,
+    # the sync marker in the same commit; the table privileges too where a relation lacks
+    # the fence) is the part `old_switch`; the new side's (its fence lifted) runs while
+    # the marker is awaited.
     old_switch: float | None = None
     new_switch: float | None = None
 
@@ -135,7 +138,9 @@ class Cutover:
         self.d = direction
         self.settings = playbook.cutover
         self.app_privileges = [tuple(p) for p in app_privileges]
-        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges)
+        # Until _pause_window has seen every relation fenced on both sides, the table
+        # privileges switch inside the pause.
+        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges, fenced=False)
         self.sequences = sequences
         self.original_entries = original_entries
         self.checkpoint = checkpoint
@@ -213,10 +218,6 @@ class Cutover:
         for outcome in connected:
             if outcome.error is not None:
                 raise outcome.error
-        grant_new = [q.as_string(new) for q in [*switch_statements(self.app_privileges, grant=True),
-                                                 self.unfence_new]]
-        restore_old = [q.as_string(old) for q in [*switch_statements(self.app_privileges, grant=True),
-                                                   self.unfence_old]]
         # Everything that can be done before the pause is: the new entries are written
         # beside the old config (which also proves they can be written) or handed to
         # each PgBouncer's prepare command, a second connection to each side is open,
@@ -232,6 +233,13 @@ class Cutover:
             raise OperationFailed(f"the cutover did not start: {message}; nothing was paused",
                                   hint=getattr(failed, "hint", None)) from failed
         old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
+        fenced = self._fenced(old_side, new)
+        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges, fenced=fenced)
+        # The watchdog's orders: all of the new side's privileges (granting twice is
+        # harmless), and on the old side what the pause may have taken away.
+        grant_new = [q.as_string(new) for q in [*switch_statements(self.app_privileges, grant=True),
+                                                 self.unfence_new]]
+        restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
         self.sequence_names = replication.regclass_names(old_side, self.sequences)
         new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
         # The new side's switch (privileges, write fence) on a connection of its own: it
@@ -247,13 +255,11 @@ class Cutover:
         if early:
             with new.transaction():
                 new.execute(sql.SQL("; ").join(early))
+        # The watchdog reads its orders and opens the state store before the pause: inside
+        # it, it only learns its deadline.
         watchdog = Watchdog()
-        watchdog.wait_ready()
-        self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time())
-        start = time.monotonic()
-        watchdog.arm(WatchdogOrders(
-            move=self.playbook.name,
-            deadline=time.time() + s.max_pause + WATCHDOG_MARGIN,
+        watchdog.brief(WatchdogOrders(
+            move=self.playbook.name, deadline=0,
             old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
             restore_old=restore_old, grant_new=grant_new, fence_new=[self.fence_new.as_string(new)],
             pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
@@ -261,16 +267,16 @@ class Cutover:
             state_url=self.state_url,
             old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
         ))
-        pnr_deadline = start + s.max_pause - REROUTE_BUDGET
-        mark = start
+        watchdog.wait_ready()
         changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False,
                    "granted_early": bool(early)}
-        # The new side's GRANTs and fence lift run while the rest of the pause goes on: no
-        # client reaches the new side before the reroute either way, and the point of no
-        # return waits for them.
         work = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="cutover")
-        grant_inside = [*switch_statements(self.inside, grant=True), self.unfence_new]
-        granting = work.submit(self._grant_new, switch_side, grant_inside, changed)
+        granting: concurrent.futures.Future | None = None
+        self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time())
+        watchdog.arm(time.time() + s.max_pause + WATCHDOG_MARGIN)
+        start = time.monotonic()
+        pnr_deadline = start + s.max_pause - REROUTE_BUDGET
+        mark = start
 
         def lap(part: str) -> None:
             nonlocal mark
@@ -286,11 +292,17 @@ class Cutover:
                 # already resumed the old side: revoking there now would fail live clients.
                 if time.monotonic() > pnr_deadline or watchdog.fired():
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
-                self._revoke_old(old_side, pnr_deadline, changed)
-                lap("privileges")
-                marker = replication.commit_marker(old, self.playbook, self.d.name)
-                # Every client is paused and the old side revoked: the sequences are final
-                # there, and copying them needs nothing from the marker's wait.
+                marker = self._switch_old(old_side, pnr_deadline, changed)
+                lap("old_switch")
+                # Only now, with the old side fenced, the new side's fence is lifted (and its
+                # table privileges granted, when the fence does not cover the group): never
+                # both sides open to a client that bypasses PgBouncer. It runs while the
+                # marker is awaited; the point of no return waits for it.
+                granting = work.submit(self._grant_new, switch_side,
+                                       [*switch_statements(self.inside, grant=True), self.unfence_new], changed)
+                # Every client is paused and the old side fenced: the sequences are final
+                # there (for every row that can still commit), and copying them needs
+                # nothing from the marker's wait.
                 copying = work.submit(self._copy_sequences, old_side, new_side)
                 self.window.marker_wait = round(
                     replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
@@ -315,7 +327,8 @@ class Cutover:
                 self.checkpoint(phase=CutoverPhase.POINT_OF_NO_RETURN)
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
                 reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
-                concurrent.futures.wait([granting])  # its GRANT is undone below, once done
+                if granting is not None:
+                    concurrent.futures.wait([granting])  # its GRANT is undone below, once done
                 unresumed = self._abort(old, new, entries, **changed)
                 self.window.total = round(time.monotonic() - start, 4)
                 if unresumed:
@@ -336,9 +349,13 @@ class Cutover:
             # ---- the point of no return --------------------------------------------
             watchdog.crossing_point_of_no_return()
             try:
-                # Per PgBouncer: the new entry made live, then RELOAD; all at once.
-                all_or_raise([lambda w=w, c=c: (w.commit(), c.reload())
-                              for w, c in zip(rewrites, self.consoles, strict=True)])
+                # Every new entry made live (a rename each, or the user's commands in
+                # parallel), then RELOAD on every PgBouncer at once.
+                for rewrite in rewrites:
+                    if not rewrite.remote:
+                        rewrite.commit()
+                all_or_raise([w.commit for w in rewrites if w.remote])
+                self._command_all("RELOAD", deadline=time.monotonic() + s.max_pause)
                 lap("reroute")
                 self._resume_all(entries)
                 lap("resume")
@@ -371,21 +388,36 @@ class Cutover:
         self._after_resume(old, new)
         return self.window
 
-    def _revoke_old(self, old_side: psycopg.Connection, deadline: float, changed: dict) -> None:
-        """Revoke the app roles' table privileges on the old side and raise its write
-        fence, one round trip.
+    def _fenced(self, old_side: psycopg.Connection, new: psycopg.Connection) -> bool:
+        """Does each side carry the move's write fence on every relation of the group?
+        Then the fence alone keeps the old side's rows still from the pause on, and the
+        table privileges switch around the pause, not inside it (the replicate step
+        makes the fence; only a move started by an earlier version can lack it)."""
+        relations, _ = guarded_objects(old_side, self.playbook.tables)
+        for label, conn in ((self.d.old_label, old_side), (self.d.new_label, new)):
+            missing = set(relations) - set(guards.fenced_relations(conn, self.playbook, enabled=True))
+            if missing or guards.read_state(conn, self.playbook).fence is None:
+                self.log(f"the write fence is missing on the {label} "
+                         f"({len(missing) or 'its function'}{' relations' if missing else ''}): "
+                         "the app's table privileges switch inside the pause", None)
+                return False
+        return True
 
-        A lock_timeout bounds the REVOKE: a long transaction from another entry
-        holding a lock on a group table must not stretch the pause."""
-        # The statements go as one simple-protocol batch, which the server runs as one
-        # transaction.
+    def _switch_old(self, old_side: psycopg.Connection, deadline: float, changed: dict) -> replication.SyncMarker:
+        """Raise the old side's write fence (and revoke the app's table privileges there
+        when the fence does not cover the group) and commit the sync marker: one round
+        trip, one commit. No write on the group can commit there after the marker.
+
+        A lock_timeout bounds it: a long transaction from another entry holding a lock
+        on a group table must not stretch the pause."""
         lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
             sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
         started = time.monotonic()
-        with old_side.transaction():
-            old_side.execute(sql.SQL("; ").join([lock_timeout, *self._old_privileges_sql(grant=False)]))
+        marker = replication.commit_marker(old_side, self.playbook, self.d.name,
+                                           before=[lock_timeout, *self._old_privileges_sql(grant=False)])
         changed["revoked"] = True
         self.window.old_switch = round(time.monotonic() - started, 4)
+        return marker
 
     def _grant_new(self, new: psycopg.Connection, statements: list[sql.Composable], changed: dict) -> None:
         started = time.monotonic()
@@ -407,31 +439,27 @@ class Cutover:
     # -- pieces ------------------------------------------------------------------
 
     def _pause_all(self, entries, old: psycopg.Connection, start: float, deadline: float) -> None:
-        """PAUSE every entry in parallel; after `grace`, cancel the app's queries on
-        the group; past the deadline, give up (the caller RESUMEs)."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(POOL_SIZE, len(entries)))
-        futures = [pool.submit(console.pause, entry)
-                   for console, (_, entry) in zip(self.consoles, entries, strict=True)]
+        """PAUSE every entry at once; after `grace`, cancel the app's queries on the
+        group; past the deadline, give up (the caller RESUMEs)."""
         cancelled = False
-        try:
-            while True:
-                done, pending = concurrent.futures.wait(futures, timeout=0.005)
-                for future in done:
-                    future.result()  # a failed PAUSE aborts now
-                if not pending:
-                    return
-                now = time.monotonic()
-                if not cancelled and now - start >= self.settings.grace:
-                    cancelled = True
-                    self._cancel_app_queries(old)
-                if now > deadline:
-                    late = [c.display for c, f in zip(self.consoles, futures, strict=True) if f in pending]
-                    raise CutoverAborted(
-                        f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
-                        f"{', '.join(late)} (a transaction stayed open on the group's entry, "
-                        "or the PgBouncer does not answer)")
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+
+        def after_grace() -> None:
+            nonlocal cancelled
+            if not cancelled and time.monotonic() - start >= self.settings.grace:
+                cancelled = True
+                self._cancel_app_queries(old)
+
+        outcomes = command_all(self.consoles, [f"PAUSE {check_entry_name(e)}" for _, e in entries],
+                               deadline=deadline, every=after_grace, stop_on_error=True)
+        failed = next((o.error for o in outcomes if o.error is not None), None)
+        if failed is not None:
+            raise failed  # a failed PAUSE aborts now
+        late = [c.display for c, o in zip(self.consoles, outcomes, strict=True) if o.late]
+        if late:
+            raise CutoverAborted(
+                f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
+                f"{', '.join(late)} (a transaction stayed open on the group's entry, "
+                "or the PgBouncer does not answer)")
 
     def _cancel_app_queries(self, old: psycopg.Connection) -> None:
         roles = list(self.playbook.app_roles)
@@ -452,12 +480,22 @@ class Cutover:
         self.log(f"grace of {self.settings.grace}s over: cancelled {len(rows)} app queries on the group", None)
 
     def _resume_all(self, entries) -> None:
-        outcomes = run_all([lambda c=c, e=e: c.resume(e)
-                            for c, (_, e) in zip(self.consoles, entries, strict=True)])
-        errors = [f"{c.display}: {describe_error(o.error)}"
-                  for c, o in zip(self.consoles, outcomes, strict=True) if o.error is not None]
+        self._command_all([f"RESUME {check_entry_name(e)}" for _, e in entries],
+                          deadline=time.monotonic() + self.settings.max_pause, tolerate="not paused")
+
+    def _command_all(self, commands: str | list[str], *, deadline: float, tolerate: str | None = None) -> None:
+        """One admin command on every console at once (after the point of no return: an
+        error or a PgBouncer that does not answer in time is for the watchdog)."""
+        if isinstance(commands, str):
+            commands = [commands] * len(self.consoles)
+        outcomes = command_all(self.consoles, commands, deadline=deadline)
+        verb = commands[0].split()[0] if commands else ""
+        errors = [f"PgBouncer {c.display}: no answer to {verb}" if o.late else
+                  o.error.message if isinstance(o.error, OperationFailed) else describe_error(o.error)
+                  for c, o in zip(self.consoles, outcomes, strict=True)
+                  if o.late or (o.error is not None and not (tolerate and tolerate in str(o.error)))]
         if errors:
-            raise OperationFailed("RESUME failed on " + "; ".join(errors) + " (the watchdog retries)")
+            raise OperationFailed("; ".join(errors) + " (the watchdog retries)")
 
     def _abort(self, old, new, entries, *, revoked: bool, granted: bool, forward_stopped: bool,
                slot_created: bool, granted_early: bool) -> list[str]:

@@ -87,7 +87,8 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
             for q in [*switch_statements(inside, grant=True), unfence_new]]
     out += [Statement(d.old_label, q) for q in [*switch_statements(inside, grant=False), fence_old]]
     out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(
-        replication.marker_table(ctx.playbook)), "the sync marker; then the sequences' values are copied to the source"))
+        replication.marker_table(ctx.playbook)), "the sync marker, in the fence's commit; then the sequences' "
+                                                 "values are copied to the source"))
     out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
         sql.Identifier(d.old_subscription))))
     out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")

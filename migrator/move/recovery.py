@@ -71,6 +71,10 @@ def reconcile(ctx: MoveContext) -> Side:
         return serving_now
     if phase == CutoverPhase.RESUMED:
         with _both_sides(d) as (old, new):
+            # What the cutover does after RESUME: revoke on the old side, subscribe it.
+            with old.transaction():
+                for stmt in switch_statements(ctx.data("schema").get("app_privileges", []), grant=False):
+                    old.execute(stmt)
             finish_switch(d, old, new)
             _fences(ctx, d.new_label, new, old)
         ctx.save("cutover", phase=None, serving=d.new_label)

@@ -1,7 +1,9 @@
 """The watchdog: a separate process that un-pauses PgBouncer if the tool cannot.
 
-It is started before the first PAUSE, gets its instructions on stdin (never argv,
-which `ps` shows), and then waits for one of:
+It is started before the first PAUSE and gets its orders on stdin (never argv, which
+`ps` shows); it says "ready" once it has read them and opened the state store, so
+that inside the pause it has nothing to do but wait. "arm <deadline>" comes just
+before the first PAUSE; from then on it waits for one of:
 - "done": the cutover finished; exit quietly;
 - "pnr": the tool is crossing the point of no return; from now on, finishing means
   routing to the new side;
@@ -61,9 +63,9 @@ class Watchdog:
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
-        """Until the process has started and imported what acting needs. On a busy
-        machine that takes seconds, and a watchdog still starting up could not resume
-        a pause whose tool died: no PAUSE before it says "ready"."""
+        """Until the process has started, imported what acting needs and read its orders.
+        On a busy machine that takes seconds, and a watchdog still starting up could not
+        resume a pause whose tool died: no PAUSE before it says "ready"."""
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready or self.process.stdout.readline().strip() != "ready":
@@ -71,9 +73,15 @@ class Watchdog:
             raise OperationFailed(f"the watchdog process did not start within {timeout:.0f}s; "
                                   "nothing was paused", hint="try again when the machine is less busy")
 
-    def arm(self, orders: WatchdogOrders) -> None:
-        """From now on the watchdog resumes traffic unless told "done" in time."""
+    def brief(self, orders: WatchdogOrders) -> None:
+        """Its orders, before the pause (their deadline is set by `arm`); it says "ready"
+        once it has read them and opened the state store."""
         self._send(json.dumps(asdict(orders)))
+
+    def arm(self, deadline: float) -> None:
+        """From now on the watchdog resumes traffic unless told "done" by `deadline`
+        (time.time()); sent just before the first PAUSE."""
+        self._send(f"arm {deadline!r}")
 
     def _send(self, line: str) -> None:
         try:
@@ -251,8 +259,6 @@ def main() -> int:
     import migrator.pgbouncer.fleet  # noqa: F401
     import migrator.pgbouncer.route  # noqa: F401
 
-    print("ready", flush=True)
-
     # One reader for every line, on the raw descriptor: a buffered readline() for
     # the orders would swallow the "pnr"/"done" lines that follow them.
     fd = sys.stdin.fileno()
@@ -260,8 +266,9 @@ def main() -> int:
     orders: WatchdogOrders | None = None
     store = None
     forward = False
+    armed = False
     while True:
-        if orders is None:
+        if not armed or orders is None:
             timeout = None
         else:
             timeout = orders.deadline - time.time()
@@ -273,7 +280,7 @@ def main() -> int:
             continue
         chunk = os.read(fd, 65536).decode()
         if not chunk:
-            if orders is None:
+            if not armed or orders is None:
                 return 0  # never armed: nothing was paused
             act(orders, decide_within(orders, store, forward), "the tool exited during the cutover")
             return 3
@@ -283,6 +290,10 @@ def main() -> int:
             if orders is None:
                 orders = WatchdogOrders(**json.loads(line))
                 store = _open_store(orders)
+                print("ready", flush=True)
+            elif line.startswith("arm "):
+                orders.deadline = float(line.split()[1])
+                armed = True
             elif line == "pnr":
                 forward = True
             elif line == "done":

@@ -93,6 +93,7 @@ class PreparedRewrite:
     config_file: Path
     temporary: Path
     old_value: str
+    remote = False   # commit is a rename here, not a command to wait for
 
     def commit(self) -> None:
         os.replace(self.temporary, self.config_file)

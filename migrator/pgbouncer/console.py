@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.errors import OperationFailed, ServerUnreachable
@@ -63,6 +64,7 @@ class PgBouncerConsole:
         self._guard = threading.Lock()
         self._running = 0
         self._close_after = False
+        self._sent = ""
         try:
             # The console rejects startup options such as statement_timeout: its row
             # of TIMEOUTS sets none.
@@ -105,6 +107,40 @@ class PgBouncerConsole:
                 close = self._close_after and not self._running
             if close:
                 self.conn.close()
+
+    # -- one command on many consoles at once (fleet.command_all): send now, answer later.
+    # No thread waits inside libpq for these, so close() may close a console whose
+    # answer never came (a PAUSE given up on): PgBouncer stays paused until a RESUME.
+
+    def fileno(self) -> int:
+        return self.conn.pgconn.socket
+
+    def send(self, text: str) -> None:
+        """Send a command without waiting for its answer (`receive` collects it)."""
+        self._sent = text
+        try:
+            self.conn.pgconn.send_query(text.encode())
+        except psycopg.Error as exc:
+            raise OperationFailed(f"PgBouncer {self.display}: {text} failed: {first_line(exc)}") from exc
+
+    def receive(self) -> bool:
+        """Read what has arrived of the answer to `send`: True once it is complete.
+        Call when the socket is readable; raises OperationFailed for an error answer."""
+        pgconn = self.conn.pgconn
+        error = None
+        try:
+            pgconn.consume_input()
+            if pgconn.is_busy():
+                return False
+            while (result := pgconn.get_result()) is not None:
+                if result.status == pq.ExecStatus.FATAL_ERROR:
+                    error = result.get_error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or result.error_message
+        except psycopg.Error as exc:
+            error = first_line(exc)
+        if error is not None:
+            text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+            raise OperationFailed(f"PgBouncer {self.display}: {self._sent} failed: {text.strip()}")
+        return True
 
     def show(self, what: str) -> list[dict]:
         try:

@@ -44,6 +44,8 @@ SHOW_TIMEOUT = 10.0
 
 
 class Prepared(Protocol):
+    remote: bool          # commit runs a command (the cutover runs those in parallel)
+
     def commit(self) -> None: ...
     def discard(self) -> None: ...
 
@@ -184,6 +186,7 @@ class CommandRoute:
 class PreparedCommand:
     route: CommandRoute
     value: str
+    remote = True
 
     def commit(self) -> None:
         self.route.activate(self.value)

@@ -382,7 +382,8 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
                        f"[databases] {bouncer.database} = "
                        f"{_entry_value(_current_entry(snapshot, bouncer), playbook.target.dsn)}",
                        "written beside the file before the pause, put in place at the reroute"))
-    s += [_stmt("target", q, "before the pause: a sequence privilege draws numbers, it writes no row")
+    s += [_stmt("target", q, "before the pause: the target's write fence refuses the app's writes "
+                             "until the pause lifts it")
           for q in switch_statements(outside, grant=True)]
     s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
     fence_old, _, _, unfence_new = fence_switch(playbook, Direction.forward(playbook))
@@ -393,11 +394,13 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
             "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
             "WHERE a.usename = ANY({}) AND ..."
         ).format(sql.Literal(list(playbook.app_roles))), "after grace: their queries on the group"))
-    s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause"))
+    s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause; one round trip, "
+                                                           "one transaction to the marker's commit"))
     s += [_stmt("source", q) for q in switch_statements(inside, grant=False)]
-    s.append(_stmt("source", fence_old, "in the same round trip: the write fence moves to the source"))
+    s.append(_stmt("source", fence_old, "the write fence moves to the source"))
+    s.append(_stmt("source", "SET LOCAL synchronous_commit = on"))
     s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
-                   "the sync marker"))
+                   "the sync marker, in the fence's commit: no write on the group commits after it"))
     s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
                    "until the marker has arrived"))
     sequences = snapshot.distinct_sequences

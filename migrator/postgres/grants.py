@@ -40,16 +40,24 @@ def switch_statements(privileges: Iterable, *, grant: bool) -> list[sql.Composab
     return out
 
 
-def inside_and_outside_the_pause(privileges: Iterable) -> tuple[list, list]:
-    """(the privileges switched inside the pause, those switched around it).
+def inside_and_outside_the_pause(privileges: Iterable, *, fenced: bool = True) -> tuple[list, list]:
+    """(the privileges switched inside the pause, those switched around it: granted on
+    the new side before the pause, revoked on the old side after RESUME).
 
-    Only table privileges let a client that bypasses PgBouncer read or write the group's
-    rows on the wrong side: they are switched inside the pause. A sequence privilege
-    lets it draw numbers at most (the cutover copies every sequence's value after the
-    revoke anyway), so sequences are granted on the new side before the pause and
-    revoked on the old side after it, and the pause pays for half the objects."""
+    With the move's write fence on every relation of the group on both sides (`fenced`,
+    as the replicate step leaves them), the fence is what keeps a client that bypasses
+    PgBouncer from writing the group's rows on the wrong side: it refuses writes on the
+    new side until the pause lifts it there, and raises it on the old side in the
+    marker's own commit, one statement per side whatever the group's size. No
+    privilege is then switched inside the pause (the schema step may grant on the
+    target early too, DESIGN section 4). The rest of the old side's privileges go right
+    after RESUME; until then a client there can read rows that no longer change.
+
+    Without the fence, table privileges are switched inside the pause, and only the
+    sequences' around it: a sequence privilege lets such a client draw numbers at most
+    (the cutover copies every sequence's value after the revoke anyway)."""
     inside, outside = [], []
     for item in privileges:
         p = item if isinstance(item, AppPrivilege) else AppPrivilege.from_list(item)
-        (inside if p.kind == "TABLE" else outside).append(item)
+        (inside if p.kind == "TABLE" and not fenced else outside).append(item)
     return inside, outside

@@ -271,12 +271,14 @@ def remove_statements(move, fenced: Iterable[TableName]) -> list[sql.Composable]
     return [*remove_ddl_guard_statements(move), *remove_fence_statements(move, fenced)]
 
 
-def fenced_relations(conn: psycopg.Connection, move) -> list[TableName]:
-    """The tables that carry this move's fence trigger on this server."""
+def fenced_relations(conn: psycopg.Connection, move, *, enabled: bool = False) -> list[TableName]:
+    """The tables that carry this move's fence trigger on this server (`enabled`: only
+    where it fires for the application's sessions)."""
     rows = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = %s ORDER BY c.oid",
-        (names.fence(move),)).fetchall()
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = %s "
+        "AND (NOT %s OR t.tgenabled IN ('O', 'A')) ORDER BY c.oid",
+        (names.fence(move), enabled)).fetchall()
     return [TableName(r[0], r[1]) for r in rows]
 
 

@@ -336,17 +336,25 @@ class SyncMarker:
     table: sql.Identifier
 
 
-def commit_marker(conn: psycopg.Connection, move, direction: str) -> SyncMarker:
-    """Commit a marker row in `move`'s table (a Playbook or its slug)."""
-    table = marker_table(move)
+def marker_statements(move, direction: str) -> tuple[str, list[sql.Composable]]:
+    """(a new marker's token, the statements that commit it): to run in one transaction,
+    alone or after other statements of the same commit (the cutover's fence)."""
     token = f"{direction}:{uuid.uuid4()}"
     # Walsenders only send flushed WAL: an asynchronous commit here would sit in
     # the WAL buffers for up to wal_writer_delay before the subscriber could see it.
+    return token, [sql.SQL("SET LOCAL synchronous_commit = on"),
+                   sql.SQL("INSERT INTO {} (token, direction) VALUES ({}, {})").format(
+                       marker_table(move), sql.Literal(token), sql.Literal(direction))]
+
+
+def commit_marker(conn: psycopg.Connection, move, direction: str,
+                  before: list[sql.Composable] | None = None) -> SyncMarker:
+    """Commit a marker row in `move`'s table (a Playbook or its slug), in one round trip
+    (a simple-protocol batch runs as one transaction), after `before` if given."""
+    token, statements = marker_statements(move, direction)
     with conn.transaction():
-        conn.execute("SET LOCAL synchronous_commit = on")
-        conn.execute(sql.SQL("INSERT INTO {} (token, direction) VALUES (%s, %s)").format(table),
-                     (token, direction))
-    return SyncMarker(token, time.monotonic(), table)
+        conn.execute(sql.SQL("; ").join([*(before or []), *statements]))
+    return SyncMarker(token, time.monotonic(), marker_table(move))
 
 
 def wait_for_marker(conn: psycopg.Connection, marker: SyncMarker, *, deadline: float,
