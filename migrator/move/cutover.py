@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import sql
 
-from migrator import names
+from migrator import names, waiting
 from migrator.errors import OperationFailed
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.watchdog import Watchdog, WatchdogOrders
@@ -183,19 +183,19 @@ class Cutover:
         # An apply worker failing on every attempt would leave the lag small and the
         # warm-up marker unapplied: stop with the server's words instead.
         watch = SubscriptionWatch(new, self.d.old_subscription, side=str(self.d.new_label), verb=self.d.verb)
-        while True:
+
+        def lag_under_limit() -> bool | None:
             watch.check()
             lag = replication.slot_lag_bytes(old, self.d.old_slot)
             if lag is None:
                 raise OperationFailed(
                     f"replication slot {self.d.old_slot} is missing on the {self.d.old_label}: "
                     "replication is not running, nothing to cut over to")
-            if lag <= lag_limit:
-                break
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"replication lag stayed above {lag_limit} bytes for "
-                                      f"{self.wait_lag_timeout:.0f}s; not starting the cutover")
-            time.sleep(0.2)
+            return True if lag <= lag_limit else None
+
+        waiting.poll(lag_under_limit, every=0.2, deadline=deadline, timed_out=lambda: OperationFailed(
+            f"replication lag stayed above {lag_limit} bytes for {self.wait_lag_timeout:.0f}s; "
+            "not starting the cutover"))
         for _ in range(20):
             marker = replication.commit_marker(old, self.playbook, f"{self.d.name}-warmup")
             try:

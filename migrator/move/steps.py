@@ -14,7 +14,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from migrator import names
+from migrator import names, waiting
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import original_entries
@@ -393,8 +393,11 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
     deadline = time.monotonic() + timeout
     watch = SubscriptionWatch(subscriber, sub, side="target")
     notes = WaitNotes(ctx, step)
-    while True:
+    last: list = []   # the latest health, for the words of a timeout
+
+    def caught_up() -> bool | None:
         health = watch.check()
+        last[:] = [health]
         lag = replication.slot_lag_bytes(publisher, slot)
         if lag is None:
             raise OperationFailed(f"replication slot {slot} is missing: replication is not running",
@@ -405,12 +408,12 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
                                   "then run `migrator execute` again")
         ctx.reporter.progress(step, max(0, limit - lag), limit, f"lag {format_size(lag)}")
         if lag <= limit and health.apply_pid:
-            return
+            return True
         notes.say(f"lag {lag} bytes (max_lag {limit}); {watch.waiting_for(health)}")
-        if time.monotonic() > deadline:
-            raise OperationFailed(f"replication lag stayed above max_lag for {timeout:.0f}s "
-                                  f"({watch.waiting_for(health)})")
-        time.sleep(0.5)
+        return None
+
+    waiting.poll(caught_up, every=0.5, deadline=deadline, timed_out=lambda: OperationFailed(
+        f"replication lag stayed above max_lag for {timeout:.0f}s ({watch.waiting_for(last[0])})"))
 
 
 # --------------------------------------------------------------------------- replicate
@@ -464,7 +467,8 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
     marker = TableName(*names.sync_marker(ctx.playbook))
     watch = SubscriptionWatch(dst, sub, side="target")
     notes = WaitNotes(ctx, "replicate")
-    while True:
+
+    def copied_all() -> bool | None:
         health = watch.check()
         states = replication.sync_states(dst, sub)
         group_states = {t: states.get(t, "?") for t in ctx.tables}
@@ -472,7 +476,7 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
             if state in ("s", "r"):
                 early.table_copied(table)
         if group_states and all(s == "r" for s in group_states.values()) and states.get(marker) == "r":
-            return
+            return True
         copying = [t for t, s in group_states.items() if s in ("d", "i", "?")]
         per_table = {t.qualified: [v, v] for t, v in sizes.items() if t not in copying}
         if copying:
@@ -481,12 +485,13 @@ def _wait_for_copy(ctx: MoveContext, dst: psycopg.Connection, sub: str, sizes: d
                               for t in copying})
         copied = sum(done for done, _ in per_table.values())
         ctx.reporter.progress("replicate", copied, total, "bytes", tables=per_table)
-        waiting = [t.qualified for t, st in group_states.items() if st != "r"]
-        notes.say(f"{format_size(copied)} of {format_size(total)}; {len(waiting)} tables not ready; "
-                  f"{watch.waiting_for(health, waiting)}")
-        if time.monotonic() > deadline:
-            raise OperationFailed("the initial copy did not finish in time")
-        time.sleep(0.25)
+        not_ready = [t.qualified for t, st in group_states.items() if st != "r"]
+        notes.say(f"{format_size(copied)} of {format_size(total)}; {len(not_ready)} tables not ready; "
+                  f"{watch.waiting_for(health, not_ready)}")
+        return None
+
+    waiting.poll(copied_all, every=0.25, deadline=deadline,
+                 timed_out=lambda: OperationFailed("the initial copy did not finish in time"))
 
 
 def replicate_undo_statements(ctx: MoveContext) -> UndoPlan:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from migrator import names
+from migrator import names, waiting
 from migrator.errors import OperationFailed
 from migrator.playbook import TableName
 
@@ -101,8 +101,9 @@ def slot_exists(conn: psycopg.Connection, name: str) -> bool:
 
 def drop_slot(conn: psycopg.Connection, name: str, timeout: float = 10) -> None:
     """Drop a slot (waiting for its walsender to let go); orphaned slots hold WAL forever."""
-    deadline = time.monotonic() + timeout
-    while slot_exists(conn, name):
+    def dropped() -> bool | None:
+        if not slot_exists(conn, name):
+            return True
         active = conn.execute(
             "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (name,)
         ).fetchone()
@@ -110,13 +111,14 @@ def drop_slot(conn: psycopg.Connection, name: str, timeout: float = 10) -> None:
             conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (active[0],))
         try:
             conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (name,))
-            return
         except psycopg.errors.ObjectInUse:
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"replication slot {name} stays in use; drop it by hand") from None
-            time.sleep(0.1)
+            return None  # its walsender has not let go yet
         except psycopg.errors.UndefinedObject:
-            return
+            pass
+        return True
+
+    waiting.poll(dropped, every=0.1, deadline=time.monotonic() + timeout, timed_out=lambda: OperationFailed(
+        f"replication slot {name} stays in use; drop it by hand"))
 
 
 def create_slot(conn: psycopg.Connection, name: str) -> None:
@@ -361,14 +363,14 @@ def wait_for_marker(conn: psycopg.Connection, marker: SyncMarker, *, deadline: f
                     poll: float = 0.003) -> float:
     """Poll the other side until the marker is applied; returns seconds waited."""
     query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(marker.table)
-    while True:
+
+    def arrived() -> float | None:
         if conn.execute(query, (marker.token,)).fetchone():
             return time.monotonic() - marker.committed_at
-        if time.monotonic() >= deadline:
-            raise MarkerTimeout(
-                f"the sync marker did not arrive within {deadline - marker.committed_at:.2f}s"
-            )
-        time.sleep(poll)
+        return None
+
+    return waiting.poll(arrived, every=poll, deadline=deadline, timed_out=lambda: MarkerTimeout(
+        f"the sync marker did not arrive within {deadline - marker.committed_at:.2f}s"))
 
 
 class MarkerTimeout(OperationFailed):

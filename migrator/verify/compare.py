@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg import sql
 
-from migrator import names
+from migrator import names, waiting
 from migrator.errors import OperationFailed
 from migrator.playbook import Playbook, TableName
 from migrator.postgres.catalog import leaf_tables, table_facts
@@ -496,19 +496,22 @@ class _Comparison:
         for link in list(self.links):
             name, publisher, subscriber = link
             lsn = _end_of_wal(publisher)
-            deadline = time.monotonic() + self.catchup_timeout
-            while not subscriber.execute(
-                "SELECT coalesce(max(latest_end_lsn) >= %s::pg_lsn, false) "
-                "FROM pg_catalog.pg_stat_subscription WHERE subname = %s AND relid IS NULL",
-                (lsn, name),
-            ).fetchone()[0]:
-                if time.monotonic() > deadline:
-                    # Waiting for it again would only make every re-check this slow.
-                    self.links.remove(link)
-                    self.notes.append(f"subscription {name} had not caught up after "
-                                      f"{self.catchup_timeout:g} s; re-checked without it")
-                    break
-                time.sleep(0.02)
+
+            def applied(name: str = name, subscriber: psycopg.Connection = subscriber, lsn: str = lsn) -> bool | None:
+                return subscriber.execute(
+                    "SELECT coalesce(max(latest_end_lsn) >= %s::pg_lsn, false) "
+                    "FROM pg_catalog.pg_stat_subscription WHERE subname = %s AND relid IS NULL",
+                    (lsn, name),
+                ).fetchone()[0] or None
+
+            try:
+                waiting.poll(applied, every=0.02, deadline=time.monotonic() + self.catchup_timeout,
+                             timed_out=lambda: TimeoutError(name))
+            except TimeoutError:
+                # Waiting for it again would only make every re-check this slow.
+                self.links.remove(link)
+                self.notes.append(f"subscription {name} had not caught up after "
+                                  f"{self.catchup_timeout:g} s; re-checked without it")
 
     def catch_up_description(self) -> str:
         if self.links:
