@@ -1,6 +1,6 @@
 """The pause window as the work grows: PgBouncers (1, 4, 16) x group size (3, 30, 300 tables).
 
-    .venv/bin/python benchmarks/pause_bench.py [--pgbouncers 1,4,16] [--tables 3,30,300] [--rounds 2]
+    .venv/bin/python benchmarks/pause_bench.py [--pgbouncers 1,4,16] [--tables 3,30,300] [--rounds 3]
 
 On-demand, not part of the pytest suite. Per group size it starts a durable source and
 target and 16 PgBouncers (build_move_topology(durable=True, pgbouncers=16)), seeds the
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pgbouncers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16])
     parser.add_argument("--tables", type=lambda v: [int(x) for x in v.split(",")], default=[3, 30, 300])
-    parser.add_argument("--rounds", type=int, default=2, help="forward + reverse cutover pairs per cell (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="forward + reverse cutover pairs per cell (default 3)")
     parser.add_argument("--scale", type=int, default=5, help="thousands of demo files to seed (default 5)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rate", type=float, default=600.0, help="group entry transactions per second, in all")

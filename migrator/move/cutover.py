@@ -304,8 +304,9 @@ class Cutover:
                 # there (for every row that can still commit), and copying them needs
                 # nothing from the marker's wait.
                 copying = work.submit(self._copy_sequences, old_side, new_side)
+                # Polled every millisecond: the clients wait, the servers have little else to do.
                 self.window.marker_wait = round(
-                    replication.wait_for_marker(new, marker, deadline=pnr_deadline), 4)
+                    replication.wait_for_marker(new, marker, deadline=pnr_deadline, poll=0.001), 4)
                 copying.result()
                 lap("sync_marker")
                 replication.set_subscription_enabled(new, self.d.old_subscription, False)
