@@ -167,9 +167,9 @@ def report(doc: dict) -> None:
                                  for d in ("forward", "reverse", "all")])
     summary.add_row("marker wait ms (median)", *[benchlib.fmt_ms(s[d]["marker_wait_median"])
                                                  for d in ("forward", "reverse", "all")])
-    summary.add_row("old side's switch ms (REVOKE + fence up, median)",
+    summary.add_row("old side's switch ms (fence up + sync marker, one commit; median)",
                     *[benchlib.fmt_ms(s[d].get("old_switch_median")) for d in ("forward", "reverse", "all")])
-    summary.add_row("new side's switch ms (GRANT + fence lifted, overlapped, median)",
+    summary.add_row("new side's switch ms (fence lifted, overlapped with the marker wait; median)",
                     *[benchlib.fmt_ms(s[d].get("new_switch_median")) for d in ("forward", "reverse", "all")])
     console.print(summary)
     whole = doc["whole_run"]
