@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from migrator.errors import OperationFailed, PlaybookError
-from migrator.pgbouncer.fleet import run_all
+from migrator.pgbouncer.fleet import command_all, run_all
 from migrator.pgbouncer.route import CommandRoute, FileRoute, include_problem, route_for
 from migrator.playbook import parse_playbook
 from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
@@ -70,6 +70,64 @@ def test_run_all_reports_late_calls_without_waiting_for_them():
 
     outcomes = run_all([lambda: 1, lambda: time.sleep(2), lambda: 1 / 0], timeout=0.2)
     assert outcomes[0].value == 1 and outcomes[1].late and isinstance(outcomes[2].error, ZeroDivisionError)
+
+
+class _Console:
+    """A console's send/receive over a socket pair: the test answers for PgBouncer."""
+
+    def __init__(self, name: str) -> None:
+        import socket
+
+        self.display = name
+        self.ours, self.theirs = socket.socketpair()
+        self.sent: list[str] = []
+
+    def fileno(self) -> int:
+        return self.ours.fileno()
+
+    def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    def receive(self) -> bool:
+        answer = self.ours.recv(100).decode()
+        if answer.startswith("ERROR"):
+            raise OperationFailed(f"PgBouncer {self.display}: {self.sent[-1]} failed: {answer[6:]}")
+        return answer == "done"
+
+
+def test_command_all_reads_every_answer_on_one_thread_and_reports_the_late_ones():
+    import threading
+    import time
+
+    consoles = [_Console(f"b{i}") for i in range(4)]
+    ticks = []
+
+    def answer() -> None:
+        time.sleep(0.05)
+        consoles[0].theirs.send(b"done")
+        consoles[1].theirs.send(b"ERROR not paused")
+        consoles[3].theirs.send(b"done")   # b2 never answers
+
+    threading.Thread(target=answer).start()
+    started = time.monotonic()
+    outcomes = command_all(consoles, [f"PAUSE e{i}" for i in range(4)], deadline=started + 0.4,
+                           every=lambda: ticks.append(1))
+    assert [c.sent for c in consoles] == [["PAUSE e0"], ["PAUSE e1"], ["PAUSE e2"], ["PAUSE e3"]]
+    assert outcomes[0].ok and outcomes[3].ok
+    assert "not paused" in str(outcomes[1].error) and not outcomes[1].late
+    assert outcomes[2].late and outcomes[2].error is None
+    assert 0.4 <= time.monotonic() - started < 2 and len(ticks) >= 10
+
+
+def test_command_all_stops_at_the_first_error_when_told():
+    import time
+
+    consoles = [_Console("a"), _Console("b")]
+    consoles[0].theirs.send(b"ERROR no such database")
+    started = time.monotonic()
+    outcomes = command_all(consoles, ["PAUSE x", "PAUSE x"], deadline=started + 5, stop_on_error=True)
+    assert "no such database" in str(outcomes[0].error) and outcomes[1].late
+    assert time.monotonic() - started < 1
 
 
 def test_privileges_are_grouped_per_kind_role_and_set():

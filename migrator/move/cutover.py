@@ -149,7 +149,7 @@ class Cutover:
         self.wait_lag_timeout = wait_lag_timeout
         self.window = PauseWindow(direction.name)
         self.consoles: list[PgBouncerConsole] = []
-        # The write fence moves with the privileges, in the same round trips.
+        # The write fence's four positions: each side's goes up or down in one statement.
         self.fence_old, self.unfence_old, self.fence_new, self.unfence_new = fence_switch(playbook, direction)
 
     # -- the values of each side -------------------------------------------------

@@ -83,12 +83,12 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
     out = [Statement(d.new_label, q, "before the pause") for q in switch_statements(outside, grant=True)]
     out += [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
     fence_old, _, _, unfence_new = fence_switch(ctx.playbook, d)
-    out += [Statement(d.new_label, q, "while PAUSE waits")
-            for q in [*switch_statements(inside, grant=True), unfence_new]]
     out += [Statement(d.old_label, q) for q in [*switch_statements(inside, grant=False), fence_old]]
     out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(
         replication.marker_table(ctx.playbook)), "the sync marker, in the fence's commit; then the sequences' "
                                                  "values are copied to the source"))
+    out += [Statement(d.new_label, q, "while the marker is awaited")
+            for q in [*switch_statements(inside, grant=True), unfence_new]]
     out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
         sql.Identifier(d.old_subscription))))
     out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")

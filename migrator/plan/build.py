@@ -387,8 +387,6 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
           for q in switch_statements(outside, grant=True)]
     s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
     fence_old, _, _, unfence_new = fence_switch(playbook, Direction.forward(playbook))
-    s += [_stmt("target", q, "while PAUSE waits for the transactions in flight")
-          for q in [*switch_statements(inside, grant=True), unfence_new]]
     if playbook.app_roles:
         s.append(_stmt("source", sql.SQL(
             "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
@@ -401,6 +399,9 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
     s.append(_stmt("source", "SET LOCAL synchronous_commit = on"))
     s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
                    "the sync marker, in the fence's commit: no write on the group commits after it"))
+    s += [_stmt("target", q, "on a connection of its own, while the marker is awaited; the point of no "
+                             "return waits for it")
+          for q in [*switch_statements(inside, grant=True), unfence_new]]
     s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
                    "until the marker has arrived"))
     sequences = snapshot.distinct_sequences
