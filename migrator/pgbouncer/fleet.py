@@ -122,4 +122,3 @@ def command_all(consoles: Sequence[PgBouncerConsole], commands: Sequence[str], *
     for i in waiting:
         outcomes[i].late = True
     return outcomes
-
