@@ -139,7 +139,9 @@ def _scan(table: str):
     return mix
 
 
-def test_a_table_under_three_times_the_load_gets_a_clearly_larger_aas(move, tmp_path):
+def test_a_table_under_six_times_the_load_gets_a_clearly_larger_aas(move, tmp_path):
+    # Six times, not three: AAS is sampled, and on a busy machine a 3 s window once gave
+    # the three-times table only 1.7 times the other's.
     with connect(move.source.dsn(APP_DB), purpose="lab test") as conn:
         for table in ("hot", "cold"):
             conn.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, n int)")
@@ -147,9 +149,9 @@ def test_a_table_under_three_times_the_load_gets_a_clearly_larger_aas(move, tmp_
             conn.execute(f"GRANT SELECT ON public.{table} TO app")
         conn.execute("ANALYZE")
     path = move.write_playbook(tmp_path / "playbook.yaml", tables=["public.hot"])
-    with running(Workload(move.app_dsn(GROUP_ENTRY), mix=_scan("hot"), clients=3, rate=90),
-                 Workload(move.app_dsn(WHOLE_ENTRY), mix=_scan("cold"), clients=1, rate=30)):
-        code, doc = run_analyze(str(path), "--duration", "3s")
+    with running(Workload(move.app_dsn(GROUP_ENTRY), mix=_scan("hot"), clients=4, rate=120),
+                 Workload(move.app_dsn(WHOLE_ENTRY), mix=_scan("cold"), clients=1, rate=20)):
+        code, doc = run_analyze(str(path), "--duration", "4s")
     assert code == 0, doc["findings"]
     aas = {t["table"]: t for t in doc["tables"]}
     hot, cold = aas["public.hot"], aas["public.cold"]

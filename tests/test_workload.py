@@ -68,9 +68,11 @@ def test_a_pause_of_the_group_entry_is_a_gap_not_failures_and_spares_the_other_e
     assert spared.failures == 0, spared.failure_kinds
     # The pause is the longest gap, no shorter than it, and it began at the PAUSE (its
     # last transaction before it had at most a second to complete) and ended after it.
+    # The client notes its last transaction's end once it has read the answer, which
+    # PgBouncer may send a hair after PAUSE returns: CI once saw it 0.14 ms later.
     assert seen.longest_gap_s >= resumed - paused - 0.1, seen
     gap_began = group.started_at + seen.longest_gap_at_s
-    assert pausing - 1.0 <= gap_began <= paused, (seen, pausing - group.started_at)
+    assert pausing - 1.0 <= gap_began <= paused + 0.02, (seen, pausing - group.started_at)
     assert group.result(since=resumed).transactions > 0, "nothing ran after RESUME"
     # The other entry went on during the pause (its stall is measured by cutover_bench).
     assert spared.transactions > 20, spared
