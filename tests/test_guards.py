@@ -144,6 +144,32 @@ def test_the_cutover_switches_the_privileges_around_the_pause_only_where_the_fen
     assert not any(app_may(src, "INSERT").values()) and not any(app_may(src, "SELECT").values())
 
 
+def test_a_cutover_that_cannot_start_its_watchdog_takes_the_early_grants_back(make_move, tmp_path, monkeypatch):
+    """The target's privileges are granted before the pause; if the pause never begins
+    (here the watchdog does not come up), the target gets back what it had."""
+    from migrator.errors import OperationFailed
+    from migrator.move import watchdog
+
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=1)
+    dst = move.target.dsn(APP_DB)
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    assert not any(app_may(dst, "SELECT").values())
+
+    def not_ready(self, timeout: float = 30) -> None:
+        self.process.kill()
+        raise OperationFailed("the watchdog process did not start within 30s; nothing was paused")
+
+    monkeypatch.setattr(watchdog.Watchdog, "wait_ready", not_ready)
+    result = demo.cli("execute")
+    assert result.exit_code != 0 and "the watchdog process did not start" in result.output, result.output
+    assert not any(app_may(dst, "SELECT").values()) and not any(app_may(dst, "INSERT").values())
+    monkeypatch.undo()
+    result = demo.cli("execute")
+    assert result.exit_code == 0, result.output
+    assert all(app_may(dst, "INSERT").values())
+
+
 def test_the_fence_lets_the_initial_copy_and_the_apply_through_and_a_rollback_takes_every_guard_away(
         make_move, app_load, tmp_path):
     move = make_move()

@@ -242,8 +242,8 @@ class Cutover:
         restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
         self.sequence_names = replication.regclass_names(old_side, self.sequences)
         new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
-        # The new side's switch (privileges, write fence) on a connection of its own: it
-        # overlaps the whole pause up to the point of no return, not only the PAUSE.
+        # The new side's switch (its fence lifted) on a connection of its own: it overlaps
+        # the marker's wait.
         switch_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover switch")
         # Copied once before the pause too: inside it, only the sequences the clients
         # moved since then need a setval (the new side's only ever go up: nothing but
@@ -255,19 +255,13 @@ class Cutover:
         if early:
             with new.transaction():
                 new.execute(sql.SQL("; ").join(early))
-        # The watchdog reads its orders and opens the state store before the pause: inside
-        # it, it only learns its deadline.
-        watchdog = Watchdog()
-        watchdog.brief(WatchdogOrders(
-            move=self.playbook.name, deadline=0,
-            old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
-            restore_old=restore_old, grant_new=grant_new, fence_new=[self.fence_new.as_string(new)],
-            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
-                         "new_value": self._new_entry(b)} for r, (b, entry) in zip(routes, entries, strict=True)],
-            state_url=self.state_url,
-            old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
-        ))
-        watchdog.wait_ready()
+        try:
+            watchdog = self._start_watchdog(new, old, old_side, routes, entries, restore_old, grant_new)
+        except BaseException:
+            if early:  # nothing was paused: the new side gets back what it had
+                with new.transaction():
+                    new.execute(sql.SQL("; ").join(switch_statements(self.outside, grant=False)))
+            raise
         changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False,
                    "granted_early": bool(early)}
         work = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="cutover")
@@ -289,7 +283,7 @@ class Cutover:
                 self._pause_all(entries, old, start, pnr_deadline)
                 lap("pause")
                 # A tool descheduled (or stopped) after PAUSE may find the watchdog has
-                # already resumed the old side: revoking there now would fail live clients.
+                # already resumed the old side: fencing it now would fail live clients.
                 if time.monotonic() > pnr_deadline or watchdog.fired():
                     raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
                 marker = self._switch_old(old_side, pnr_deadline, changed)
@@ -388,6 +382,23 @@ class Cutover:
                  f"{self.window.total * 1000:.0f} ms", None)
         self._after_resume(old, new)
         return self.window
+
+    def _start_watchdog(self, new, old, old_side, routes, entries, restore_old: list[str],
+                        grant_new: list[str]) -> Watchdog:
+        """The watchdog process, with its orders read and the state store open: inside the
+        pause it only learns its deadline (`arm`)."""
+        watchdog = Watchdog()
+        watchdog.brief(WatchdogOrders(
+            move=self.playbook.name, deadline=0,
+            old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
+            restore_old=restore_old, grant_new=grant_new, fence_new=[self.fence_new.as_string(new)],
+            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
+                         "new_value": self._new_entry(b)} for r, (b, entry) in zip(routes, entries, strict=True)],
+            state_url=self.state_url,
+            old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
+        ))
+        watchdog.wait_ready()
+        return watchdog
 
     def _fenced(self, old_side: psycopg.Connection, new: psycopg.Connection) -> bool:
         """Does each side carry the move's write fence on every relation of the group?
@@ -586,13 +597,3 @@ def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection
     except psycopg.Error:
         pass  # reading the subscriber's system identifier needs rights the role may lack
 
-
-def original_entries(playbook: Playbook) -> dict[str, str]:
-    """The current value of each PgBouncer's group entry, keyed by its route_key."""
-    out = {}
-    for bouncer, value in zip(playbook.pgbouncers,
-                              all_or_raise([route_for(b).read for b in playbook.pgbouncers]), strict=True):
-        if value is None:
-            raise OperationFailed(f"{route_for(bouncer).where}: no [databases] entry {bouncer.database!r}")
-        out[bouncer.route_key] = value
-    return out

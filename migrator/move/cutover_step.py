@@ -12,10 +12,9 @@ from migrator.move.cutover import (
     CutoverPhase,
     Direction,
     fence_switch,
-    original_entries,
 )
 from migrator.move.recovery import reconcile
-from migrator.pgbouncer.route import route_for
+from migrator.pgbouncer.route import original_entries, route_for
 from migrator.playbook import format_duration
 from migrator.postgres import replication
 from migrator.postgres.connection import Side, describe

@@ -19,12 +19,11 @@ from migrator.move.cutover import (
     Direction,
     DirectionName,
     finish_switch,
-    original_entries,
 )
 from migrator.pgbouncer.config import entry_for_side
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.fleet import all_or_raise
-from migrator.pgbouncer.route import route_for
+from migrator.pgbouncer.route import original_entries, route_for
 from migrator.postgres import guards, replication
 from migrator.postgres.connection import Side, SideConnection, connect
 from migrator.postgres.grants import switch_statements

@@ -17,7 +17,6 @@ from psycopg import sql
 from migrator import names, waiting
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
-from migrator.move.cutover import original_entries
 from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
 from migrator.move.guarding import (
     install_guards,
@@ -25,6 +24,7 @@ from migrator.move.guarding import (
     remove_guards_statements,
 )
 from migrator.move.state import SampleKind
+from migrator.pgbouncer.route import original_entries
 from migrator.playbook import Playbook, TableName, format_size
 from migrator.postgres import replication
 from migrator.postgres.catalog import existing_objects, read_group

@@ -34,10 +34,11 @@ from migrator.pgbouncer.config import (
     read_entry,
     rewrite_entry,
 )
+from migrator.pgbouncer.fleet import all_or_raise
 from migrator.postgres.connection import describe
 
 if TYPE_CHECKING:
-    from migrator.playbook import PgBouncerEntry
+    from migrator.playbook import PgBouncerEntry, Playbook
 
 PREPARE_TIMEOUT = 30.0   # before the pause: an ssh connection may take its time
 SHOW_TIMEOUT = 10.0
@@ -213,3 +214,14 @@ def route_from_orders(doc: dict) -> EntryRoute:
         return CommandRoute(doc["entry"], doc["admin_dsn"], doc["prepare_command"], doc["activate_command"],
                             doc.get("show_command"), float(doc.get("timeout") or 1.0))
     return FileRoute(Path(doc["path"]), doc["entry"], include=bool(doc.get("include")))
+
+
+def original_entries(playbook: Playbook) -> dict[str, str]:
+    """The current value of each PgBouncer's group entry, keyed by its route_key."""
+    out = {}
+    for bouncer, value in zip(playbook.pgbouncers,
+                              all_or_raise([route_for(b).read for b in playbook.pgbouncers]), strict=True):
+        if value is None:
+            raise OperationFailed(f"{route_for(bouncer).where}: no [databases] entry {bouncer.database!r}")
+        out[bouncer.route_key] = value
+    return out
