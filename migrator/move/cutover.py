@@ -27,7 +27,7 @@ from migrator.errors import OperationFailed
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.watchdog import Watchdog, WatchdogOrders
 from migrator.pgbouncer.config import entry_for_side
-from migrator.pgbouncer.console import PgBouncerConsole, check_entry_name
+from migrator.pgbouncer.console import PgBouncerConsole, already_resumed, pause_command, resume_command
 from migrator.pgbouncer.fleet import all_or_raise, command_all, run_all
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
@@ -461,7 +461,7 @@ class Cutover:
                 cancelled = True
                 self._cancel_app_queries(old)
 
-        outcomes = command_all(self.consoles, [f"PAUSE {check_entry_name(e)}" for _, e in entries],
+        outcomes = command_all(self.consoles, [pause_command(e) for _, e in entries],
                                deadline=deadline, every=after_grace, stop_on_error=True)
         failed = next((o.error for o in outcomes if o.error is not None), None)
         if failed is not None:
@@ -492,10 +492,11 @@ class Cutover:
         self.log(f"grace of {self.settings.grace}s over: cancelled {len(rows)} app queries on the group", None)
 
     def _resume_all(self, entries) -> None:
-        self._command_all([f"RESUME {check_entry_name(e)}" for _, e in entries],
-                          deadline=time.monotonic() + self.settings.max_pause, tolerate="not paused")
+        self._command_all([resume_command(e) for _, e in entries],
+                          deadline=time.monotonic() + self.settings.max_pause, tolerate=already_resumed)
 
-    def _command_all(self, commands: str | list[str], *, deadline: float, tolerate: str | None = None) -> None:
+    def _command_all(self, commands: str | list[str], *, deadline: float,
+                     tolerate: Callable[[BaseException], bool] | None = None) -> None:
         """One admin command on every console at once (after the point of no return: an
         error or a PgBouncer that does not answer in time is for the watchdog)."""
         if isinstance(commands, str):
@@ -505,7 +506,7 @@ class Cutover:
         errors = [f"PgBouncer {c.display}: no answer to {verb}" if o.late else
                   o.error.message if isinstance(o.error, OperationFailed) else describe_error(o.error)
                   for c, o in zip(self.consoles, outcomes, strict=True)
-                  if o.late or (o.error is not None and not (tolerate and tolerate in str(o.error)))]
+                  if o.late or (o.error is not None and not (tolerate and tolerate(o.error)))]
         if errors:
             raise OperationFailed("; ".join(errors) + " (the watchdog retries)")
 

@@ -55,6 +55,20 @@ def check_entry_name(name: str) -> str:
     return name
 
 
+def pause_command(entry: str) -> str:
+    return f"PAUSE {check_entry_name(entry)}"
+
+
+def resume_command(entry: str) -> str:
+    return f"RESUME {check_entry_name(entry)}"
+
+
+def already_resumed(error: BaseException) -> bool:
+    """RESUME of an entry that is not paused is an error in PgBouncer; for us the wanted
+    state is reached either way."""
+    return "not paused" in str(error)
+
+
 class PgBouncerConsole:
     """A connection to one PgBouncer's admin console (the `pgbouncer` database)."""
 
@@ -170,15 +184,13 @@ class PgBouncerConsole:
 
     def pause(self, entry: str) -> None:
         """PAUSE one entry: returns once its in-flight transactions have finished."""
-        self.command(f"PAUSE {check_entry_name(entry)}")
+        self.command(pause_command(entry))
 
     def resume(self, entry: str) -> None:
         try:
-            self.command(f"RESUME {check_entry_name(entry)}")
+            self.command(resume_command(entry))
         except OperationFailed as exc:
-            # RESUME of an entry that is not paused is an error in PgBouncer; for us
-            # the wanted state is reached either way.
-            if "not paused" not in str(exc):
+            if not already_resumed(exc):
                 raise
 
     def reload(self) -> None:
