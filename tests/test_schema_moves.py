@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from catalogkit import (
     CatalogMove,
+    all_events,
     catalog_move,
     on_both,
     run_cli,
@@ -242,6 +243,11 @@ def test_the_whole_schema_moves_and_the_application_keeps_working(make_move, tmp
     placed = run(demo, "execute")
     wait_rows_identical(demo.move, LEAVES)
     assert_no_drift(demo)
+    # Quoted names and a two-level partition tree: the fence covered every relation on
+    # both sides, so the privileges switched around the pause, not inside it.
+    cutover = [e.message for e in all_events(demo.state_url, demo.name) if e.step == "cutover"]
+    assert any("traffic resumed on the target" in m for m in cutover), cutover
+    assert not any("the write fence is missing" in m for m in cutover), cutover
     source, target = dump(demo.move, "source"), dump(demo.move, "target")
     for what in ('CREATE VIEW "Shop"."Recent Orders" AS', "CREATE MATERIALIZED VIEW", "CREATE AGGREGATE",
                  "ATTACH PARTITION", "CREATE POLICY", "EXCLUDE USING gist", "COMMENT ON INDEX",
