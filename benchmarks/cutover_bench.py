@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "whole_run": {"group": group_all, "app": app_all},
             "group_baseline_gap_s": group_baseline,
             "app_baseline_gap_s": app_baseline,
-            "recorded_history": store.step(playbook.name, "cutover").data.get("history", []),
+            "recorded_history": store.step(playbook.name, "cutover").data.history,
             "sides": sides,
             "goals": goals,
             "wall_s": round(time.monotonic() - began, 1),

@@ -136,7 +136,7 @@ def run_size(size: int, args, machine_box: dict) -> list[dict]:
                             execute(playbook, store)
                         else:
                             rollback(playbook, store, to="prepare-reverse")
-                        window = store.step(playbook.name, "cutover").data.get("last_window") or {}
+                        window = store.step(playbook.name, "cutover").data.last_window or {}
                         windows.append({"direction": kind, **window})
                         console.print(f"  {size:3d} tables, {k:2d} PgBouncers, {kind:<7} pause "
                                       f"{window.get('total', 0) * 1000:5.0f} ms "

@@ -307,10 +307,11 @@ def execute(out: Output, playbook: Path, until: str | None, state_url: str | Non
       migrator execute playbook.yaml
     """
     from migrator.move.runner import execute as run_execute
+    from migrator.plan.build import preflight_checks
     from migrator.move.status import move_report
 
     book, store = _open(playbook, state_url)
-    result = run_execute(book, store, until=until, reporter=out.step_reporter())
+    result = run_execute(book, store, checks=preflight_checks, until=until, reporter=out.step_reporter())
     out.run_result(result, verb="execute", report=move_report(book, store))
 
 

@@ -1,4 +1,5 @@
-"""A test hook: hold the process at a named point so a fault test can kill it there.
+"""Test hooks: hold the process at a named point so a fault test can kill it there, or
+fail there.
 
 The fault tests must SIGKILL the tool at precise points (inside a step, inside the
 cutover before and after the point of no return), which polling from outside cannot
@@ -13,7 +14,14 @@ for a rollback (`cutover:undo-start`), `replicate:copying` (the subscription exi
 the initial copy runs) and `cutover:<direction>-<phase>` for each recorded cutover
 phase (`cutover:forward-point_of_no_return`); around the guards: `replicate:guarded-target`,
 `replicate:guarded-source`, `replicate:undo-unguarded-source`, `complete:unguarded`, and
-`ddl:applied-<n>` after a `migrator ddl`'s n-th statement.
+`ddl:applied-<n>` after a `migrator ddl`'s n-th statement. The cutover's stages each have
+one too, in their order: `cutover:<direction>-gated` (lag and warm-up marker),
+`-prepared` (routes, sequences, early grants), `-briefed` (the watchdog ready),
+`-pausing` (recorded, before PAUSE), `-paused`, `-old-switched`, `-caught-up`,
+`-replication-switched`, `-point_of_no_return`, `-rerouted`, `-resumed`, `-finished`.
+
+With MIGRATOR_TEST_FAIL_AT=<step>:<point> the process raises InjectedFailure there
+instead, as a failure of whatever runs at that point would.
 """
 
 from __future__ import annotations
@@ -23,10 +31,19 @@ import signal
 import sys
 import time
 
+from migrator.errors import OperationFailed
+
 PAUSE_AT_ENV = "MIGRATOR_TEST_PAUSE_AT"
+FAIL_AT_ENV = "MIGRATOR_TEST_FAIL_AT"
+
+
+class InjectedFailure(OperationFailed):
+    """The failure a test asked for at a named point."""
 
 
 def hold(step: str, point: str) -> None:
+    if os.environ.get(FAIL_AT_ENV) == f"{step}:{point}":
+        raise InjectedFailure(f"injected failure at {step}:{point}")
     wanted = os.environ.get(PAUSE_AT_ENV)
     if not wanted or wanted != f"{step}:{point}":
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from migrator.move.checkpoint import CutoverData
 from migrator.move.state import MoveStatus
 from migrator.move.status import _config_side, _verdict
 from migrator.plan.build import STEP_NAMES
@@ -23,6 +24,11 @@ def playbook(tmp_path):
     path = tmp_path / "move.yaml"
     path.write_text(PLAYBOOK)
     return load_playbook(path)
+
+
+def cut(data: dict) -> CutoverData:
+    """The cutover's checkpoint data as a stored record of it reads."""
+    return CutoverData.model_validate(data)
 
 
 def steps(**statuses: str) -> list[dict]:
@@ -44,45 +50,45 @@ def with_error(rows: list[dict], step: str, error: str) -> list[dict]:
 
 def test_a_move_never_run_says_plan_then_execute(playbook):
     path = playbook.path
-    assert _verdict(playbook, None, steps(), {}) == \
+    assert _verdict(playbook, None, steps(), cut({})) == \
         ("not started", f"migrator plan {path}, then migrator execute {path}")
     # A move row but nothing run yet reads the same.
-    assert _verdict(playbook, MoveStatus.ACTIVE, steps(), {})[0] == "not started"
+    assert _verdict(playbook, MoveStatus.ACTIVE, steps(), cut({}))[0] == "not started"
 
 
 def test_a_playbook_without_a_path_names_a_placeholder(playbook):
     nameless = playbook.model_copy(update={"path": None})
-    assert _verdict(nameless, None, steps(), {})[1] == "migrator plan PLAYBOOK, then migrator execute PLAYBOOK"
+    assert _verdict(nameless, None, steps(), cut({}))[1] == "migrator plan PLAYBOOK, then migrator execute PLAYBOOK"
 
 
 def test_half_way_names_the_last_step_done(playbook):
     rows = steps(preflight="done", schema="done", defer_indexes="done")
-    assert _verdict(playbook, MoveStatus.ACTIVE, rows, {}) == \
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({})) == \
         ("in progress: done up to defer-indexes", f"migrator execute {playbook.path}")
 
 
 def test_a_failed_step_shows_its_error_and_both_ways_on(playbook):
     rows = with_error(steps(preflight="done", schema="done", defer_indexes="done", replicate="failed"),
                       "replicate", "lost the target")
-    assert _verdict(playbook, MoveStatus.ACTIVE, rows, {}) == (
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({})) == (
         "replicate failed: lost the target",
         f"migrator execute {playbook.path} (resumes), or migrator rollback {playbook.path}")
 
 
 def test_a_step_killed_while_running_reads_running_without_an_error(playbook):
     rows = steps(preflight="done", schema="running")
-    assert _verdict(playbook, MoveStatus.ACTIVE, rows, {}) == (
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({})) == (
         "schema running", f"migrator execute {playbook.path} (resumes), or migrator rollback {playbook.path}")
 
 
 def test_an_interrupted_undo_resumes_with_rollback(playbook):
     rows = all_steps("done", cutover="undone", prepare_reverse="undoing")
-    assert _verdict(playbook, MoveStatus.ACTIVE, rows, {"phase": "resumed"}) == \
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({"phase": "resumed"})) == \
         ("prepare-reverse undoing", f"migrator rollback {playbook.path} (resumes)")
 
 
 def test_moved_says_verify_then_complete(playbook):
-    state, command = _verdict(playbook, MoveStatus.ACTIVE, all_steps("done"), {"phase": "resumed"})
+    state, command = _verdict(playbook, MoveStatus.ACTIVE, all_steps("done"), cut({"phase": "resumed"}))
     assert state == "moved: traffic on the target, reverse replication running"
     assert command == (f"migrator verify {playbook.path}, then migrator complete {playbook.path} "
                        f"(or migrator rollback {playbook.path})")
@@ -91,23 +97,23 @@ def test_moved_says_verify_then_complete(playbook):
 def test_an_aborted_cutover_is_a_failed_step_not_an_interrupted_one(playbook):
     rows = with_error(all_steps("done", cutover="failed"), "cutover",
                       "cutover aborted before the point of no return: the sync marker did not arrive")
-    state, command = _verdict(playbook, MoveStatus.ACTIVE, rows, {"phase": "aborted", "direction": "forward"})
+    state, command = _verdict(playbook, MoveStatus.ACTIVE, rows, cut({"phase": "aborted", "direction": "forward"}))
     assert state.startswith("cutover failed: cutover aborted before the point of no return")
     assert command.startswith(f"migrator execute {playbook.path} (resumes)")
 
 
 def test_rolled_back_offers_a_fresh_start(playbook):
     rows = all_steps("undone")
-    assert _verdict(playbook, MoveStatus.ACTIVE, rows, {"phase": "resumed"}) == \
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({"phase": "resumed"})) == \
         ("rolled back", f"migrator execute {playbook.path} to start again")
     # Steps never run (pending) beside undone ones: still rolled back.
     rows = steps(preflight="undone", schema="undone")
-    assert _verdict(playbook, MoveStatus.ACTIVE, rows, {})[0] == "rolled back"
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({}))[0] == "rolled back"
 
 
 def test_completed_wins_over_every_step_record(playbook):
     rows = with_error(all_steps("done", cutover="failed"), "cutover", "whatever")
-    assert _verdict(playbook, MoveStatus.COMPLETED, rows, {"phase": "pausing"}) == \
+    assert _verdict(playbook, MoveStatus.COMPLETED, rows, cut({"phase": "pausing"})) == \
         ("completed", "nothing: the move is finished")
 
 
@@ -128,7 +134,7 @@ def test_completed_wins_over_every_step_record(playbook):
 def test_an_interrupted_cutover_says_which_way_the_next_run_goes(playbook, direction, phase, what):
     # The cutover step reads running (the tool died inside it); the phase decides.
     rows = all_steps("done", cutover="running")
-    state, command = _verdict(playbook, MoveStatus.ACTIVE, rows, {"phase": phase, "direction": direction})
+    state, command = _verdict(playbook, MoveStatus.ACTIVE, rows, cut({"phase": phase, "direction": direction}))
     assert state == f"interrupted inside a cutover ({direction}, phase {phase}): {what}"
     assert command == f"migrator execute {playbook.path} (finishes or reverts it) or migrator rollback {playbook.path}"
 

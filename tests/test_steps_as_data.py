@@ -29,6 +29,7 @@ from movekit import DemoMove, demo_move
 from migrator.cli import cli
 from migrator.lab.sandbox import GROUP_TABLES
 from migrator.move.state import StateStore, metadata
+from migrator.move.steps import STEP_NAMES
 from migrator.playbook import TableName
 
 CHECKED_STEPS = ("schema", "defer-indexes", "replicate")
@@ -221,3 +222,64 @@ def test_dry_run_after_the_cutover_is_a_reverse_cutover(staged):
     for i, bouncer in enumerate(staged.move.pgbouncers):
         assert has(cutover, f"pgbouncers[{i}]", "PAUSE"), (bouncer.name, cutover["statements"])
         assert has(cutover, f"pgbouncers[{i}]", "RESUME"), (bouncer.name, cutover["statements"])
+
+
+# --------------------------------------------------------------------------- the whole move, both cutovers
+
+
+def every_statement(step_doc: dict) -> list[str]:
+    """All of a step's statements as shown, PgBouncer commands and route lines included."""
+    return [s["sql"] for s in step_doc["statements"]]
+
+
+def compare_steps(shown: dict, events: list, steps: list[str], what: str) -> list[str]:
+    """Each step's statements as shown against those the event log recorded for it."""
+    problems = []
+    for step in steps:
+        doc = step_named(shown["steps"], step)
+        expected = every_statement(doc) if step == "cutover" else planned_sql(doc)
+        try:
+            same_sql(expected, sql_events(events, step), f"step {step}: {what}")
+        except AssertionError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("target_version", [None, pytest.param(18, marks=pytest.mark.pg(18))],
+                         ids=["15 to 15", "15 to 18"])
+def test_every_step_and_both_cutovers_run_exactly_what_plan_and_the_dry_run_showed(
+        make_move, app_load, tmp_path, target_version):
+    """`plan --sql --json` before the move, then `execute` under load: every step's SQL
+    in the event log, the cutover's (PgBouncer commands and routes too), is what the
+    plan showed. Then `rollback --dry-run --json`, then `rollback`: the reverse cutover
+    and every undo recorded exactly what the dry run showed. A run-time value (the sync
+    marker's token, a sequence's value, the lock timeout left) is `<name>` in both."""
+    move = make_move(target_version=target_version)
+    demo = demo_move(move, tmp_path, scale=1)
+    result = CliRunner().invoke(cli, ["plan", str(demo.path), "--sql", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    with app_load(move, clients=4, rate=100):
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        events = all_events(demo.state_url, demo.playbook.name)
+        cutover = sql_events(events, "cutover")
+        assert any(t.startswith("PAUSE ") for t in cutover) and any("<token>" in t for t in cutover), cutover
+        for text in cutover:
+            assert PASSWORD not in text
+        problems = compare_steps(plan, events, [s for s in STEP_NAMES if s != "preflight"],
+                                 "plan --sql --json vs the SQL execute recorded")
+        assert not problems, "\n".join(problems)
+
+        doc = dry_run(demo)
+        seen = len(events)
+        result = demo.cli("rollback")
+        assert result.exit_code == 0, result.output
+    events = all_events(demo.state_url, demo.playbook.name)[seen:]
+    undone = [s["name"] for s in doc["steps"] if s["name"] != "preflight"]
+    assert undone[0] == "cutover", undone
+    problems = compare_steps(doc, events, undone, "rollback --dry-run --json vs the SQL rollback recorded")
+    assert not problems, "\n".join(problems)
+    assert status_doc(demo)["state"] == "rolled back"

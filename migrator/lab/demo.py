@@ -46,7 +46,7 @@ def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, kee
     from migrator.lab.workload import Workload
     from migrator.move import runner
     from migrator.move.complete import complete
-    from migrator.plan.build import make_plan
+    from migrator.plan.build import make_plan, preflight_checks
     from migrator.verify.compare import verify
 
     if directory is None:
@@ -92,10 +92,10 @@ def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, kee
             phase("analyze", t)
 
             for number, (verb, action) in enumerate([
-                ("execute", lambda: runner.execute(playbook, store, reporter=out.step_reporter())),
+                ("execute", lambda: runner.execute(playbook, store, checks=preflight_checks, reporter=out.step_reporter())),
                 ("verify", lambda: _verify(out, playbook, figures, verify)),
                 ("rollback", lambda: runner.rollback(playbook, store, reporter=out.step_reporter())),
-                ("execute again", lambda: runner.execute(playbook, store, reporter=out.step_reporter())),
+                ("execute again", lambda: runner.execute(playbook, store, checks=preflight_checks, reporter=out.step_reporter())),
                 ("verify", lambda: _verify(out, playbook, figures, verify)),
             ], start=4):
                 out.demo_heading(f"{number}. {verb}")
@@ -110,7 +110,7 @@ def run_demo(out: Output, *, directory: Path | None = None, scale: int = 20, kee
         t = time.monotonic()
         complete(playbook, store)
         phase("complete", t)
-        figures.pause_windows = store.step(playbook.name, "cutover").data.get("history", [])
+        figures.pause_windows = store.step(playbook.name, "cutover").data.history
         store.close()
     finally:
         if not keep and (directory / STATE_FILE).exists():

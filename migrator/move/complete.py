@@ -18,7 +18,7 @@ from migrator.errors import OperationFailed
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.playbook import Playbook
 from migrator.postgres import guards, replication
-from migrator.postgres.connection import connect
+from migrator.postgres.connection import Side, connect
 from migrator.testhooks import hold
 
 
@@ -39,7 +39,7 @@ def check_completable(playbook: Playbook, store: StateStore) -> None:
     if status == MoveStatus.COMPLETED:
         raise OperationFailed(f"move {playbook.name!r} is already completed")
     cutover = store.step(playbook.name, "cutover")
-    if cutover.status != StepStatus.DONE or cutover.data.get("serving") != "target":
+    if cutover.status != StepStatus.DONE or cutover.data.serving != Side.TARGET:
         raise OperationFailed(
             f"move {playbook.name!r} has not cut over to the target (cutover: {cutover.status.value})",
             hint=f"run `migrator execute {playbook.path or 'PLAYBOOK'}` first; complete ends a finished move")

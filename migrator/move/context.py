@@ -3,8 +3,11 @@ connections to both sides; and the Step itself, data plus `do` and `undo`."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -34,6 +37,9 @@ class MoveContext:
     # then recreating or re-dropping indexes on them is wasted work.
     tables_will_be_dropped: bool = False
     keep_target: bool = False
+    # The plan's checks, run again by the preflight step (the caller gives them: the
+    # move does not depend on the planner, which renders the move's steps).
+    checks: Callable[[Playbook], list] | None = None
 
     @property
     def move(self) -> str:
@@ -52,32 +58,38 @@ class MoveContext:
     def target(self, purpose: str = "") -> SideConnection:
         return connect(self.playbook.target.dsn, side=Side.TARGET, purpose=purpose)
 
-    def data(self, step: str) -> dict:
+    def data(self, step: str) -> Any:
+        """The step's checkpoint data, as its model (migrator.move.checkpoint)."""
         return self.store.step(self.move, step).data
 
-    def save(self, step: str, **data) -> dict:
-        return self.store.update_data(self.move, step, **data)
+    def save(self, step: str, **data) -> None:
+        """Fields of the step's checkpoint data, durably (checked by its model)."""
+        self.store.update_data(self.move, step, **data)
 
-    def log(self, step: str, message: str, statement: sql.Composable | str | None = None) -> None:
+    def log(self, step: str, message: str, statement: sql.Composable | str | None = None, *,
+            seconds: float | None = None) -> None:
         """An event; with a statement, its text exactly as `plan` and `--dry-run` show it."""
         text = Statement("", statement).text if statement is not None else None
-        self.store.log(self.move, "sql" if text else "info", message, step=step, sql=text)
+        self.store.log(self.move, "sql" if text else "info", message, step=step, sql=text, seconds=seconds)
 
     def run(self, conn: psycopg.Connection, statements: list[Statement], step: str, what: str = "ran", *,
             transaction: bool = False) -> None:
-        """Run a step's statements in order (in one transaction if asked), each recorded
-        in the event log once it has run."""
-        if transaction:
-            with conn.transaction():
-                for statement in statements:
-                    conn.execute(statement.sql)
-        else:
+        """The live executor of a step's statements: each run in order (all in one
+        transaction if asked) and recorded in the event log, with its time, once it has
+        run (in a transaction: once it has committed)."""
+        from migrator.move.actions import run_statement
+
+        ran: list[tuple[Statement, float]] = []
+        with conn.transaction() if transaction else contextlib.nullcontext():
             for statement in statements:
-                conn.execute(statement.sql)
-                self.log(step, what, statement.sql)
-            return
-        for statement in statements:
-            self.log(step, what, statement.sql)
+                started = time.monotonic()
+                run_statement(conn, statement)
+                ran.append((statement, time.monotonic() - started))
+                if not transaction:
+                    self.log(step, what, statement.sql, seconds=ran[-1][1])
+        if transaction:
+            for statement, seconds in ran:
+                self.log(step, what, statement.sql, seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -91,8 +103,12 @@ class UndoPlan:
 
 @dataclass(frozen=True)
 class Step:
+    """A step: its work (`do`), its undo, what the undo runs from where the move stands
+    (`rollback --dry-run`), and what it runs given the facts (`plan`)."""
+
     name: str
     title: str
     do: Callable[[MoveContext], str | None]
     undo: Callable[[MoveContext], str | None]
     undo_statements: Callable[[MoveContext], UndoPlan]
+    describe: Callable[[Playbook, Any], list[Statement]]

@@ -1,41 +1,70 @@
-"""The cutover (DESIGN section 4): the client-visible pause, in either direction.
+"""The cutover (DESIGN section 4): the client-visible pause, in either direction, written once.
 
-Forward moves traffic from the source to the target; the reverse cutover (rollback
-after a move) is the same protocol with the sides swapped. The pause window is the
-product's headline number, so the order below keeps everything slow outside it:
-the lag gate and a pre-pause marker run before PAUSE, dropping the old subscription
-runs after RESUME.
+`cutover_sequence` is the whole protocol as actions (migrator.move.actions), in the
+order they run. Every reader reads that one sequence: `plan`, `plan --sql` and
+`rollback --dry-run` print it (`render`); `Cutover.run` below runs it and records each
+action in the event log exactly as rendered (a run-time value as `<name>`); the
+inverses of its actions are the undo log (migrator.move.undo) that the abort, the
+watchdog and recovery run. The reverse cutover (rollback after a move) is the same
+sequence with the sides swapped.
 
-Points of no return are recorded durably before they are crossed. Before the
-reroute any failure or an overrun of max_pause aborts: privileges restored, RESUME
-on the old side, replication as it was. After it the tool only finishes forward.
-A watchdog process resumes PgBouncer if the tool dies or hangs while it is paused.
+The pause window is the product's headline number, so everything slow stays outside
+it: the lag gate and a warm-up marker, the routes written beside the config, the
+sequences copied once, the app's privileges granted early where the write fence
+covers the group, the watchdog started and briefed. Inside it nothing grows with the
+group or the fleet: PAUSE to every PgBouncer at once, one transaction on the old side
+(its fence up, the sync marker committed), the new side's fence lifted and the
+sequences that moved copied while the marker is awaited, forward replication stopped
+and the reverse slot made, the point of no return recorded, the reroute, RESUME.
+
+Before the point of no return any failure, or an overrun of max_pause, aborts: the
+undo log runs (traffic first), replication is as it was. After it the tool only
+finishes forward. A watchdog process resumes PgBouncer if the tool dies or hangs
+while it is paused.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 import psycopg
 from psycopg import sql
 
 from migrator import names, waiting
 from migrator.errors import OperationFailed
+from migrator.move.actions import (
+    Action,
+    ConsoleCommand,
+    Recorded,
+    RouteChange,
+    Statement,
+    Transaction,
+    inverse_records,
+    record,
+    render,
+    run_statement,
+)
+from migrator.move.guarding import Guards
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
+from migrator.move.undo import resume_with_fresh_consoles, run_undo
 from migrator.move.watchdog import Watchdog, WatchdogOrders
 from migrator.pgbouncer.config import entry_for_side
 from migrator.pgbouncer.console import PgBouncerConsole, already_resumed, pause_command, resume_command
 from migrator.pgbouncer.fleet import all_or_raise, command_all, run_all
 from migrator.pgbouncer.route import route_for
-from migrator.playbook import Playbook
-from migrator.postgres import guards, replication
+from migrator.playbook import Playbook, TableName, format_duration, format_size
+from migrator.postgres import replication
 from migrator.postgres.catalog import guarded_objects
-from migrator.postgres.connection import Side, connect, describe, describe_error
+from migrator.postgres.connection import Side, SideConnection, connect, describe, describe_error
+from migrator.postgres.ddl import AppPrivilege
 from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
+from migrator.postgres.statement import RunValue, bound
 from migrator.postgres.subscription_health import SubscriptionWatch
+from migrator.testhooks import hold
 
 # Room the reroute and RESUME need after the point of no return; the tool refuses
 # to cross it later than max_pause minus this, so the pause stays within max_pause.
@@ -94,6 +123,221 @@ class Direction:
         )
 
 
+@dataclass(frozen=True)
+class CutoverFacts:
+    """What the cutover's statements depend on: read from the plan's snapshot for `plan`,
+    from the checkpoint for `execute`, `rollback` and the dry run."""
+
+    app_privileges: tuple[AppPrivilege, ...]
+    sequences: tuple[TableName, ...]
+    entries: Mapping[str, str]          # each PgBouncer's group entry before the move, by route_key
+    source_version: int                 # server_version_num
+    target_version: int
+    # Does the write fence cover every relation of the group on both sides? Then the
+    # app's table privileges switch around the pause, not inside it. A move begun by
+    # this version always has it (the replicate step makes it); the run checks.
+    fenced: bool = True
+
+    def version(self, side: Side) -> int:
+        return self.source_version if side == Side.SOURCE else self.target_version
+
+
+# --------------------------------------------------------------------------- the sequence
+
+
+@dataclass(frozen=True)
+class CutoverSequence:
+    """The cutover in one direction, as the actions that run, stage by stage."""
+
+    direction: Direction
+    # before the pause
+    lag_gate: Statement
+    warm_up: Transaction
+    warm_up_applied: Statement
+    prepare_routes: tuple[RouteChange, ...]
+    early_sequences: tuple[Statement, ...]         # read, write; () when the group uses none
+    early_grants: Transaction | None
+    # the pause
+    pause: tuple[ConsoleCommand, ...]
+    cancel: Statement | None
+    old_switch: Transaction
+    new_switch: Transaction
+    marker_applied: Statement
+    sequences: tuple[Statement, ...]               # read, write
+    stop_forward: Statement
+    reverse_slot: Statement
+    # the point of no return, then
+    reroute: tuple[RouteChange, ...]
+    reload: tuple[ConsoleCommand, ...]
+    resume: tuple[ConsoleCommand, ...]
+    # after RESUME
+    check_routes: tuple[ConsoleCommand, ...]
+    late_revokes: Transaction | None
+    reverse_subscription: Statement
+    drop_forward: Statement
+
+    def stages(self) -> list[tuple[str, tuple[Action, ...]]]:
+        def some(*actions: Action | None) -> tuple[Action, ...]:
+            return tuple(a for a in actions if a is not None)
+
+        return [
+            ("before the pause", some(self.lag_gate, self.warm_up, self.warm_up_applied, *self.prepare_routes,
+                                      *self.early_sequences, self.early_grants)),
+            ("pause", some(*self.pause, self.cancel)),
+            ("old side's switch", (self.old_switch,)),
+            ("catch up", some(self.new_switch, self.marker_applied, *self.sequences)),
+            ("replication switch", (self.stop_forward, self.reverse_slot)),
+            ("reroute", (*self.reroute, *self.reload)),
+            ("resume", self.resume),
+            ("after resume", some(*self.check_routes, self.late_revokes, self.reverse_subscription,
+                                  self.drop_forward)),
+        ]
+
+    def actions(self) -> list[Action]:
+        return [a for _, stage in self.stages() for a in stage]
+
+    def render(self) -> list[Statement]:
+        return render(self.actions())
+
+    def undo_log(self) -> list[dict]:
+        """The inverses of what runs before the point of no return, in order."""
+        before = [a for name, stage in self.stages()[:5] for a in stage]
+        return inverse_records(before)
+
+    def finish_log(self) -> list[dict]:
+        """What finishes the cutover forward once its point of no return is recorded, as
+        plain records (the watchdog's orders): each route written, RELOAD, RESUME."""
+        out = [{"kind": "route", "bouncer": r.bouncer, "value": r.value} for r in self.reroute]
+        return out + [record(c) for c in (*self.reload, *self.resume)]
+
+
+def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> CutoverSequence:
+    """The protocol, in its order. Everything that runs in a cutover is here."""
+    cut = playbook.cutover
+    old, new = str(d.old_label), str(d.new_label)
+    marker = replication.marker_table(playbook)
+    guards = Guards(playbook)
+    inside, outside = inside_and_outside_the_pause(facts.app_privileges, fenced=facts.fenced)
+    consoles = [(i, f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
+    routes = [(i, route_for(b), _new_entry(playbook, facts, b, d.new_label)) for i, b in enumerate(playbook.pgbouncers)]
+
+    def statements(on: str, composed: list[sql.Composable], note: str = "") -> tuple[Statement, ...]:
+        return tuple(Statement(on, q, note if i == 0 else "") for i, q in enumerate(composed))
+
+    def console(verb: str, note: str = "", *, entry: bool = True, inverse: str | None = None) -> tuple:
+        return tuple(ConsoleCommand(
+            i, f"{verb} {b.database}" if entry else verb, where, note,
+            ConsoleCommand(i, f"{inverse} {b.database}", where) if inverse else None) for i, where, b in consoles)
+
+    sequences = list(facts.sequences)
+    read = replication.read_sequences_statement(replication.sequences_array(sequences)) if sequences else None
+
+    def copy_sequences(note: str) -> tuple[Statement, ...]:
+        if read is None:
+            return ()
+        return (Statement(old, read, note), Statement(new, replication.write_sequences_statement(),
+                                                      "the values just read, of those that moved"))
+
+    grants_early = switch_statements(outside, grant=True)
+    revokes_late = switch_statements(outside, grant=False)
+    fence_old, unfence_old = guards.fence(d.old_label, serving=d.new_label), guards.fence(d.old_label, serving=d.old_label)
+    fence_new, unfence_new = guards.fence(d.new_label, serving=d.old_label), guards.fence(d.new_label, serving=d.new_label)
+    subscriber_version = facts.version(d.old_label)
+    return CutoverSequence(
+        direction=d,
+        lag_gate=Statement(old, replication.slot_lag_statement(d.old_slot),
+                           f"before the pause, until the lag is under max_lag ({format_size(cut.max_lag)})"),
+        warm_up=Transaction(old, statements(old, replication.marker_statements(playbook, f"{d.name}-warmup")),
+                            "a warm-up marker, until the " + new + " applies one quickly"),
+        warm_up_applied=Statement(new, replication.marker_arrived_statement(playbook), "until it has arrived"),
+        prepare_routes=tuple(RouteChange(i, r.entry, value, r.where, "prepare",
+                                         "written beside the file before the pause, put in place at the reroute")
+                             for i, r, value in routes),
+        early_sequences=copy_sequences("before the pause, every sequence once; inside it, those that moved since"),
+        early_grants=Transaction(new, statements(new, grants_early, f"before the pause: the {new}'s write fence "
+                                                 "refuses the app's writes until the pause lifts it"),
+                                 inverse=Transaction(new, statements(new, revokes_late))) if grants_early else None,
+        pause=console("PAUSE", inverse="RESUME"),
+        cancel=(Statement(old, _cancel_statement(playbook), f"after grace ({format_duration(cut.grace)}), "
+                          "if the PAUSE still waits: the app roles' queries on the group")
+                if playbook.app_roles else None),
+        old_switch=Transaction(
+            old,
+            (Statement(old, sql.SQL("SET LOCAL lock_timeout = {}").format(RunValue("lock_timeout")),
+                       "what is left of max_pause; one round trip, one transaction to the marker's commit"),
+             *statements(old, switch_statements(inside, grant=False)),
+             Statement(old, fence_old.sql, "the write fence moves to the " + old),
+             *statements(old, replication.marker_statements(playbook, d.name),
+                         "the sync marker, in the fence's commit: no write on the group commits after it")),
+            inverse=Transaction(old, (*statements(old, switch_statements(inside, grant=True)), unfence_old))),
+        new_switch=Transaction(
+            new, (*statements(new, switch_statements(inside, grant=True)), unfence_new),
+            "on a connection of its own, while the marker is awaited; the point of no return waits for it",
+            inverse=Transaction(new, (*statements(new, switch_statements(inside, grant=False)), fence_new))),
+        marker_applied=Statement(new, replication.marker_arrived_statement(playbook), "until the marker has arrived"),
+        sequences=copy_sequences("one statement for every sequence, while the marker is awaited"),
+        stop_forward=Statement(new, replication.set_subscription_statement(d.old_subscription, False), "",
+                               Statement(new, replication.set_subscription_statement(d.old_subscription, True),
+                                         op=("enable_subscription", d.old_subscription)),
+                               op=("disable_subscription", d.old_subscription)),
+        reverse_slot=Statement(new, replication.create_slot_statement(d.new_slot),
+                               f"from here on the {new} keeps its changes for the {old}",
+                               Statement(new, replication.drop_slot_statement(d.new_slot), op=("drop_slot", d.new_slot)),
+                               op=("create_slot", d.new_slot)),
+        reroute=tuple(RouteChange(i, r.entry, value, r.where, "commit", "put in place: the point of no return is passed")
+                      for i, r, value in routes),
+        reload=console("RELOAD", entry=False),
+        resume=console("RESUME"),
+        check_routes=console("SHOW DATABASES", f"checks that the entry routes to the {new}", entry=False),
+        late_revokes=Transaction(old, statements(old, revokes_late, "after RESUME")) if revokes_late else None,
+        reverse_subscription=Statement(old, replication.subscription_statement(
+            d.new_subscription, d.new_dsn, d.new_publication, d.new_slot, copy_data=False, create_slot=False,
+            run_as_owner=replication.runs_as_owner(subscriber_version)), "after RESUME, on the slot made in the pause"),
+        drop_forward=Statement(new, replication.drop_subscription_statement(d.old_subscription),
+                               "after RESUME; drops its slot on the " + old + " too"),
+    )
+
+
+def _new_entry(playbook: Playbook, facts: CutoverFacts, bouncer, side: Side) -> str:
+    """The group entry's value routing to `side`, from the entry before the move (its own
+    options kept); what `plan` cannot read yet (a PgBouncer down) is named, not guessed."""
+    original = facts.entries.get(bouncer.route_key)
+    if original is None:
+        return f"<the entry routed to the {side}>"
+    try:
+        return entry_for_side(original, playbook, side)
+    except ValueError:  # an entry shlex cannot split: the cutover says so when it reads it
+        return f"<the entry routed to the {side}>"
+
+
+def _cancel_statement(playbook: Playbook) -> sql.Composable:
+    return sql.SQL(
+        "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
+        "WHERE a.usename = ANY({}) AND a.state = 'active' AND a.pid <> pg_catalog.pg_backend_pid() "
+        "AND EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.relation = ANY("
+        "SELECT pg_catalog.to_regclass(t)::oid FROM unnest({}::text[]) t))"
+    ).format(sql.Literal(list(playbook.app_roles)), sql.Literal([t.qualified for t in playbook.tables]))
+
+
+def cutover_notes(playbook: Playbook, facts: CutoverFacts) -> list[str]:
+    cut = playbook.cutover
+    count = len(facts.sequences)
+    return [
+        f"starts only when the lag is under max_lag ({format_size(cut.max_lag)}) and a marker "
+        "row crosses quickly",
+        f"the application sees one pause, at most max_pause ({format_duration(cut.max_pause)}); "
+        f"the app roles' queries still running after grace ({format_duration(cut.grace)}) are cancelled",
+        f"{count} sequence{'' if count == 1 else 's'} copied during the pause",
+        "the point of no return is the reroute: before it any failure or a pause past max_pause "
+        "aborts (privileges restored, RESUME on the old side, replication as it was); after it the "
+        "move finishes forward",
+        "a watchdog process resumes PgBouncer if the tool dies or hangs during the pause",
+    ]
+
+
+# --------------------------------------------------------------------------- the window
+
+
 @dataclass
 class PauseWindow:
     """What the clients saw: from the first PAUSE to the last RESUME, and its parts."""
@@ -118,6 +362,18 @@ class PauseWindow:
         return asdict(self)
 
 
+@dataclass
+class Sessions:
+    """The cutover's connections, each with one job (opened before the pause)."""
+
+    old: SideConnection            # the gate, the grace cancel, the after-RESUME work
+    new: SideConnection            # the marker's wait, the replication switch
+    old_switch: SideConnection     # the fence and the marker's commit; the sequences read
+    new_switch: SideConnection     # the new side's fence lifted, while the marker is awaited
+    new_sequences: SideConnection  # setval, while the marker is awaited
+    consoles: list[PgBouncerConsole] = field(default_factory=list)
+
+
 class Cutover:
     """One cutover attempt. `run()` returns the PauseWindow or raises CutoverAborted."""
 
@@ -125,152 +381,213 @@ class Cutover:
         self,
         playbook: Playbook,
         direction: Direction,
+        facts: CutoverFacts,
         *,
-        app_privileges: list,
-        sequences: list[tuple[str, str]],
-        original_entries: dict[str, str],
         checkpoint: Callable[..., None],
-        log: Callable[[str, str | None], None],
+        log: Callable[[str], None],
+        record: Callable[[Recorded], None],
         state_url: str | None = None,
         wait_lag_timeout: float = 300,
     ) -> None:
         self.playbook = playbook
         self.d = direction
+        self.facts = facts
         self.settings = playbook.cutover
-        self.app_privileges = [tuple(p) for p in app_privileges]
-        # Until _pause_window has seen every relation fenced on both sides, the table
-        # privileges switch inside the pause.
-        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges, fenced=False)
-        self.sequences = sequences
-        self.original_entries = original_entries
-        self.checkpoint = checkpoint
-        self.log = log
+        self.checkpoint = checkpoint      # (**fields): durable; the point of no return by compare-and-set
+        self.log = log                    # a sentence for the event log and the person watching
+        self.record = record              # an action as it ran, for the event log
         self.state_url = state_url
         self.wait_lag_timeout = wait_lag_timeout
         self.window = PauseWindow(direction.name)
-        self.consoles: list[PgBouncerConsole] = []
-        # The write fence's four positions: each side's goes up or down in one statement.
-        self.fence_old, self.unfence_old, self.fence_new, self.unfence_new = fence_switch(playbook, direction)
+        self.seq = cutover_sequence(playbook, direction, facts)
+        self.rewrites: list = []          # the routes prepared before the pause
+        self.paused = False               # the first PAUSE was sent
+        self._early: list[dict] = []      # the undo of what ran before the pause (early grants, files)
+        self._copied: dict[TableName, tuple[int, bool]] = {}   # sequence values copied before the pause
+        self._ran: dict[int, Recorded] = {}
+        self._flushed: set[int] = set()
+        self._said: list[str] = []        # the pause's sentences, logged after it
 
-    # -- the values of each side -------------------------------------------------
-
-    def _old_privileges_sql(self, *, grant: bool) -> list[sql.Composable]:
-        """The privileges switched on the old side inside the pause, and its fence."""
-        return [*switch_statements(self.inside, grant=grant), self.unfence_old if grant else self.fence_old]
-
-    def _new_entry(self, bouncer) -> str:
-        return entry_for_side(self.original_entries[bouncer.route_key], self.playbook, self.d.new_label)
+    def _hold(self, point: str) -> None:
+        hold("cutover", f"{self.d.name}-{point}")
 
     # -- the protocol ------------------------------------------------------------
 
     def run(self) -> PauseWindow:
-        old = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover old")
-        new = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover new")
-        try:
-            self._before_pause(old, new)
-            return self._pause_window(old, new)
-        finally:
-            old.close()
-            new.close()
-            for console in self.consoles:
-                console.close()
+        """The stages, top to bottom; every resource is released whatever stage fails."""
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._flush)     # whatever stage fails, the event log gets what ran
+            s = self._open(stack)
+            self._check_fence(s)
+            self.log(self._gate(s))
+            self._hold("gated")
+            self.log(self._prepare(stack, s))
+            self._hold("prepared")
+            watchdog = self._start_watchdog(stack, s)
+            self._hold("briefed")
+            self._flush()
+            self._pause_window(s, watchdog)
+            self._flush()
+            self.log(self._after_resume(s))
+            self._hold("finished")
+        return self.window
 
-    def _before_pause(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
+    def _open(self, stack: contextlib.ExitStack) -> Sessions:
+        def side(dsn: str, label: Side, purpose: str) -> SideConnection:
+            conn = connect(dsn, side=label, purpose=purpose)
+            stack.callback(conn.close)
+            return conn
+
+        return Sessions(
+            old=side(self.d.old_dsn, self.d.old_label, "cutover old"),
+            new=side(self.d.new_dsn, self.d.new_label, "cutover new"),
+            old_switch=side(self.d.old_dsn, self.d.old_label, "cutover privileges"),
+            new_switch=side(self.d.new_dsn, self.d.new_label, "cutover switch"),
+            new_sequences=side(self.d.new_dsn, self.d.new_label, "cutover sequences"))
+
+    def _check_fence(self, s: Sessions) -> None:
+        """Does each side carry the move's write fence on every relation of the group?
+        Then the fence alone keeps the old side's rows still from the pause on, and the
+        table privileges switch around the pause, not inside it (the replicate step
+        makes the fence; only a move started by an earlier version can lack it)."""
+        relations, _ = guarded_objects(s.old_switch, list(self.playbook.tables))
+        guards = Guards(self.playbook)
+        fenced = True
+        for label, conn in ((self.d.old_label, s.old_switch), (self.d.new_label, s.new)):
+            missing, function = guards.unfenced(conn, relations)
+            if missing or not function:
+                self.log(f"the write fence is missing on the {label} "
+                         f"({f'{len(missing)} relations' if missing else 'its function'}): "
+                         "the app's table privileges switch inside the pause")
+                fenced = False
+                break
+        self.facts = replace(self.facts, fenced=fenced)
+        self.seq = cutover_sequence(self.playbook, self.d, self.facts)
+
+    # -- before the pause ----------------------------------------------------------
+
+    def _gate(self, s: Sessions) -> str:
         """Gate on lag, then prove with a marker that the apply worker is caught up:
         every second of apply backlog would otherwise be a second of pause."""
         lag_limit = self.settings.max_lag
         deadline = time.monotonic() + self.wait_lag_timeout
         # An apply worker failing on every attempt would leave the lag small and the
         # warm-up marker unapplied: stop with the server's words instead.
-        watch = SubscriptionWatch(new, self.d.old_subscription, side=str(self.d.new_label), verb=self.d.verb)
+        watch = SubscriptionWatch(s.new, self.d.old_subscription, side=str(self.d.new_label), verb=self.d.verb)
+        started = time.monotonic()
+        lag: list[int] = []
 
         def lag_under_limit() -> bool | None:
             watch.check()
-            lag = replication.slot_lag_bytes(old, self.d.old_slot)
-            if lag is None:
+            row = s.old.execute(self.seq.lag_gate.sql).fetchone()
+            if row is None or row[0] is None:
                 raise OperationFailed(
                     f"replication slot {self.d.old_slot} is missing on the {self.d.old_label}: "
                     "replication is not running, nothing to cut over to")
-            return True if lag <= lag_limit else None
+            lag[:] = [int(row[0])]
+            return True if lag[0] <= lag_limit else None
 
         waiting.poll(lag_under_limit, every=0.2, deadline=deadline, timed_out=lambda: OperationFailed(
             f"replication lag stayed above {lag_limit} bytes for {self.wait_lag_timeout:.0f}s; "
             "not starting the cutover"))
-        for _ in range(20):
-            marker = replication.commit_marker(old, self.playbook, f"{self.d.name}-warmup")
+        self._did(self.seq.lag_gate, time.monotonic() - started, detail=f"lag {lag[0]} bytes")
+        started = time.monotonic()
+        for attempt in range(1, 21):
+            marker = replication.commit_marker(s.old, self.playbook, f"{self.d.name}-warmup",
+                                               [q.sql for q in self.seq.warm_up.statements])
             try:
-                waited = replication.wait_for_marker(new, marker, deadline=time.monotonic() + 5)
+                waited = replication.wait_for_marker(s.new, self.playbook, marker, deadline=time.monotonic() + 5)
             except replication.MarkerTimeout:
                 watch.check()
                 continue
             if waited < self.settings.max_pause / 4:
-                return
+                detail = f"applied in {waited * 1000:.0f} ms" + (f" (marker {attempt})" if attempt > 1 else "")
+                self._did(self.seq.warm_up, time.monotonic() - started)
+                self._did(self.seq.warm_up_applied, waited, detail=detail)
+                return f"lag {format_size(lag[0])}, under max_lag; a warm-up marker {detail}"
         raise OperationFailed(
             f"the {self.d.new_label} applies changes too slowly to start a pause "
             f"shorter than max_pause ({self.settings.max_pause}s); try again when load is lower")
 
-    def _pause_window(self, old: psycopg.Connection, new: psycopg.Connection) -> PauseWindow:
-        s = self.settings
-        entries = [(b, b.database) for b in self.playbook.pgbouncers]
-        routes = [route_for(b) for b, _ in entries]
-        connected = run_all([lambda b=b: PgBouncerConsole(b.admin_dsn) for b, _ in entries])
-        self.consoles = [o.value for o in connected if o.value is not None]
+    def _prepare(self, stack: contextlib.ExitStack, s: Sessions) -> str:
+        """Everything that can be done before the pause is: the consoles open, the new
+        entries written beside the old config (which proves they can be written) or
+        handed to each PgBouncer's prepare command, the sequences copied once, the app's
+        privileges granted on the new side where its fence still refuses their writes.
+        Should the pause never begin, the new side gets back what it had."""
+        connected = run_all([lambda b=b: PgBouncerConsole(b.admin_dsn) for b in self.playbook.pgbouncers])
+        for outcome in connected:
+            if outcome.value is not None:
+                s.consoles.append(outcome.value)
+                stack.callback(outcome.value.close)
         for outcome in connected:
             if outcome.error is not None:
                 raise outcome.error
-        # Everything that can be done before the pause is: the new entries are written
-        # beside the old config (which also proves they can be written) or handed to
-        # each PgBouncer's prepare command, a second connection to each side is open,
-        # the watchdog process is running.
-        prepared = run_all([lambda r=r, b=b: r.prepare(self._new_entry(b))
-                            for r, (b, _) in zip(routes, entries, strict=True)])
-        rewrites = [o.value for o in prepared if o.value is not None]
+        routes = [route_for(b) for b in self.playbook.pgbouncers]
+        started = time.monotonic()
+        prepared = run_all([lambda r=r, c=c: r.prepare(c.value)
+                            for r, c in zip(routes, self.seq.prepare_routes, strict=True)])
+        self.rewrites = [o.value for o in prepared if o.value is not None]
+        for rewrite in self.rewrites:
+            stack.callback(rewrite.discard)   # once renamed into place there is nothing left to discard
+            if getattr(rewrite, "temporary", None) is not None:
+                self._early.append({"kind": "discard", "path": str(rewrite.temporary)})
         failed = next((o.error for o in prepared if o.error is not None), None)
         if failed is not None:
-            for rewrite in rewrites:
-                rewrite.discard()
             message = failed.message if isinstance(failed, OperationFailed) else describe_error(failed)
             raise OperationFailed(f"the cutover did not start: {message}; nothing was paused",
                                   hint=getattr(failed, "hint", None)) from failed
-        old_side = connect(self.d.old_dsn, side=self.d.old_label, purpose="cutover privileges")
-        fenced = self._fenced(old_side, new)
-        self.inside, self.outside = inside_and_outside_the_pause(self.app_privileges, fenced=fenced)
-        # The watchdog's orders: all of the new side's privileges (granting twice is
-        # harmless), and on the old side what the pause may have taken away.
-        grant_new = [q.as_string(new) for q in [*switch_statements(self.app_privileges, grant=True),
-                                                 self.unfence_new]]
-        restore_old = [q.as_string(old) for q in self._old_privileges_sql(grant=True)]
-        self.sequence_names = replication.regclass_names(old_side, self.sequences)
-        new_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover sequences")
-        # The new side's switch (its fence lifted) on a connection of its own: it overlaps
-        # the marker's wait.
-        switch_side = connect(self.d.new_dsn, side=self.d.new_label, purpose="cutover switch")
-        # Copied once before the pause too: inside it, only the sequences the clients
-        # moved since then need a setval (the new side's only ever go up: nothing but
-        # this copy and a client bypassing PgBouncer moves them, and a gap harms no key).
-        early_values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
-        replication.write_sequences(new_side, early_values)
-        self.copied_before = {(v[0], v[1]): (v[2], v[3]) for v in early_values}
-        early = switch_statements(self.outside, grant=True)
-        if early:
-            with new.transaction():
-                new.execute(sql.SQL("; ").join(early))
-        try:
-            watchdog = self._start_watchdog(new, old, old_side, routes, entries, restore_old, grant_new)
-        except BaseException:
-            if early:  # nothing was paused: the new side gets back what it had
-                with new.transaction():
-                    new.execute(sql.SQL("; ").join(switch_statements(self.outside, grant=False)))
-            raise
-        changed = {"revoked": False, "granted": False, "forward_stopped": False, "slot_created": False,
-                   "granted_early": bool(early)}
+        for change in self.seq.prepare_routes:
+            self._did(change, time.monotonic() - started)
+        copied = self._copy_sequences(s, self.seq.early_sequences, before=True)
+        grants = 0
+        if self.seq.early_grants is not None:
+            self._early += inverse_records([self.seq.early_grants])
+            stack.callback(self._unless_paused, s)
+            self._run(s.new, self.seq.early_grants)
+            grants = len(self.seq.early_grants.statements)
+        entries = len(self.rewrites)
+        return (f"{entries} PgBouncer entr{'y' if entries == 1 else 'ies'} prepared; {copied} sequence "
+                f"value{'' if copied == 1 else 's'} copied; {grants} early grant{'' if grants == 1 else 's'} "
+                f"on the {self.d.new_label}")
+
+    def _unless_paused(self, s: Sessions) -> None:
+        """A pause that never began: the new side's early grants taken back."""
+        if self.paused:
+            return
+        outcome = run_undo([r for r in self._early if r["kind"] == "sql"], old_side=str(self.d.old_label),
+                           connection=lambda _: s.new, consoles=lambda _: {})
+        if outcome.problems:
+            self.log("could not take the early grants back: " + "; ".join(outcome.problems))
+
+    def _start_watchdog(self, stack: contextlib.ExitStack, s: Sessions) -> Watchdog:
+        """The watchdog process, with its orders read and the state store open: inside the
+        pause it only learns its deadline (`arm`). Never armed, it exits when released."""
+        watchdog = Watchdog()
+        stack.callback(watchdog.release)
+        watchdog.brief(WatchdogOrders(
+            move=self.playbook.name, deadline=0, old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
+            old_side=str(self.d.old_label), back=self.seq.undo_log() + self._early, forward=self.seq.finish_log(),
+            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": b.database, "route": route_for(b).orders()}
+                        for b in self.playbook.pgbouncers],
+            state_url=self.state_url,
+            old_backend_pids=[s.old.info.backend_pid, s.old_switch.info.backend_pid],
+        ))
+        watchdog.wait_ready()
+        return watchdog
+
+    # -- the pause window --------------------------------------------------------
+
+    def _pause_window(self, s: Sessions, watchdog: Watchdog) -> None:
+        settings = self.settings
         work = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="cutover")
         granting: concurrent.futures.Future | None = None
-        self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time())
-        watchdog.arm(time.time() + s.max_pause + WATCHDOG_MARGIN)
-        start = time.monotonic()
-        pnr_deadline = start + s.max_pause - REROUTE_BUDGET
-        mark = start
+        # The undo log, durable before the first PAUSE: from here on whoever gives the
+        # traffic back (this run, the watchdog, the next run) runs it.
+        self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time(), fenced=self.facts.fenced,
+                        undo=self.seq.undo_log() + self._early)
+        start = mark = time.monotonic()
+        pnr_deadline = start + settings.max_pause - REROUTE_BUDGET
 
         def lap(part: str) -> None:
             nonlocal mark
@@ -280,40 +597,47 @@ class Cutover:
 
         try:
             try:
-                self._pause_all(entries, old, start, pnr_deadline)
+                self._hold(str(CutoverPhase.PAUSING))
+                watchdog.arm(time.time() + settings.max_pause + WATCHDOG_MARGIN)
+                self.paused = True
+                start = mark = time.monotonic()
+                pnr_deadline = start + settings.max_pause - REROUTE_BUDGET
+                self._say(self._pause_all(s, start, pnr_deadline))
                 lap("pause")
+                self._hold("paused")
                 # A tool descheduled (or stopped) after PAUSE may find the watchdog has
                 # already resumed the old side: fencing it now would fail live clients.
                 if time.monotonic() > pnr_deadline or watchdog.fired():
-                    raise CutoverAborted(f"max_pause ({s.max_pause}s) was used up by the PAUSE itself")
-                marker = self._switch_old(old_side, pnr_deadline, changed)
+                    raise CutoverAborted(f"max_pause ({settings.max_pause}s) was used up by the PAUSE itself")
+                marker = self._switch_old(s, pnr_deadline)
                 lap("old_switch")
+                self._hold("old-switched")
                 # Only now, with the old side fenced, the new side's fence is lifted (and its
                 # table privileges granted, when the fence does not cover the group): never
                 # both sides open to a client that bypasses PgBouncer. It runs while the
                 # marker is awaited; the point of no return waits for it.
-                granting = work.submit(self._grant_new, switch_side,
-                                       [*switch_statements(self.inside, grant=True), self.unfence_new], changed)
+                granting = work.submit(self._switch_new, s)
                 # Every client is paused and the old side fenced: the sequences are final
                 # there (for every row that can still commit), and copying them needs
                 # nothing from the marker's wait.
-                copying = work.submit(self._copy_sequences, old_side, new_side)
+                copying = work.submit(self._copy_sequences, s, self.seq.sequences)
                 # Polled every millisecond: the clients wait, the servers have little else to do.
-                self.window.marker_wait = round(
-                    replication.wait_for_marker(new, marker, deadline=pnr_deadline, poll=0.001), 4)
+                waited = replication.wait_for_marker(s.new, self.playbook, marker, deadline=pnr_deadline, poll=0.001)
+                self.window.marker_wait = round(waited, 4)
+                self._did(self.seq.marker_applied, waited)
                 copying.result()
                 lap("sync_marker")
-                replication.set_subscription_enabled(new, self.d.old_subscription, False)
-                changed["forward_stopped"] = True
+                self._hold("caught-up")
+                self._run(s.new, self.seq.stop_forward)
                 # Only the slot is needed inside the pause: from its creation on, the new
                 # side's changes are kept for the reverse subscription, which attaches
                 # to it after RESUME (a subscription costs a walsender start-up here).
-                replication.create_slot(new, self.d.new_slot)
-                changed["slot_created"] = True
+                self._run(s.new, self.seq.reverse_slot)
                 granting.result()
                 lap("replication_switch")
+                self._hold("replication-switched")
                 if time.monotonic() > pnr_deadline:
-                    raise CutoverAborted(f"max_pause ({s.max_pause}s) would be exceeded before the reroute")
+                    raise CutoverAborted(f"max_pause ({settings.max_pause}s) would be exceeded before the reroute")
                 if watchdog.fired():
                     raise CutoverAborted("the watchdog resumed traffic before the reroute")
                 # Recorded before it is crossed, and last in this block: should the
@@ -321,38 +645,18 @@ class Cutover:
                 # run aborts like any other before the point of no return.
                 self.checkpoint(phase=CutoverPhase.POINT_OF_NO_RETURN)
             except Exception as exc:  # noqa: BLE001 - every failure before the PNR aborts the same way
-                reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
                 if granting is not None:
-                    concurrent.futures.wait([granting])  # its GRANT is undone below, once done
-                unresumed = self._abort(old, new, entries, **changed)
-                self.window.total = round(time.monotonic() - start, 4)
-                if unresumed:
-                    # It keeps trying them after this process is gone.
-                    watchdog.take_over()
-                else:
-                    watchdog.stand_down()
-                self.window.outcome = PauseOutcome.ABORTED
-                self.window.reason = reason
-                self.checkpoint(phase=CutoverPhase.ABORTED, last_window=self.window.to_dict())
-                raise CutoverAborted(
-                    f"cutover aborted before the point of no return: {reason}; traffic resumed on the "
-                    f"{self.d.old_label}, replication left running, nothing lost "
-                    f"(paused {self.window.total * 1000:.0f} ms)",
-                    hint=f"run `migrator {self.d.verb}` again to retry",
-                ) from exc
+                    concurrent.futures.wait([granting])  # its switch is undone below, once done
+                self._abort(s, watchdog, start, exc)
 
             # ---- the point of no return --------------------------------------------
             watchdog.crossing_point_of_no_return()
             try:
-                # Every new entry made live (a rename each, or the user's commands in
-                # parallel), then RELOAD on every PgBouncer at once.
-                for rewrite in rewrites:
-                    if not rewrite.remote:
-                        rewrite.commit()
-                all_or_raise([w.commit for w in rewrites if w.remote])
-                self._command_all("RELOAD", deadline=time.monotonic() + s.max_pause)
+                self._hold(str(CutoverPhase.POINT_OF_NO_RETURN))
+                self._say(self._reroute(s))
                 lap("reroute")
-                self._resume_all(entries)
+                self._hold("rerouted")
+                self._command_all(s, self.seq.resume, tolerate=already_resumed)
                 lap("resume")
                 self.window.total = round(time.monotonic() - start, 4)
             except BaseException as exc:
@@ -370,231 +674,216 @@ class Cutover:
             watchdog.stand_down()
         finally:
             work.shutdown(wait=False)
-            for rewrite in rewrites:
-                rewrite.discard()
-            old_side.close()
-            new_side.close()
-            switch_side.close()
         self.window.outcome = PauseOutcome.COMPLETED
         self.checkpoint(phase=CutoverPhase.RESUMED, last_window=self.window.to_dict())
-        self._check_routes(entries)
-        self.log(f"traffic resumed on the {self.d.new_label} after a pause of "
-                 f"{self.window.total * 1000:.0f} ms", None)
-        self._after_resume(old, new)
-        return self.window
+        self._hold(str(CutoverPhase.RESUMED))
+        self.log("; ".join(self._said))
+        self.log(f"traffic resumed on the {self.d.new_label} after a pause of {self.window.total * 1000:.0f} ms")
 
-    def _start_watchdog(self, new, old, old_side, routes, entries, restore_old: list[str],
-                        grant_new: list[str]) -> Watchdog:
-        """The watchdog process, with its orders read and the state store open: inside the
-        pause it only learns its deadline (`arm`)."""
-        watchdog = Watchdog()
-        watchdog.brief(WatchdogOrders(
-            move=self.playbook.name, deadline=0,
-            old_dsn=self.d.old_dsn, new_dsn=self.d.new_dsn,
-            restore_old=restore_old, grant_new=grant_new, fence_new=[self.fence_new.as_string(new)],
-            pgbouncers=[{"admin_dsn": b.admin_dsn, "entry": entry, "route": r.orders(),
-                         "new_value": self._new_entry(b)} for r, (b, entry) in zip(routes, entries, strict=True)],
-            state_url=self.state_url,
-            old_backend_pids=[old.info.backend_pid, old_side.info.backend_pid],
-        ))
-        watchdog.wait_ready()
-        return watchdog
+    def _say(self, sentence: str) -> None:
+        """A stage's sentence inside the pause: kept in memory, logged after it."""
+        self._said.append(sentence)
 
-    def _fenced(self, old_side: psycopg.Connection, new: psycopg.Connection) -> bool:
-        """Does each side carry the move's write fence on every relation of the group?
-        Then the fence alone keeps the old side's rows still from the pause on, and the
-        table privileges switch around the pause, not inside it (the replicate step
-        makes the fence; only a move started by an earlier version can lack it)."""
-        relations, _ = guarded_objects(old_side, self.playbook.tables)
-        for label, conn in ((self.d.old_label, old_side), (self.d.new_label, new)):
-            missing = set(relations) - set(guards.fenced_relations(conn, self.playbook, enabled=True))
-            if missing or guards.read_state(conn, self.playbook).fence is None:
-                self.log(f"the write fence is missing on the {label} "
-                         f"({len(missing) or 'its function'}{' relations' if missing else ''}): "
-                         "the app's table privileges switch inside the pause", None)
-                return False
-        return True
+    def _pause_all(self, s: Sessions, start: float, deadline: float) -> str:
+        """PAUSE every entry at once; after `grace`, cancel the app's queries on the
+        group; past the deadline, give up (the caller aborts)."""
+        cancelled: list[int] = []
 
-    def _switch_old(self, old_side: psycopg.Connection, deadline: float, changed: dict) -> replication.SyncMarker:
+        def after_grace() -> None:
+            if not cancelled and self.seq.cancel is not None and time.monotonic() - start >= self.settings.grace:
+                began = time.monotonic()
+                cancelled.append(len(s.old.execute(self.seq.cancel.sql).fetchall()))
+                self._did(self.seq.cancel, time.monotonic() - began, detail=f"cancelled {cancelled[0]} app queries")
+
+        outcomes = command_all(s.consoles, [c.command for c in self.seq.pause], deadline=deadline,
+                               every=after_grace, stop_on_error=True)
+        seconds = time.monotonic() - start
+        for command, outcome in zip(self.seq.pause, outcomes, strict=True):
+            self._did(command, seconds, outcome="ran" if outcome.ok else
+                      f"failed: {'no answer' if outcome.late else describe_error(outcome.error)}")
+        if self.seq.cancel is not None and not cancelled:
+            self._did(self.seq.cancel, None, outcome="skipped: every PgBouncer paused within grace")
+        failed = next((o.error for o in outcomes if o.error is not None), None)
+        if failed is not None:
+            raise failed  # a failed PAUSE aborts now
+        late = [c.display for c, o in zip(s.consoles, outcomes, strict=True) if o.late]
+        if late:
+            raise CutoverAborted(
+                f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
+                f"{', '.join(late)} (a transaction stayed open on the group's entry, "
+                "or the PgBouncer does not answer)")
+        cancel = f", cancelled {cancelled[0]} app queries after grace" if cancelled else ""
+        return f"paused {len(outcomes)} PgBouncer{'' if len(outcomes) == 1 else 's'} in {seconds * 1000:.0f} ms{cancel}"
+
+    def _switch_old(self, s: Sessions, deadline: float) -> replication.SyncMarker:
         """Raise the old side's write fence (and revoke the app's table privileges there
         when the fence does not cover the group) and commit the sync marker: one round
         trip, one commit. No write on the group can commit there after the marker.
 
         A lock_timeout bounds it: a long transaction from another entry holding a lock
         on a group table must not stretch the pause."""
-        lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
-            sql.Literal(f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"))
         started = time.monotonic()
-        marker = replication.commit_marker(old_side, self.playbook, self.d.name,
-                                           before=[lock_timeout, *self._old_privileges_sql(grant=False)])
-        changed["revoked"] = True
+        with bound({"lock_timeout": f"{max(1, int((deadline - started) * 1000))}ms"}):
+            marker = replication.commit_marker(s.old_switch, self.playbook, self.d.name,
+                                               [q.sql for q in self.seq.old_switch.statements])
         self.window.old_switch = round(time.monotonic() - started, 4)
+        self._did(self.seq.old_switch, self.window.old_switch)
+        self._say(f"the {self.d.old_label} fenced and the sync marker committed in {self.window.old_switch * 1000:.0f} ms")
         return marker
 
-    def _grant_new(self, new: psycopg.Connection, statements: list[sql.Composable], changed: dict) -> None:
+    def _switch_new(self, s: Sessions) -> None:
         started = time.monotonic()
-        if statements:
-            with new.transaction():
-                new.execute(sql.SQL("; ").join(statements))
-        changed["granted"] = True
+        self._run(s.new_switch, self.seq.new_switch, record=False)
         self.window.new_switch = round(time.monotonic() - started, 4)
+        self._did(self.seq.new_switch, self.window.new_switch)
 
-    def _copy_sequences(self, old_side: psycopg.Connection, new_side: psycopg.Connection) -> None:
+    def _copy_sequences(self, s: Sessions, actions: tuple[Statement, ...], *, before: bool = False) -> int:
+        """Read every sequence on the old side, write those that moved on the new one
+        (all of them the first time, before the pause). The new side's only ever go up:
+        nothing but this copy and a client bypassing PgBouncer moves them, and a gap
+        harms no key."""
+        if not actions:
+            return 0
+        read, write = actions
         started = time.monotonic()
-        values = replication.read_sequences(old_side, self.sequences, self.sequence_names)
-        moved = [v for v in values if self.copied_before.get((v[0], v[1])) != (v[2], v[3])]
-        replication.write_sequences(new_side, moved)
-        self.window.sequences = len(values)
-        self.window.sequences_moved = len(moved)
-        self.window.sequences_copy = round(time.monotonic() - started, 4)
+        values = replication.read_sequences(s.old_switch, list(self.facts.sequences), read.sql)
+        self._did(read, time.monotonic() - started)
+        moved = values if before else [v for v in values if self._copied.get(v.name) != v.state]
+        if before:
+            self._copied = {v.name: v.state for v in values}
+        began = time.monotonic()
+        replication.write_sequences(s.new_sequences, moved, write.sql)
+        self._did(write, time.monotonic() - began, detail=f"{len(moved)} of {len(values)}")
+        if not before:
+            self.window.sequences = len(values)
+            self.window.sequences_moved = len(moved)
+            self.window.sequences_copy = round(time.monotonic() - started, 4)
+        return len(moved)
 
-    # -- pieces ------------------------------------------------------------------
+    def _reroute(self, s: Sessions) -> str:
+        """Every new entry made live (a rename each, or the user's commands in parallel),
+        then RELOAD on every PgBouncer at once."""
+        started = time.monotonic()
+        for rewrite in self.rewrites:
+            if not rewrite.remote:
+                rewrite.commit()
+        all_or_raise([w.commit for w in self.rewrites if w.remote])
+        for change in self.seq.reroute:
+            self._did(change, time.monotonic() - started)
+        self._command_all(s, self.seq.reload)
+        count = len(self.seq.reroute)
+        return f"rerouted {count} entr{'y' if count == 1 else 'ies'} to the {self.d.new_label}"
 
-    def _pause_all(self, entries, old: psycopg.Connection, start: float, deadline: float) -> None:
-        """PAUSE every entry at once; after `grace`, cancel the app's queries on the
-        group; past the deadline, give up (the caller RESUMEs)."""
-        cancelled = False
-
-        def after_grace() -> None:
-            nonlocal cancelled
-            if not cancelled and time.monotonic() - start >= self.settings.grace:
-                cancelled = True
-                self._cancel_app_queries(old)
-
-        outcomes = command_all(self.consoles, [pause_command(e) for _, e in entries],
-                               deadline=deadline, every=after_grace, stop_on_error=True)
-        failed = next((o.error for o in outcomes if o.error is not None), None)
-        if failed is not None:
-            raise failed  # a failed PAUSE aborts now
-        late = [c.display for c, o in zip(self.consoles, outcomes, strict=True) if o.late]
-        if late:
-            raise CutoverAborted(
-                f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
-                f"{', '.join(late)} (a transaction stayed open on the group's entry, "
-                "or the PgBouncer does not answer)")
-
-    def _cancel_app_queries(self, old: psycopg.Connection) -> None:
-        roles = list(self.playbook.app_roles)
-        if not roles:
-            return
-        tables = [t.qualified for t in self.playbook.tables]
-        rows = old.execute(
-            """
-            SELECT pg_catalog.pg_cancel_backend(a.pid)
-            FROM pg_catalog.pg_stat_activity a
-            WHERE a.usename = ANY(%s) AND a.state = 'active' AND a.pid <> pg_catalog.pg_backend_pid()
-              AND EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                          WHERE l.pid = a.pid AND l.relation = ANY(
-                              SELECT to_regclass(t)::oid FROM unnest(%s::text[]) t))
-            """,
-            (roles, tables),
-        ).fetchall()
-        self.log(f"grace of {self.settings.grace}s over: cancelled {len(rows)} app queries on the group", None)
-
-    def _resume_all(self, entries) -> None:
-        self._command_all([resume_command(e) for _, e in entries],
-                          deadline=time.monotonic() + self.settings.max_pause, tolerate=already_resumed)
-
-    def _command_all(self, commands: str | list[str], *, deadline: float,
+    def _command_all(self, s: Sessions, commands: tuple[ConsoleCommand, ...],
                      tolerate: Callable[[BaseException], bool] | None = None) -> None:
         """One admin command on every console at once (after the point of no return: an
         error or a PgBouncer that does not answer in time is for the watchdog)."""
-        if isinstance(commands, str):
-            commands = [commands] * len(self.consoles)
-        outcomes = command_all(self.consoles, commands, deadline=deadline)
-        verb = commands[0].split()[0] if commands else ""
+        started = time.monotonic()
+        outcomes = command_all(s.consoles, [c.command for c in commands],
+                               deadline=started + self.settings.max_pause)
+        for command, outcome in zip(commands, outcomes, strict=True):
+            self._did(command, time.monotonic() - started)
+        verb = commands[0].command.split()[0] if commands else ""
         errors = [f"PgBouncer {c.display}: no answer to {verb}" if o.late else
                   o.error.message if isinstance(o.error, OperationFailed) else describe_error(o.error)
-                  for c, o in zip(self.consoles, outcomes, strict=True)
+                  for c, o in zip(s.consoles, outcomes, strict=True)
                   if o.late or (o.error is not None and not (tolerate and tolerate(o.error)))]
         if errors:
             raise OperationFailed("; ".join(errors) + " (the watchdog retries)")
 
-    def _abort(self, old, new, entries, *, revoked: bool, granted: bool, forward_stopped: bool,
-               slot_created: bool, granted_early: bool) -> list[str]:
-        """Undo what the pause did, traffic first: privileges and RESUME on the old side.
-        Returns the PgBouncers not resumed (unreachable, or too slow to answer)."""
-        problems = []
-        if revoked:
-            try:
-                restore = self._old_privileges_sql(grant=True)
-                if restore:
-                    with old.transaction():
-                        old.execute(sql.SQL("; ").join(restore))
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"restoring privileges: {describe_error(exc)}")
+    def _abort(self, s: Sessions, watchdog: Watchdog, start: float, exc: Exception) -> None:
+        """Undo what the pause did, from its undo log, traffic first: the old side's fence
+        lifted and privileges back, RESUME, then the new side and replication as before."""
+        reason = exc.message if isinstance(exc, OperationFailed) else describe_error(exc)
+        sides = {str(self.d.old_label): s.old, str(self.d.new_label): s.new}
+        undone = run_undo(
+            self.seq.undo_log() + self._early, old_side=str(self.d.old_label), connection=lambda side: sides[side],
+            consoles=resume_with_fresh_consoles([b.admin_dsn for b in self.playbook.pgbouncers],
+                                                timeout=ABORT_RESUME_WAIT))
+        self.window.total = round(time.monotonic() - start, 4)
+        if undone.unresumed:
+            watchdog.take_over()    # it keeps trying them after this process is gone
+        else:
+            watchdog.stand_down()
+        self.window.outcome = PauseOutcome.ABORTED
+        self.window.reason = reason
+        self.checkpoint(phase=CutoverPhase.ABORTED, last_window=self.window.to_dict())
+        if self._said:
+            self.log("; ".join(self._said))
+        if undone.problems:
+            self.log("abort left work for the next run: " + "; ".join(undone.problems))
+        self._hold(str(CutoverPhase.ABORTED))
+        raise CutoverAborted(
+            f"cutover aborted before the point of no return: {reason}; traffic resumed on the "
+            f"{self.d.old_label}, replication left running, nothing lost "
+            f"(paused {self.window.total * 1000:.0f} ms)",
+            hint=f"run `migrator {self.d.verb}` again to retry",
+        ) from exc
 
-        def resume(bouncer, entry: str) -> None:
-            # The console that issued a PAUSE still waits for it: use a new one.
-            with PgBouncerConsole(bouncer.admin_dsn) as console:
-                console.resume(entry)
+    # -- after RESUME --------------------------------------------------------------
 
-        outcomes = run_all([lambda b=b, e=e: resume(b, e) for b, e in entries], timeout=ABORT_RESUME_WAIT)
-        unresumed = []
-        for (bouncer, entry), outcome in zip(entries, outcomes, strict=True):
-            if not outcome.ok:
-                why = "no answer" if outcome.late else describe_error(outcome.error)
-                unresumed.append(f"{describe(bouncer.admin_dsn)}")
-                problems.append(f"RESUME {entry} on {describe(bouncer.admin_dsn)}: {why} (the watchdog keeps trying)")
-        try:
-            undo = [*switch_statements(self.inside, grant=False), self.fence_new] if granted else []
-            undo += switch_statements(self.outside, grant=False) if granted_early else []
-            if undo:
-                with new.transaction():
-                    new.execute(sql.SQL("; ").join(undo))
-            if slot_created:
-                replication.drop_slot(new, self.d.new_slot)
-            if forward_stopped:
-                replication.set_subscription_enabled(new, self.d.old_subscription, True)
-        except Exception as exc:  # noqa: BLE001 - the next run reconciles replication
-            problems.append(f"restoring replication: {describe_error(exc)}")
-        if problems:
-            self.log("abort left work for the next run: " + "; ".join(problems), None)
-        return unresumed
-
-    def _check_routes(self, entries) -> None:
-        found = all_or_raise([c.databases for c in self.consoles])
-        for console, (_, entry), databases in zip(self.consoles, entries, found, strict=True):
-            current = databases.get(entry)
+    def _after_resume(self, s: Sessions) -> str:
+        """Outside the pause: the routes checked, the app's privileges left for after
+        the pause revoked on the old side, the reverse subscription attached to the slot
+        made inside it, the old subscription (whose slot would retain WAL) dropped."""
+        started = time.monotonic()
+        found = all_or_raise([c.databases for c in s.consoles])
+        for command in self.seq.check_routes:
+            self._did(command, time.monotonic() - started)
+        for console, bouncer, databases in zip(s.consoles, self.playbook.pgbouncers, found, strict=True):
+            current = databases.get(bouncer.database)
             if current is None or not current.points_at(self.d.new_dsn):
                 raise OperationFailed(
-                    f"PgBouncer {console.display}: entry {entry} does not point at the "
+                    f"PgBouncer {console.display}: entry {bouncer.database} does not point at the "
                     f"{self.d.new_label} ({describe(self.d.new_dsn)}) after RELOAD")
+        if self.seq.late_revokes is not None:
+            self._run(s.old, self.seq.late_revokes)
+        finish_switch(self.seq, s.old, s.new, did=self._did)
+        return (f"subscription {self.d.new_subscription} streams back to the {self.d.old_label}; "
+                f"dropped {self.d.old_subscription} and its slot")
 
-    def _after_resume(self, old: psycopg.Connection, new: psycopg.Connection) -> None:
-        """Outside the pause: the reverse subscription attaches to the slot made inside
-        it, the old subscription (whose slot would retain WAL forever) goes, and the
-        privileges left for after the pause are revoked on the old side."""
-        late = switch_statements(self.outside, grant=False)
-        if late:
-            with old.transaction():
-                old.execute(sql.SQL("; ").join(late))
-        finish_switch(self.d, old, new)
-        self.log(f"subscription {self.d.new_subscription} streams back to the {self.d.old_label}; "
-                 f"dropped {self.d.old_subscription} and its slot", None)
+    # -- running and recording actions ----------------------------------------------
+
+    def _run(self, conn: psycopg.Connection, action: Statement | Transaction, *, record: bool = True) -> None:
+        started = time.monotonic()
+        if isinstance(action, Transaction):
+            with conn.transaction():
+                conn.execute(action.sql)
+        else:
+            run_statement(conn, action)
+        if record:
+            self._did(action, time.monotonic() - started)
+
+    def _did(self, action: Action, seconds: float | None, *, outcome: str = "ran", detail: str = "") -> None:
+        self._ran[id(action)] = Recorded(action, seconds, outcome, detail)
+
+    def _flush(self) -> None:
+        """The actions run so far into the event log, in the sequence's order (inside the
+        pause nothing is written: they follow it)."""
+        for action in self.seq.actions():
+            if id(action) in self._ran and id(action) not in self._flushed:
+                self._flushed.add(id(action))
+                self.record(self._ran[id(action)])
 
 
-def fence_switch(playbook: Playbook, d: Direction) -> tuple[sql.Composable, ...]:
-    """(fence the old side, lift it, fence the new side, lift it): the four positions of
-    the write fence a cutover in direction `d` may put each side in."""
-    def fence(serving: bool, serving_side: Side) -> sql.Composable:
-        return guards.fence_function_statement(playbook, playbook.name, serving=serving,
-                                               serving_side=str(serving_side))
-    return (fence(False, d.new_label), fence(True, d.old_label),
-            fence(False, d.old_label), fence(True, d.new_label))
-
-
-def finish_switch(d: Direction, old: psycopg.Connection, new: psycopg.Connection) -> None:
+def finish_switch(seq: CutoverSequence, old: psycopg.Connection, new: psycopg.Connection, *,
+                  did: Callable[..., None] = lambda *a, **k: None) -> None:
     """After a cutover (or a crash after its point of no return): subscribe the old side
     to the new one on the slot made in the pause, and drop the old subscription."""
-    replication.create_subscription(
-        old, new, name=d.new_subscription, publisher_dsn=d.new_dsn, publication=d.new_publication,
-        slot=d.new_slot, copy_data=False, create_slot=False)
+    d = seq.direction
+    started = time.monotonic()
+    if replication.subscription(old, d.new_subscription) is None:
+        if not replication.slot_exists(new, d.new_slot):
+            raise OperationFailed(f"replication slot {d.new_slot} is missing on the {d.new_label}; "
+                                  "the changes since the cutover cannot be replicated back")
+        old.execute(seq.reverse_subscription.sql)
+    did(seq.reverse_subscription, time.monotonic() - started)
+    started = time.monotonic()
     replication.drop_subscription(new, d.old_subscription, old)
+    did(seq.drop_forward, time.monotonic() - started)
     # A side that crashed while a table was copying can leave that copy's slot behind
     # on the publisher, with no subscription to drop it: it would retain WAL forever.
     try:
         replication.drop_orphaned_tablesync_slots(old, new)
     except psycopg.Error:
         pass  # reading the subscriber's system identifier needs rights the role may lack
-

@@ -1,33 +1,65 @@
 """The cutover step: run the cutover in either direction, after `reconcile`
-(migrator.move.recovery) has finished or reverted one a crash interrupted."""
+(migrator.move.recovery) has finished or reverted one a crash interrupted; its undo,
+the reverse cutover, rendered for `rollback --dry-run` from the same sequence."""
 
 from __future__ import annotations
 
-from psycopg import sql
-
+from migrator.move.actions import Recorded
 from migrator.move.context import MoveContext, UndoPlan
 from migrator.move.cutover import (
     Cutover,
     CutoverAborted,
+    CutoverFacts,
     CutoverPhase,
     Direction,
-    fence_switch,
+    cutover_sequence,
 )
 from migrator.move.recovery import reconcile
-from migrator.pgbouncer.route import original_entries, route_for
+from migrator.pgbouncer.route import original_entries
 from migrator.playbook import format_duration
-from migrator.postgres import replication
-from migrator.postgres.connection import Side, describe
-from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
-from migrator.postgres.statement import Statement
-from migrator.testhooks import hold
+from migrator.postgres.connection import Side, connect
 
-__all__ = ["cutover_do", "cutover_undo", "reconcile"]
+__all__ = ["cutover_do", "cutover_facts", "cutover_undo", "cutover_undo_statements", "reconcile"]
+
+
+def server_versions(ctx: MoveContext) -> tuple[int, int]:
+    """(source, target) server_version_num as the preflight recorded them; a move begun
+    by an earlier version asks the servers."""
+    pre = ctx.data("preflight")
+    if pre.source_version and pre.target_version:
+        return pre.source_version, pre.target_version
+    versions = []
+    for dsn, side in ((ctx.playbook.source.dsn, Side.SOURCE), (ctx.playbook.target.dsn, Side.TARGET)):
+        with connect(dsn, side=side, purpose="status") as conn:
+            versions.append(conn.info.server_version)
+    return versions[0], versions[1]
+
+
+def cutover_facts(ctx: MoveContext, *, fenced: bool = True) -> CutoverFacts:
+    """What the cutover's statements depend on, from the checkpoint."""
+    schema = ctx.data("schema")
+    source_version, target_version = server_versions(ctx)
+    return CutoverFacts(
+        app_privileges=tuple(schema.privileges),
+        sequences=tuple(schema.sequence_names),
+        entries=ctx.data("preflight").original_entries or original_entries(ctx.playbook),
+        source_version=source_version,
+        target_version=target_version,
+        fenced=fenced,
+    )
+
+
+def record_action(ctx: MoveContext, d: Direction, who: str = "cutover"):
+    """The event log's record of one action, each of its statements as rendered."""
+    def record(item: Recorded) -> None:
+        what = f"{d.name} {who}: {item.outcome}" + (f" ({item.detail})" if item.detail else "")
+        for statement in item.statements:
+            where = "" if statement.on in ("source", "target") else f" on {statement.on}"
+            ctx.store.log(ctx.move, "sql", what + where, step="cutover", seconds=item.seconds, sql=statement.text)
+    return record
 
 
 def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
-    schema = ctx.data("schema")
-
     def checkpoint(**data) -> None:
         event = f"{direction.name} cutover: {data['phase']}" if "phase" in data else None
         if data.get("phase") == CutoverPhase.POINT_OF_NO_RETURN:
@@ -39,24 +71,21 @@ def _run_cutover(ctx: MoveContext, direction: Direction) -> str:
                                      f"{direction.old_label} before the point of no return")
         else:
             ctx.store.update_data(ctx.move, "cutover", event=event, direction=direction.name, **data)
-        if "phase" in data:
-            hold("cutover", f"{direction.name}-{data['phase']}")
+
+    def log(message: str) -> None:
+        ctx.log("cutover", message)
+        ctx.reporter.note(message)
 
     cutover = Cutover(
-        ctx.playbook, direction,
-        app_privileges=schema.get("app_privileges", []),
-        sequences=[tuple(s) for s in schema.get("sequences", [])],
-        original_entries=ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook),
-        checkpoint=checkpoint,
-        log=lambda message, _sql: (ctx.log("cutover", message), ctx.reporter.note(message)),
-        state_url=ctx.store.url,
-    )
+        ctx.playbook, direction, cutover_facts(ctx),
+        checkpoint=checkpoint, log=log, record=record_action(ctx, direction), state_url=ctx.store.url)
     try:
         window = cutover.run()
     finally:
-        history = ctx.data("cutover").get("history", [])
+        history = ctx.data("cutover").history
         ctx.save("cutover", history=[*history, cutover.window.to_dict()][-20:])
-    ctx.save("cutover", serving=direction.new_label)
+    # Done, after RESUME too: nothing for the next run to finish or revert.
+    ctx.save("cutover", serving=direction.new_label, phase=None, undo=[])
     parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in window.parts.items())
     return f"pause window {window.total * 1000:.0f} ms ({parts})"
 
@@ -74,33 +103,8 @@ def cutover_undo(ctx: MoveContext) -> str:
 
 
 def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
-    """The reverse cutover, in its order: the same protocol with the sides swapped."""
-    d = Direction.reverse(ctx.playbook)
-    privileges = ctx.data("schema").get("app_privileges", [])
-    bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(ctx.playbook.pgbouncers)]
-    inside, outside = inside_and_outside_the_pause(privileges)
-    out = [Statement(d.new_label, q, "before the pause") for q in switch_statements(outside, grant=True)]
-    out += [Statement(on, f"PAUSE {b.database}") for on, b in bouncers]
-    fence_old, _, _, unfence_new = fence_switch(ctx.playbook, d)
-    out += [Statement(d.old_label, q) for q in [*switch_statements(inside, grant=False), fence_old]]
-    out.append(Statement(d.old_label, sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(
-        replication.marker_table(ctx.playbook)), "the sync marker, in the fence's commit; then the sequences' "
-                                                 "values are copied to the source"))
-    out += [Statement(d.new_label, q, "while the marker is awaited")
-            for q in [*switch_statements(inside, grant=True), unfence_new]]
-    out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
-        sql.Identifier(d.old_subscription))))
-    out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")
-                         .format(sql.Literal(d.new_slot))))
-    out += [Statement(route_for(b).where, f"[databases] {b.database} = <the entry as it was before the move>",
-                      "the point of no return") for _, b in bouncers]
-    out += [Statement(on, "RELOAD") for on, _ in bouncers]
-    out += [Statement(on, f"RESUME {b.database}") for on, b in bouncers]
-    out += [Statement(d.old_label, q, "after RESUME") for q in switch_statements(outside, grant=False)]
-    out.append(Statement(d.old_label, replication.subscription_statement(
-        d.new_subscription, d.new_dsn, d.new_publication, d.new_slot, copy_data=False, create_slot=False),
-        "after RESUME"))
-    out.append(Statement(d.new_label, replication.drop_subscription_statement(d.old_subscription),
-                         "after RESUME; drops its slot too"))
-    return UndoPlan(out, [f"one pause of at most max_pause ({format_duration(ctx.playbook.cutover.max_pause)}), "
-                          "the same protocol as the forward cutover"])
+    """The reverse cutover: the same sequence with the sides swapped."""
+    seq = cutover_sequence(ctx.playbook, Direction.reverse(ctx.playbook), cutover_facts(ctx))
+    return UndoPlan(seq.render(), [f"one pause of at most max_pause "
+                                   f"({format_duration(ctx.playbook.cutover.max_pause)}), "
+                                   "the same protocol as the forward cutover"])

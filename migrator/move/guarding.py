@@ -1,53 +1,82 @@
-"""The guards' part of the steps (DESIGN section 9): made on both sides by the replicate
-step before replication starts, removed by its undo, each statement in a transaction
-of its own (migrator.postgres.guards holds their SQL; the cutover moves the fence)."""
+"""The guards of a move in flight (DESIGN section 9), owned by one object: `Guards`
+makes them (the replicate step, before replication starts), moves the write fence
+(inside the cutover's pause, and when recovery settles an interrupted one), removes
+them (a full rollback, `complete`) and renders each of those for `plan` and the dry
+run. migrator.postgres.guards holds their SQL.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 
-from migrator.move.context import MoveContext
 from migrator.playbook import Playbook, TableName
 from migrator.postgres import guards
-from migrator.postgres.catalog import guarded_objects
+from migrator.postgres.connection import Side
 from migrator.postgres.statement import Statement
-from migrator.testhooks import hold
 
 
-def guard_statements(playbook: Playbook, relations: list[TableName], indexes: list[TableName], *,
-                     ddl_guard: dict[str, bool] | None = None) -> list[Statement]:
-    """The guards (DESIGN section 9), made before replication starts, each statement in a
-    transaction of its own (guards.ONE_BY_ONE): the target's copy fenced (the source
-    serves), the source's fence passing, the DDL guard on both. `ddl_guard`: per side,
-    whether the role may make event triggers."""
-    out = []
-    for side, serving in (("target", False), ("source", True)):
-        on = (ddl_guard or {}).get(side, True)
-        out += [Statement(side, q, guards.ONE_BY_ONE) for q in guards.install_statements(
-            playbook, playbook.name, relations, indexes, serving=serving, serving_side="source", ddl_guard=on)]
-    return out
+@dataclass(frozen=True)
+class Guards:
+    playbook: Playbook
 
+    # -- made and removed ----------------------------------------------------------
 
-def install_guards(ctx: MoveContext, src: psycopg.Connection, dst: psycopg.Connection) -> None:
-    relations, indexes = guarded_objects(src, ctx.tables)
-    allowed = {"source": guards.can_make_event_triggers(src), "target": guards.can_make_event_triggers(dst)}
-    statements = guard_statements(ctx.playbook, relations, indexes, ddl_guard=allowed)
-    for side, conn in (("target", dst), ("source", src)):
-        if not allowed[side]:
-            ctx.log("replicate", f"no DDL guard on the {side}: only a superuser may create an event trigger")
-            ctx.reporter.note(f"no DDL guard on the {side}: the playbook's role there is not a superuser")
-        guards.run_each(conn, [q.sql for q in statements if q.on == side],
-                        lambda q, side=side: ctx.log("replicate", f"guard on the {side}", q))
-        hold("replicate", f"guarded-{side}")
+    def install(self, relations: list[TableName], indexes: list[TableName], *,
+                ddl_guard: dict[str, bool] | None = None) -> list[Statement]:
+        """The guards, made before replication starts, each statement in a transaction of
+        its own (guards.ONE_BY_ONE): the target's copy fenced (the source serves), the
+        source's fence passing, the DDL guard on both. `ddl_guard`: per side, whether
+        the role may make event triggers."""
+        out = []
+        for side, serving in ((Side.TARGET, False), (Side.SOURCE, True)):
+            on = (ddl_guard or {}).get(str(side), True)
+            out += [Statement(str(side), q, guards.ONE_BY_ONE) for q in guards.install_statements(
+                self.playbook, self.playbook.name, relations, indexes, serving=serving,
+                serving_side=str(Side.SOURCE), ddl_guard=on)]
+        return out
 
+    def remove(self) -> list[Statement]:
+        """Every guard object on both sides, by name: the DDL guard, then the fence's
+        trigger on each group table that has one (as found when it runs: the group's
+        tables and their partitions)."""
+        return [Statement(str(side), q, guards.ONE_BY_ONE) for side in (Side.TARGET, Side.SOURCE)
+                for q in guards.remove_statements(self.playbook, self.playbook.tables)]
 
-def remove_guards_statements(playbook: Playbook) -> list[Statement]:
-    """The guards go, on both sides, by name: the DDL guard, then the fence's trigger on
-    each table that has one (as found then: the group's tables and their partitions)."""
-    return [Statement(side, q, guards.ONE_BY_ONE) for side in ("target", "source")
-            for q in guards.remove_statements(playbook, playbook.tables)]
+    def run(self, statements: list[Statement], conns: dict[str, psycopg.Connection], *,
+            ddl_guard: dict[str, bool], log, note, hold) -> None:
+        """Make the guards `install` described on both sides: the target first (it must
+        refuse before the subscription exists), each statement committed alone and
+        retried for its locks."""
+        for side in (Side.TARGET, Side.SOURCE):
+            if not ddl_guard.get(str(side), True):
+                log(f"no DDL guard on the {side}: only a superuser may create an event trigger")
+                note(f"no DDL guard on the {side}: the playbook's role there is not a superuser")
+            guards.run_each(conns[str(side)], [q.sql for q in statements if q.on == str(side)],
+                            lambda q, side=side: log(f"guard on the {side}", q))
+            hold(f"guarded-{side}")
 
+    def run_remove(self, conn: psycopg.Connection, side: Side, log) -> None:
+        """Remove this side's guards, the fence from every relation that carries it now."""
+        statements = guards.remove_statements(self.playbook, guards.fenced_relations(conn, self.playbook))
+        guards.run_each(conn, statements, lambda q: log(f"guard removed on the {side}", q))
 
-def remove_guards(ctx: MoveContext, conn: psycopg.Connection, side: str, step: str) -> None:
-    statements = guards.remove_statements(ctx.playbook, guards.fenced_relations(conn, ctx.playbook))
-    guards.run_each(conn, statements, lambda q: ctx.log(step, f"guard removed on the {side}", q))
+    # -- the write fence's position --------------------------------------------------
+
+    def fence(self, side: Side, *, serving: Side) -> Statement:
+        """The fence's function on `side` while `serving` serves the group: passing on the
+        serving side, refusing on the other. One statement, no lock on any table."""
+        return Statement(str(side), guards.fence_function_statement(
+            self.playbook, self.playbook.name, serving=side == serving, serving_side=str(serving)))
+
+    def settle(self, serving: Side) -> list[Statement]:
+        """Both sides' fences as they stand while `serving` serves: lifted there, up on the other."""
+        other = Side.TARGET if serving == Side.SOURCE else Side.SOURCE
+        return [self.fence(serving, serving=serving), self.fence(other, serving=serving)]
+
+    def unfenced(self, conn: psycopg.Connection, relations: list[TableName]) -> tuple[list[TableName], bool]:
+        """(the relations, of those given, without an enabled fence trigger on this side;
+        whether the fence's function is there)."""
+        present = guards.read_state(conn, self.playbook).fence is not None
+        return sorted(set(relations) - set(guards.fenced_relations(conn, self.playbook, enabled=True))), present

@@ -54,8 +54,8 @@ def move_record(playbook: Playbook, store: StateStore, *, events: int = 500) -> 
             "error": r.error if r else None,
         })
     cutover = records.get("cutover")
-    history = list(cutover.data.get("history", [])) if cutover else []
-    last = cutover.data.get("last_window") if cutover else None
+    history = list(cutover.data.history) if cutover else []
+    last = cutover.data.last_window if cutover else None
     if last and (not history or history[-1] != last):
         history.append(last)
     samples = store.samples(name)

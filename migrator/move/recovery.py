@@ -1,32 +1,37 @@
 """Recovery of a cutover a crash interrupted: `reconcile` reads the checkpoint's phase
-and finishes the cutover or reverts it, whatever the watchdog already did.
+and finishes the cutover or reverts it, whatever the watchdog already did, from the
+cutover's own sequence.
 
-Before the point of no return (PAUSING, WATCHDOG_REVERTED) it reverts: privileges back
-on the old side, RESUME there, replication as before. From POINT_OF_NO_RETURN on it
-finishes: route to the new side, RESUME, the reverse subscription on the slot made in
-the pause, the old one dropped. Each action checks first, so running it again (or
-after the watchdog) converges.
+Before the point of no return (PAUSING, WATCHDOG_REVERTED) it reverts: the attempt's
+undo log runs (migrator.move.undo), the same records the abort and the watchdog run:
+the old side's fence lifted and privileges back, RESUME there, the new side fenced
+again, replication as before. After an abort (ABORTED) the same log runs again, the
+PgBouncers left out (the abort or the watchdog resumed them): it redoes what the
+abort's own connections could not. From POINT_OF_NO_RETURN on it finishes: the
+sequence's actions after the point of no return (each route written, RELOAD, RESUME,
+the app's remaining privileges revoked on the old side, the reverse subscription on
+the slot made in the pause, the old one dropped). Every record and action is safe to
+run again, so running it after the watchdog, or twice, converges.
 """
 
 from __future__ import annotations
 
+import time
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from migrator.errors import OperationFailed
+
+from migrator.move.actions import Recorded
 from migrator.move.context import MoveContext
-from migrator.move.cutover import (
-    CutoverPhase,
-    Direction,
-    DirectionName,
-    finish_switch,
-)
-from migrator.pgbouncer.config import entry_for_side
+from migrator.move.cutover import CutoverSequence, Direction, cutover_sequence, finish_switch
+from migrator.move.phases import CutoverPhase
+from migrator.move.undo import resume_with_fresh_consoles, run_undo
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.fleet import all_or_raise
-from migrator.pgbouncer.route import original_entries, route_for
-from migrator.postgres import guards, replication
+from migrator.pgbouncer.route import route_for
 from migrator.postgres.connection import Side, SideConnection, connect
-from migrator.postgres.grants import switch_statements
 
 
 @contextmanager
@@ -36,75 +41,87 @@ def _both_sides(d: Direction) -> Iterator[tuple[SideConnection, SideConnection]]
         yield old, new
 
 
-def _restore_replication(d: Direction, old, new) -> None:
-    """Back to how it was before the pause: the old subscription streams again."""
-    replication.drop_subscription(old, d.new_subscription, new)
-    replication.drop_slot(new, d.new_slot)
-    replication.set_subscription_enabled(new, d.old_subscription, True)
+class Recovery(str, enum.Enum):
+    """What the next run does with a cutover interrupted in a phase."""
+
+    NOTHING = "nothing"        # no cutover in flight
+    REVERT = "revert"          # before the point of no return: the undo log, PgBouncers included
+    REDO_UNDO = "redo undo"    # aborted: the undo log again, for what the abort's connections could not
+    FINISH = "finish"          # past the point of no return: route, RELOAD, RESUME, then after RESUME
+    AFTER_RESUME = "after resume"   # resumed on the new side: the reverse subscription, the old one dropped
 
 
-def _fences(ctx: MoveContext, serving: Side, serving_conn, other_conn) -> None:
-    """The write fence where the traffic is: lifted on the serving side, up on the other."""
-    other = Side.TARGET if serving == Side.SOURCE else Side.SOURCE
-    for conn, passes in ((serving_conn, True), (other_conn, False)):
-        conn.execute(guards.fence_function_statement(ctx.playbook, ctx.playbook.name, serving=passes,
-                                                     serving_side=str(serving)))
-    ctx.log("cutover", f"write fence: the {other} refuses writes, the {serving} serves")
-
-
-def reconcile(ctx: MoveContext) -> Side:
-    """Finish or revert a cutover that a crash interrupted; returns the serving side."""
-    data = ctx.data("cutover")
-    name = data.get("direction", DirectionName.FORWARD)
-    d = Direction.named(name, ctx.playbook)
-    serving_now = Side(data.get("serving", Side.SOURCE))
-    if data.get("phase") is None:
-        return serving_now
-    phase = CutoverPhase(data["phase"])
-    if phase == CutoverPhase.ABORTED:
-        # The abort put replication back as it was, unless its own connections failed
-        # (it then logged "abort left work for the next run"): this is that run.
-        with _both_sides(d) as (old, new):
-            _restore_replication(d, old, new)
-            _fences(ctx, d.old_label, old, new)
-        return serving_now
+def recovery_for(phase: CutoverPhase | str | None) -> Recovery:
+    """The abort-or-finish decision. Only a recorded point of no return (or later) goes
+    forward; any phase before it, or one an older version recorded, goes back."""
+    if phase is None:
+        return Recovery.NOTHING
+    if phase == CutoverPhase.POINT_OF_NO_RETURN:
+        return Recovery.FINISH
     if phase == CutoverPhase.RESUMED:
-        with _both_sides(d) as (old, new):
-            # What the cutover does after RESUME: revoke on the old side, subscribe it.
-            with old.transaction():
-                for stmt in switch_statements(ctx.data("schema").get("app_privileges", []), grant=False):
-                    old.execute(stmt)
-            finish_switch(d, old, new)
-            _fences(ctx, d.new_label, new, old)
-        ctx.save("cutover", phase=None, serving=d.new_label)
-        return d.new_label
-    originals = ctx.data("preflight").get("original_entries") or original_entries(ctx.playbook)
-    privileges = ctx.data("schema").get("app_privileges", [])
-    finished = phase == CutoverPhase.POINT_OF_NO_RETURN
+        return Recovery.AFTER_RESUME
+    if phase == CutoverPhase.ABORTED:
+        return Recovery.REDO_UNDO
+    return Recovery.REVERT
+
+
+def reconcile(ctx: MoveContext, facts=None) -> Side:
+    """Finish or revert a cutover that a crash interrupted; returns the serving side."""
+    from migrator.move.cutover_step import cutover_facts, record_action
+
+    data = ctx.data("cutover")
+    recovery = recovery_for(data.phase)
+    if recovery == Recovery.NOTHING:
+        return data.serving
+    phase, name = data.phase, data.direction
+    d = Direction.named(name, ctx.playbook)
+    facts = facts or cutover_facts(ctx, fenced=data.fenced if data.fenced is not None else True)
+    seq = cutover_sequence(ctx.playbook, d, facts)
+    record = record_action(ctx, d, "recovery")
+    finished = recovery in (Recovery.FINISH, Recovery.AFTER_RESUME)
     with _both_sides(d) as (old, new):
-        serving_conn, other_conn = (new, old) if finished else (old, new)
-        with serving_conn.transaction():
-            for stmt in switch_statements(privileges, grant=True):
-                serving_conn.execute(stmt)
-        with other_conn.transaction():
-            for stmt in switch_statements(privileges, grant=False):
-                other_conn.execute(stmt)
-        serving = d.new_label if finished else d.old_label
-        _fences(ctx, serving, serving_conn, other_conn)
-
-        def put_back(bouncer) -> None:
-            route_for(bouncer).write(entry_for_side(originals[bouncer.route_key], ctx.playbook, serving))
-            with PgBouncerConsole(bouncer.admin_dsn) as console:
-                console.reload()
-                console.resume(bouncer.database)
-
-        all_or_raise([lambda b=b: put_back(b) for b in ctx.playbook.pgbouncers])
+        if recovery == Recovery.FINISH:
+            _reroute(ctx, seq, record)
         if finished:
-            finish_switch(d, old, new)
+            _after_resume(seq, old, new, record)
         else:
-            _restore_replication(d, old, new)
-    verdict = "finished" if finished else "reverted"
-    ctx.log("cutover", f"an interrupted {name} cutover (phase {phase}) was {verdict}; traffic on the {serving}")
-    ctx.reporter.note(f"an interrupted {name} cutover was {verdict}: traffic is on the {serving}")
-    ctx.save("cutover", phase=None, serving=serving)
+            sides = {str(d.old_label): old, str(d.new_label): new}
+            log = data.undo or seq.undo_log()
+            if recovery == Recovery.REDO_UNDO:
+                log = [r for r in log if r["kind"] != "console"]
+            undone = run_undo(log, old_side=str(d.old_label), connection=lambda side: sides[side],
+                              consoles=resume_with_fresh_consoles([b.admin_dsn for b in ctx.playbook.pgbouncers]))
+            if undone.problems:
+                raise OperationFailed(f"could not revert the interrupted {name} cutover: {undone.problems[0]}",
+                                      hint=f"fix the cause, then run `migrator {d.verb}` again")
+    serving = d.new_label if finished else d.old_label
+    if recovery in (Recovery.FINISH, Recovery.REVERT):
+        verdict = "finished" if finished else "reverted"
+        ctx.log("cutover", f"an interrupted {name} cutover (phase {phase}) was {verdict}; traffic on the {serving}")
+        ctx.reporter.note(f"an interrupted {name} cutover was {verdict}: traffic is on the {serving}")
+    ctx.save("cutover", phase=None, serving=serving, undo=[])
     return serving
+
+
+def _reroute(ctx: MoveContext, seq: CutoverSequence, record) -> None:
+    """Each PgBouncer routed to the new side (written outright), RELOADed and RESUMEd."""
+    def put(change, reload, resume) -> None:
+        started = time.monotonic()
+        route_for(ctx.playbook.pgbouncers[change.bouncer]).write(change.value)
+        with PgBouncerConsole(ctx.playbook.pgbouncers[change.bouncer].admin_dsn) as console:
+            console.reload()
+            console.resume(ctx.playbook.pgbouncers[change.bouncer].database)
+        for action in (change, reload, resume):
+            record(Recorded(action, time.monotonic() - started))
+
+    all_or_raise([lambda c=c, r=r, u=u: put(c, r, u) for c, r, u in zip(seq.reroute, seq.reload, seq.resume,
+                                                                        strict=True)])
+
+
+def _after_resume(seq: CutoverSequence, old, new, record) -> None:
+    if seq.late_revokes is not None:
+        started = time.monotonic()
+        with old.transaction():
+            old.execute(seq.late_revokes.sql)
+        record(Recorded(seq.late_revokes, time.monotonic() - started))
+    finish_switch(seq, old, new, did=lambda action, seconds, **_: record(Recorded(action, seconds)))

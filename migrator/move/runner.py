@@ -9,6 +9,7 @@ idempotent. `rollback` undoes, in reverse, every step that did anything.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -48,11 +49,12 @@ def _check_step(name: str | None, option: str) -> None:
         raise OperationFailed(f"{option} {name!r} is not a step; steps are: {', '.join(STEP_NAMES)}")
 
 
-def execute(playbook: Playbook, store: StateStore, *, until: str | None = None,
-            reporter: Reporter | None = None) -> RunResult:
-    """Run or resume the move, stopping before `until` if given."""
+def execute(playbook: Playbook, store: StateStore, *, checks: Callable[[Playbook], list],
+            until: str | None = None, reporter: Reporter | None = None) -> RunResult:
+    """Run or resume the move, stopping before `until` if given. `checks`: the plan's
+    checks, which the preflight step runs again (migrator.plan.build.preflight_checks)."""
     _check_step(until, "--until")
-    ctx = MoveContext(playbook, store, SampleRecorder(reporter or Reporter(), store, playbook.name))
+    ctx = MoveContext(playbook, store, SampleRecorder(reporter or Reporter(), store, playbook.name), checks=checks)
     result = RunResult(playbook.name, [])
     with store.lock(playbook.name, "execute"):
         if store.move_status(playbook.name) == MoveStatus.COMPLETED:

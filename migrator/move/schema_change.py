@@ -223,13 +223,13 @@ def _sides(playbook: Playbook, store: StateStore) -> tuple[str, str]:
     if store.step(playbook.name, "replicate").status not in (StepStatus.RUNNING, StepStatus.DONE):
         raise no_move_in_flight(playbook, "is not replicating")
     record = store.step(playbook.name, "cutover")
-    cutover, phase = record.data, record.data.get("phase")
+    cutover, phase = record.data, record.data.phase
     settled = phase in (None, CutoverPhase.ABORTED) or (
         phase == CutoverPhase.RESUMED and record.status in (StepStatus.DONE, StepStatus.UNDONE))
     if not settled:
         raise OperationFailed(f"move {playbook.name!r} has an interrupted cutover (phase {phase})",
                               hint="run `migrator execute` (or `rollback`) first: it finishes or reverts it")
-    publishing = cutover.get("serving", "source")
+    publishing = str(cutover.serving)
     return publishing, ("target" if publishing == "source" else "source")
 
 
@@ -284,7 +284,7 @@ def apply_change(playbook: Playbook, store: StateStore, text: str, *, dry_run: b
                 return result
             # Checkpointed like a step: a run stopped between the sides (a crash, a lost
             # server) is finished by running the same statement again.
-            pending = store.step(playbook.name, RECORD).data.get("pending")
+            pending = store.step(playbook.name, RECORD).data.pending
             if pending and pending["sql"] != change.sql:
                 raise OperationFailed(
                     f"an earlier `migrator ddl` stopped after {pending['done']} of its {pending['steps']} "
@@ -341,7 +341,7 @@ CATCH_UP_TIMEOUT = 120.0
 def _catch_up(pub, sub, playbook: Playbook, subscribing: str) -> None:
     marker = replication.commit_marker(pub, playbook, "ddl")
     try:
-        replication.wait_for_marker(sub, marker, deadline=time.monotonic() + CATCH_UP_TIMEOUT, poll=0.05)
+        replication.wait_for_marker(sub, playbook, marker, deadline=time.monotonic() + CATCH_UP_TIMEOUT, poll=0.05)
     except replication.MarkerTimeout as exc:
         raise OperationFailed(
             f"the {subscribing} did not apply the changes made before this one within "

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from migrator.errors import OperationFailed
 from migrator.masking import mask_secrets
+from migrator.move import checkpoint
 
 STATE_ENV = "MIGRATOR_STATE"
 
@@ -120,7 +121,7 @@ class StepRecord:
     started_at: float | None
     finished_at: float | None
     error: str | None
-    data: dict
+    data: Any                      # the step's checkpoint model (migrator.move.checkpoint)
 
     @property
     def seconds(self) -> float | None:
@@ -214,12 +215,13 @@ class StateStore:
             rows = conn.execute(sa.select(steps).where(steps.c.move == move)).all()
         return {
             r.step: StepRecord(r.step, StepStatus(r.status), r.started_at, r.finished_at, r.error,
-                               json.loads(r.data or "{}"))
+                               checkpoint.load(r.step, json.loads(r.data or "{}")))
             for r in rows
         }
 
     def step(self, move: str, step: str) -> StepRecord:
-        return self.steps(move).get(step) or StepRecord(step, StepStatus.PENDING, None, None, None, {})
+        return self.steps(move).get(step) or StepRecord(step, StepStatus.PENDING, None, None, None,
+                                                        checkpoint.load(step, {}))
 
     def set_step(self, move: str, step: str, status: StepStatus, *, error: str | None = None,
                  started: bool = False, finished: bool = False) -> None:
@@ -233,14 +235,15 @@ class StateStore:
         self._upsert_step(move, step, values)
 
     def update_data(self, move: str, step: str, *, event: str | None = None, **data: Any) -> dict:
-        """Merge keys into a step's data (and log an event), durably, in one transaction:
-        the cutover writes its point of no return inside the pause."""
+        """Merge fields into a step's data (and log an event), durably, in one transaction:
+        the cutover writes its point of no return inside the pause. The result is checked
+        by the step's model (migrator.move.checkpoint) before it is written."""
         self.ensure_move(move)
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(steps.c.data).where(
                 steps.c.move == move, steps.c.step == step)).first()
-            merged = {**(json.loads(row.data or "{}") if row else {}), **data}
-            self._upsert_step_in(conn, move, step, {"data": json.dumps(merged, default=str)})
+            merged = checkpoint.merged(step, json.loads(row.data or "{}") if row else {}, data)
+            self._upsert_step_in(conn, move, step, {"data": json.dumps(merged)})
             if event:
                 conn.execute(events.insert().values(
                     move=move, at=time.time(), step=step, kind="info", message=mask_secrets(event)))
@@ -263,7 +266,7 @@ class StateStore:
             current = json.loads(row.data or "{}")
             if current.get("phase") not in phase_in:
                 return False
-            merged = json.dumps({**current, **data}, default=str)
+            merged = json.dumps(checkpoint.merged(step, current, data))
             with self.engine.begin() as conn:
                 won = conn.execute(steps.update().where(
                     steps.c.move == move, steps.c.step == step, steps.c.data == row.data,

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 from migrator import names
 from migrator.errors import OperationFailed
-from migrator.move.cutover import CutoverPhase, DirectionName
+from migrator.move.checkpoint import CutoverData
+from migrator.move.phases import CutoverPhase, DirectionName
 from migrator.move.drift import report_drift
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
@@ -157,8 +158,8 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
             "error": record.error if record else None,
         })
     cutover = records.get("cutover")
-    cut_data = cutover.data if cutover else {}
-    serving = cut_data.get("serving", Side.SOURCE)
+    cut_data = cutover.data if cutover else CutoverData()
+    serving = cut_data.serving
     state, next_command = _verdict(playbook, move_status, steps, cut_data)
     rep = _replication(playbook, serving)
     differences, drift_error = report_drift(playbook, records.get("schema"), move_status) if drift else (None, None)
@@ -168,7 +169,7 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
         steps=steps,
         replication=rep,
         routes=routes(playbook),
-        last_cutover=cut_data.get("last_window"),
+        last_cutover=cut_data.last_window,
         next_command=next_command,
         events=[
             {"at": e.at, "step": e.step, "kind": e.kind, "message": e.message, "seconds": e.seconds}
@@ -180,15 +181,15 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
     )
 
 
-def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict) -> tuple[str, str]:
+def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: CutoverData) -> tuple[str, str]:
     path = str(playbook.path) if playbook.path else "PLAYBOOK"
     statuses = {s["step"]: s["status"] for s in steps}
     if move_status == MoveStatus.COMPLETED:
         return "completed", "nothing: the move is finished"
     if move_status is None or all(s == "pending" for s in statuses.values()):
         return "not started", f"migrator plan {path}, then migrator execute {path}"
-    if cut_data.get("phase") not in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED):
-        phase, direction = cut_data["phase"], cut_data.get("direction")
+    if cut_data.phase not in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED):
+        phase, direction = cut_data.phase, cut_data.direction
         old, new = (Side.TARGET, Side.SOURCE) if direction == DirectionName.REVERSE else (Side.SOURCE, Side.TARGET)
         if phase == CutoverPhase.POINT_OF_NO_RETURN:
             what = f"past its point of no return: the next run finishes it (traffic to the {new})"
@@ -258,7 +259,7 @@ def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) ->
         except Exception:  # noqa: BLE001 - the view reports, it does not fail
             pass
     running = next((s["step"] for s in report.steps if s["status"] in ("running", "undoing")), None)
-    phase = store.step(playbook.name, "cutover").data.get("phase")
+    phase = store.step(playbook.name, "cutover").data.phase
     copies = store.samples(playbook.name, SampleKind.COPY)
     copy, done, total = [], 0, 0
     if copies:

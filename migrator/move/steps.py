@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -17,37 +19,96 @@ from psycopg import sql
 from migrator import names, waiting
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
-from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
-from migrator.move.guarding import (
-    install_guards,
-    remove_guards,
-    remove_guards_statements,
-)
+from migrator.move.cutover import CutoverFacts, Direction, cutover_sequence
+from migrator.move.cutover_step import cutover_do, cutover_facts, cutover_undo, cutover_undo_statements
+from migrator.move.guarding import Guards
 from migrator.move.state import SampleKind
 from migrator.pgbouncer.route import original_entries
 from migrator.playbook import Playbook, TableName, format_size
 from migrator.postgres import replication
-from migrator.postgres.catalog import existing_objects, read_group
-from migrator.postgres.connection import describe_error
+from migrator.postgres.catalog import existing_objects, guarded_objects, read_group
+from migrator.postgres.connection import Side, describe_error
+from migrator.postgres.guards import can_make_event_triggers
 from migrator.postgres.ddl import DeferredIndex, GroupSchema, group_schema
 from migrator.postgres.statement import Statement
 from migrator.postgres.subscription_health import SubscriptionWatch
 from migrator.testhooks import hold
 
-__all__ = ["STEPS", "STEP_NAMES", "MoveContext", "Reporter", "Step", "describe_failure"]
+__all__ = ["STEPS", "STEP_NAMES", "MoveContext", "MoveFacts", "Reporter", "Step", "describe_failure"]
 
 INITIAL_COPY_TIMEOUT = 24 * 3600
+
+
+# --------------------------------------------------------------------------- the facts
+
+
+@dataclass(frozen=True)
+class MoveFacts:
+    """What the steps' statements are built from, one value wherever it is read: `plan`
+    reads it from its snapshot of the servers, a running move from its checkpoint and
+    the servers (migrator.move.facts_from_checkpoint). Each step's `describe` turns it
+    into the statements that run, so what `plan` shows is what runs."""
+
+    schema: GroupSchema | None                   # the schema step's DDL (None: cannot be built)
+    secondary_indexes: tuple[DeferredIndex, ...]
+    materialized_views: tuple[TableName, ...]
+    partitioned: bool                            # publish via the partition root
+    guarded: tuple[tuple[TableName, ...], tuple[TableName, ...]]   # (relations, indexes)
+    ddl_guard: dict[str, bool]                   # per side: may the role make event triggers
+    cutover: CutoverFacts
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def describe_schema(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
+    return schema_statements(facts.schema, playbook) if facts.schema is not None else []
+
+
+def describe_defer(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
+    return defer_statements(playbook, list(facts.secondary_indexes))
+
+
+def describe_replicate(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
+    relations, indexes = facts.guarded
+    return [*Guards(playbook).install(list(relations), list(indexes), ddl_guard=facts.ddl_guard),
+            *replicate_statements(playbook, via_root=facts.partitioned,
+                                  target_version=facts.cutover.target_version)]
+
+
+def describe_rebuild(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
+    return rebuild_statements(playbook, list(facts.secondary_indexes), list(facts.materialized_views))
+
+
+def describe_prepare_reverse(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
+    return prepare_reverse_statements(playbook, via_root=facts.partitioned)
+
+
+def describe_cutover(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
+    return cutover_sequence(playbook, Direction.forward(playbook), facts.cutover).render()
+
+
+def facts_of(ctx: MoveContext, src: psycopg.Connection | None = None,
+             dst: psycopg.Connection | None = None) -> MoveFacts:
+    """The facts as a running move has them: its checkpoint, and with connections to
+    both sides what the guards protect there now."""
+    schema = ctx.data("schema")
+    relations, indexes = guarded_objects(src, ctx.tables) if src is not None else ([], [])
+    ddl_guard = ({"source": can_make_event_triggers(src), "target": can_make_event_triggers(dst)}
+                 if src is not None and dst is not None else {})
+    return MoveFacts(
+        schema=None, secondary_indexes=tuple(schema.secondary_indexes),
+        materialized_views=tuple(schema.materialized_views), partitioned=schema.partitioned,
+        guarded=(tuple(relations), tuple(indexes)), ddl_guard=ddl_guard, cutover=cutover_facts(ctx))
 
 
 # --------------------------------------------------------------------------- preflight
 
 
 def preflight_do(ctx: MoveContext) -> str:
-    from migrator.plan.findings import check
-    from migrator.plan.inspection import inspect_move
-
-    snapshot = inspect_move(ctx.playbook)
-    findings = check(snapshot, ctx.playbook, expected_objects=names.all_objects(ctx.playbook))
+    """The plan's checks again (`ctx.checks`: the caller gives them, so the move does
+    not depend on the planner), and the facts later steps need recorded."""
+    if ctx.checks is None:
+        raise OperationFailed("preflight: no checks were given to run")
+    findings = ctx.checks(ctx.playbook)
     blocking = [f for f in findings if f.level == "block"]
     # The findings as execute saw them, for `migrator report` (plan's may be days older).
     ctx.store.record_sample(ctx.playbook.name, SampleKind.FINDINGS,
@@ -56,8 +117,12 @@ def preflight_do(ctx: MoveContext) -> str:
         first = blocking[0]
         more = f" (and {len(blocking) - 1} more: run `migrator plan`)" if len(blocking) > 1 else ""
         raise PlanBlocked(f"preflight: {first.message}{more}", hint=first.hint)
-    if "original_entries" not in ctx.data("preflight"):
+    recorded = ctx.data("preflight")
+    if not recorded.original_entries:
         ctx.save("preflight", original_entries=original_entries(ctx.playbook))
+    if not (recorded.source_version and recorded.target_version):
+        with ctx.source("preflight") as src, ctx.target("preflight") as dst:
+            ctx.save("preflight", source_version=src.info.server_version, target_version=dst.info.server_version)
     warnings = sum(1 for f in findings if f.level == "warn")
     return f"{len(findings)} checks, {warnings} warning{'' if warnings == 1 else 's'}, nothing blocking"
 
@@ -88,7 +153,7 @@ def schema_statements(schema: GroupSchema, playbook: Playbook) -> list[Statement
 
 def schema_do(ctx: MoveContext) -> str:
     with ctx.source("schema") as src, ctx.target("schema") as dst:
-        if ctx.data("schema").get("intent") and _all_tables_exist(dst, ctx.tables):
+        if ctx.data("schema").intent and _all_tables_exist(dst, ctx.tables):
             return "already on the target"  # the DDL transaction committed before a crash
         schema = read_schema(src, dst, ctx.playbook)
         if any(t in ctx.tables for t in schema.existing.tables):
@@ -100,16 +165,16 @@ def schema_do(ctx: MoveContext) -> str:
             "schema",
             intent=True,
             created_schemas=[s.name for s in schema.schemas],
-            created_types=[[t.schema, t.name, t.kind] for t in schema.types],
-            created_functions=[[r.name.schema, r.name.name, r.arguments, r.kind] for r in schema.routines],
-            created_views=[[v.name.schema, v.name.name, v.materialized] for v in schema.views],
-            created_sequences=[[q.name.schema, q.name.name] for q in schema.sequences if not q.identity],
-            app_privileges=[p.to_list() for p in schema.app_privileges],
-            sequences=[[n.schema, n.name] for n in schema.sequence_names],
+            created_types=[(t.schema, t.name, t.kind) for t in schema.types],
+            created_functions=[(r.name.schema, r.name.name, r.arguments, r.kind) for r in schema.routines],
+            created_views=[(v.name.schema, v.name.name, v.materialized) for v in schema.views],
+            created_sequences=[(q.name.schema, q.name.name) for q in schema.sequences if not q.identity],
+            app_privileges=[tuple(p.to_list()) for p in schema.app_privileges],
+            sequences=[(n.schema, n.name) for n in schema.sequence_names],
             indexes=[i.to_dict() for i in schema.secondary_indexes],
             partitioned=schema.group.partitioned,
         )
-        statements = schema_statements(schema, ctx.playbook)
+        statements = describe_schema(ctx.playbook, replace(facts_of(ctx), schema=schema))
         ctx.run(src, [q for q in statements if q.on == "source"], "schema", "on the source", transaction=True)
         ctx.run(dst, [q for q in statements if q.on == "target"], "schema", "created on the target",
                 transaction=True)
@@ -126,21 +191,21 @@ def schema_undo_statements(ctx: MoveContext) -> UndoPlan:
     # Views first, each before the views it reads.
     out = [Statement("target", sql.SQL("DROP {}VIEW IF EXISTS {}").format(
                 sql.SQL("MATERIALIZED " if materialized else ""), sql.Identifier(schema, name)))
-            for schema, name, materialized in reversed(data.get("created_views", []))]
+            for schema, name, materialized in reversed(data.created_views)]
     out += [Statement("target", sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t.identifier))
             for t in reversed(ctx.tables)]
     out += [Statement("target", sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(*q)))
-            for q in data.get("created_sequences", [])]
+            for q in data.created_sequences]
     out += [Statement("target", sql.SQL("DROP {} IF EXISTS {}({})").format(
                 sql.SQL(_DROP_ROUTINE.get(kind, "FUNCTION")), sql.Identifier(schema, name), sql.SQL(arguments)))
-            for schema, name, arguments, kind in reversed(data.get("created_functions", []))]
+            for schema, name, arguments, kind in reversed(data.created_functions)]
     # Made dependencies first, so dropped in reverse: a composite before the enum it holds.
     out += [Statement("target", sql.SQL("DROP {} IF EXISTS {}").format(
                 sql.SQL("DOMAIN" if kind == "domain" else "TYPE"), sql.Identifier(schema, name)))
-            for schema, name, kind in reversed(data.get("created_types", []))]
+            for schema, name, kind in reversed(data.created_types)]
     out += [Statement("target", sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)),
                       "only if nothing else was put there since")
-            for schema in data.get("created_schemas", [])]
+            for schema in data.created_schemas]
     return UndoPlan(out, [f"and this move's sync marker table {'.'.join(names.sync_marker(ctx.playbook))} on both "
                           "sides (the schema too, once nothing else is in it)"])
 
@@ -170,23 +235,10 @@ def schema_undo(ctx: MoveContext) -> str:
     return "kept the target's tables" if ctx.keep_target else "dropped the group on the target"
 
 
-def _via_root(ctx: MoveContext) -> bool:
-    """Publish partitioned tables via their root (see replication.publication_statement)."""
-    return bool(ctx.data("schema").get("partitioned"))
-
-
 def _all_tables_exist(conn: psycopg.Connection, tables: list[TableName]) -> bool:
     row = conn.execute("SELECT bool_and(pg_catalog.to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) t",
                        ([t.qualified for t in tables],)).fetchone()
     return bool(row and row[0])
-
-
-def _deferrable(ctx: MoveContext) -> list[DeferredIndex]:
-    return [DeferredIndex.from_dict(i) for i in ctx.data("schema").get("indexes", [])]
-
-
-def _deferred(ctx: MoveContext) -> list[DeferredIndex]:
-    return [DeferredIndex.from_dict(i) for i in ctx.data("defer-indexes").get("dropped", [])]
 
 
 # --------------------------------------------------------------------------- indexes
@@ -204,11 +256,12 @@ def defer_do(ctx: MoveContext) -> str:
     if not ctx.playbook.indexes.defer:
         ctx.save("defer-indexes", dropped=[])
         return "indexes.defer is off: nothing deferred"
-    secondary = _deferrable(ctx)
+    facts = facts_of(ctx)
+    secondary = list(facts.secondary_indexes)
     # Recorded before the first DROP: a crash in between still knows what to rebuild.
     ctx.save("defer-indexes", dropped=[i.to_dict() for i in secondary])
     with ctx.target("defer-indexes") as dst:
-        ctx.run(dst, defer_statements(ctx.playbook, secondary), "defer-indexes", "dropped for the bulk copy")
+        ctx.run(dst, describe_defer(ctx.playbook, facts), "defer-indexes", "dropped for the bulk copy")
     return f"dropped {len(secondary)} secondary indexes"
 
 
@@ -220,13 +273,13 @@ def _skipped_with_tables(ctx: MoveContext) -> UndoPlan | None:
 
 def defer_undo_statements(ctx: MoveContext) -> UndoPlan:
     return _skipped_with_tables(ctx) or UndoPlan(
-        [Statement("target", q) for i in _deferred(ctx) for q in i.build()], ["up to 4 at a time"])
+        [Statement("target", q) for i in _dropped(ctx) for q in i.build()], ["up to 4 at a time"])
 
 
 def defer_undo(ctx: MoveContext) -> str | None:
     if ctx.tables_will_be_dropped:
         return "skipped: the tables go with the schema step"
-    dropped = _deferred(ctx)
+    dropped = _dropped(ctx)
     _build_indexes(ctx, "defer-indexes", dropped)
     return f"recreated {len(dropped)} indexes"
 
@@ -255,10 +308,15 @@ def _build_index(ctx: MoveContext, step: str, index: DeferredIndex) -> None:
 
 
 def _build_indexes(ctx: MoveContext, step: str, indexes: list[DeferredIndex]) -> None:
-    """CREATE INDEX in parallel, one connection each: the builds are CPU bound."""
+    """CREATE INDEX in parallel, one connection each: the builds are CPU bound. An index
+    built already (as its table's copy finished, or before a crash) is not built again,
+    so the event log holds each build once."""
     if not indexes:
         return
     _stop_orphaned_builds(ctx, step)
+    with ctx.target(step) as conn:
+        built = _built(conn, indexes)
+    indexes = [i for i in indexes if i.identity not in built]
     done = 0
     workers = max(2, min(len(indexes), 4))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
@@ -269,6 +327,16 @@ def _build_indexes(ctx: MoveContext, step: str, indexes: list[DeferredIndex]) ->
             ctx.reporter.progress(step, done, len(indexes), "indexes")
 
 
+def _built(conn: psycopg.Connection, indexes: list[DeferredIndex]) -> set[TableName]:
+    """Those of the indexes that exist and are valid (a partitioned index is valid once
+    every partition's index is attached to it)."""
+    rows = conn.execute(
+        "SELECT s, n FROM unnest(%s::text[], %s::text[]) u(s, n) JOIN pg_catalog.pg_index x "
+        "ON x.indexrelid = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', s, n)) WHERE x.indisvalid",
+        ([i.identity.schema for i in indexes], [i.identity.name for i in indexes])).fetchall()
+    return {TableName(schema, name) for schema, name in rows}
+
+
 class EarlyIndexBuilds:
     """Deferred indexes of a table built as soon as its initial copy is done, while
     the bigger tables are still copying: the copy of the largest table sets the pace,
@@ -277,7 +345,7 @@ class EarlyIndexBuilds:
     def __init__(self, ctx: MoveContext) -> None:
         self.ctx = ctx
         self.pending: dict[TableName, list[DeferredIndex]] = {}
-        for index in _deferred(ctx):
+        for index in _dropped(ctx):
             self.pending.setdefault(index.copied_with or index.table, []).append(index)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if self.pending else None
         self.futures: list[concurrent.futures.Future] = []
@@ -317,17 +385,18 @@ def _refresh_statements(materialized_views: list[TableName]) -> list[Statement]:
             for v in materialized_views]
 
 
-def _materialized_views(ctx: MoveContext) -> list[TableName]:
-    return [TableName(s, n) for s, n, materialized in ctx.data("schema").get("created_views", []) if materialized]
+def _dropped(ctx: MoveContext) -> list[DeferredIndex]:
+    """The indexes the defer-indexes step recorded and dropped: what is rebuilt."""
+    return ctx.data("defer-indexes").indexes
 
 
 def rebuild_do(ctx: MoveContext) -> str:
-    dropped = _deferred(ctx)
+    dropped = _dropped(ctx)
     started = time.monotonic()
     _build_indexes(ctx, "rebuild-indexes", dropped)
     built = time.monotonic() - started
     _analyze(ctx)
-    refresh = _refresh_statements(_materialized_views(ctx))
+    refresh = _refresh_statements(ctx.data("schema").materialized_views)
     if refresh:
         with ctx.target("refresh") as conn:
             ctx.run(conn, refresh, "rebuild-indexes", "computed on the target")
@@ -340,17 +409,22 @@ def rebuild_do(ctx: MoveContext) -> str:
 def _analyze(ctx: MoveContext) -> None:
     """Statistics before the target serves traffic: the copy leaves it with none, and
     until autovacuum gets there every query on the group is planned blind."""
-    def analyze(statement: Statement) -> None:
+    def analyze(statement: Statement) -> float:
         with ctx.target("analyze") as conn:
-            ctx.run(conn, [statement], "rebuild-indexes", "analyzed")
+            started = time.monotonic()
+            conn.execute(statement.sql)
+            return time.monotonic() - started
 
+    statements = _analyze_statements(ctx.playbook)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(analyze, q) for q in _analyze_statements(ctx.playbook)]:
-            future.result()
+        futures = [pool.submit(analyze, q) for q in statements]
+        # Two at a time, recorded in the order shown.
+        for statement, future in zip(statements, futures, strict=True):
+            ctx.log("rebuild-indexes", "analyzed", statement.sql, seconds=future.result())
 
 
 def rebuild_undo_statements(ctx: MoveContext) -> UndoPlan:
-    return _skipped_with_tables(ctx) or UndoPlan([Statement("target", i.drop()) for i in _deferred(ctx)])
+    return _skipped_with_tables(ctx) or UndoPlan([Statement("target", i.drop()) for i in _dropped(ctx)])
 
 
 def rebuild_undo(ctx: MoveContext) -> str | None:
@@ -435,9 +509,11 @@ def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_v
 def replicate_do(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
     with ctx.source("replicate") as src, ctx.target("replicate") as dst:
-        publication, subscription = replicate_statements(
-            ctx.playbook, via_root=_via_root(ctx), target_version=dst.info.server_version)
-        install_guards(ctx, src, dst)
+        facts = facts_of(ctx, src, dst)
+        *guarding, publication, subscription = describe_replicate(ctx.playbook, facts)
+        Guards(ctx.playbook).run(guarding, {"source": src, "target": dst}, ddl_guard=facts.ddl_guard,
+                                 log=lambda message, q=None: ctx.log("replicate", message, q),
+                                 note=ctx.reporter.note, hold=lambda point: hold("replicate", point))
         if not replication.publication_exists(src, pub):
             ctx.run(src, [publication], "replicate", "publication on the source")
         if replication.subscription(dst, sub) is None:
@@ -499,7 +575,7 @@ def replicate_undo_statements(ctx: MoveContext) -> UndoPlan:
     return UndoPlan(
         [Statement("target", replication.drop_subscription_statement(sub), "drops its slot on the source too"),
          Statement("source", replication.drop_publication_statement(pub)),
-         *remove_guards_statements(ctx.playbook)],
+         *Guards(ctx.playbook).remove()],
         [f"and the slot {slot} if the subscription could not drop it (the source was down), "
          "and table-sync slots orphaned that way"])
 
@@ -507,6 +583,7 @@ def replicate_undo_statements(ctx: MoveContext) -> UndoPlan:
 def replicate_undo(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
     drop_subscription, drop_publication = replicate_undo_statements(ctx).statements[:2]
+    guards = Guards(ctx.playbook)
     with ctx.target("replicate-undo") as dst:
         try:
             src = ctx.source("replicate-undo")
@@ -522,9 +599,9 @@ def replicate_undo(ctx: MoveContext) -> str:
                     ctx.log("replicate", f"dropped table-sync slot {orphan}, orphaned by a subscription "
                             "dropped while the source was down")
                 ctx.run(src, [drop_publication], "replicate", f"dropped publication {pub}")
-                remove_guards(ctx, src, "source", "replicate")
+                guards.run_remove(src, Side.SOURCE, lambda message, q: ctx.log("replicate", message, q))
                 hold("replicate", "undo-unguarded-source")
-            remove_guards(ctx, dst, "target", "replicate")
+            guards.run_remove(dst, Side.TARGET, lambda message, q: ctx.log("replicate", message, q))
         finally:
             if src is not None:
                 src.close()
@@ -547,7 +624,7 @@ def prepare_reverse_do(ctx: MoveContext) -> str:
     pub = names.reverse_publication(ctx.playbook)
     with ctx.target("prepare-reverse") as dst:
         if not replication.publication_exists(dst, pub):
-            ctx.run(dst, prepare_reverse_statements(ctx.playbook, via_root=_via_root(ctx)), "prepare-reverse",
+            ctx.run(dst, describe_prepare_reverse(ctx.playbook, facts_of(ctx)), "prepare-reverse",
                     "reverse publication on the target")
     return f"publication {pub} ready on the target"
 
@@ -568,18 +645,19 @@ def nothing_to_undo(ctx: MoveContext) -> UndoPlan:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("preflight", "re-check the plan's findings", preflight_do, nothing, nothing_to_undo),
-    Step("schema", "create the group's schema on the target", schema_do, schema_undo, schema_undo_statements),
+    Step("preflight", "re-check the plan's findings", preflight_do, nothing, nothing_to_undo, lambda p, f: []),
+    Step("schema", "create the group's schema on the target", schema_do, schema_undo, schema_undo_statements,
+         describe_schema),
     Step("defer-indexes", "drop secondary indexes on the target for the bulk copy", defer_do, defer_undo,
-         defer_undo_statements),
+         defer_undo_statements, describe_defer),
     Step("replicate", "publish, subscribe and copy the group", replicate_do, replicate_undo,
-         replicate_undo_statements),
+         replicate_undo_statements, describe_replicate),
     Step("rebuild-indexes", "rebuild the deferred indexes; wait for lag under max_lag", rebuild_do, rebuild_undo,
-         rebuild_undo_statements),
+         rebuild_undo_statements, describe_rebuild),
     Step("prepare-reverse", "publish the group on the target for reverse replication",
-         prepare_reverse_do, prepare_reverse_undo, prepare_reverse_undo_statements),
+         prepare_reverse_do, prepare_reverse_undo, prepare_reverse_undo_statements, describe_prepare_reverse),
     Step("cutover", "pause, sync, switch replication, reroute, resume", cutover_do, cutover_undo,
-         cutover_undo_statements),
+         cutover_undo_statements, describe_cutover),
 )
 STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
 

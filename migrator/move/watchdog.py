@@ -12,10 +12,11 @@ before the first PAUSE; from then on it waits for one of:
 Which way to act is what the durable checkpoint says (the tool records the point of
 no return before it tells the watchdog "pnr", and can die in between), and going back
 is itself recorded first, so the tool and the next run never decide otherwise.
-Acting before the point of no return: give the app roles back their privileges on
-the old side, RESUME. After it: rewrite and RELOAD the config to the new side, grant
-there, RESUME. Every action is idempotent, so the tool and the watchdog may both do
-it. The next `execute`/`rollback` reconciles replication from the checkpoint.
+Going back runs the cutover's undo log (migrator.move.undo: the tool's sessions on the
+old side ended first, then traffic first); going forward runs what finishes the
+cutover (each route written, RELOAD, RESUME). Both are the orders' plain records, made
+from the cutover's one sequence, and every record is safe to run twice, so the tool
+and the watchdog may both run them. The next `execute`/`rollback` reconciles the rest.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ class WatchdogOrders:
     deadline: float                 # time.time() after which the watchdog acts anyway
     old_dsn: str
     new_dsn: str
-    restore_old: list[str]          # GRANTs that give the old side back its privileges (and lift its fence)
-    grant_new: list[str]            # GRANTs for the app roles on the new side (and its fence lifted)
-    pgbouncers: list[dict] = field(default_factory=list)  # admin_dsn, entry, route (route.orders()), new_value
+    old_side: str = "source"        # the side that served before the cutover
+    back: list[dict] = field(default_factory=list)     # the undo log: traffic back to the old side
+    forward: list[dict] = field(default_factory=list)  # the cutover finished: routes, RELOAD, RESUME
+    pgbouncers: list[dict] = field(default_factory=list)  # by index: admin_dsn, entry, route (route.orders())
     state_url: str | None = None
     old_backend_pids: list[int] = field(default_factory=list)  # the tool's sessions on the old side
-    fence_new: list[str] = field(default_factory=list)  # going back: the new side fenced again, after RESUME
 
 
 class Watchdog:
@@ -104,6 +105,11 @@ class Watchdog:
         except OSError:
             pass
 
+    def release(self) -> None:
+        """The tool is done with it: never armed, it exits doing nothing; armed and not
+        told "done", it acts now (as if the tool had died)."""
+        self.take_over()
+
     def take_over(self) -> None:
         """Make it act now (as if the tool had died): past the point of no return,
         when the tool cannot finish the reroute itself."""
@@ -134,7 +140,7 @@ def decide(orders: WatchdogOrders, store, told_forward: bool) -> bool:
                                 phase=CutoverPhase.WATCHDOG_REVERTED,
                                 event="watchdog: gave traffic back to the old side"):
             return False
-        return store.step(orders.move, "cutover").data.get("phase") == CutoverPhase.POINT_OF_NO_RETURN
+        return store.step(orders.move, "cutover").data.phase == CutoverPhase.POINT_OF_NO_RETURN
     except Exception:  # noqa: BLE001 - an unreadable store must not stop the RESUME
         return told_forward
 
@@ -170,57 +176,88 @@ RESUME_RETRY_WINDOW = 60.0
 
 
 def _route_of(bouncer: dict):
-    from migrator.pgbouncer.route import FileRoute, route_from_orders
+    from migrator.pgbouncer.route import route_from_orders
 
-    if "route" in bouncer:
-        return route_from_orders(bouncer["route"])
-    return FileRoute(bouncer["config_file"], bouncer["entry"])  # orders of an older version
+    return route_from_orders(bouncer["route"])
 
 
 def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
-    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
-
-    from migrator.pgbouncer.console import PgBouncerConsole
-    from migrator.pgbouncer.fleet import run_all
+    from migrator.move.undo import run_undo
 
     errors: list[str] = []
     if forward:
-        _run_sql(orders.new_dsn, orders.grant_new, errors)
+        pending = _per_bouncer(orders, orders.forward, errors)
     else:
-        # The tool may be alive, only late (or stopped) in the middle of its REVOKE:
-        # its sessions on the old side go first, so nothing of it commits once clients
-        # are back there, and the tool, finding them gone, aborts.
+        # The tool may be alive, only late (or stopped) in the middle of its own
+        # transaction: its sessions on the old side go first, so nothing of it commits
+        # once clients are back there, and the tool, finding them gone, aborts.
         _run_sql(orders.old_dsn, [f"SELECT pg_catalog.pg_terminate_backend({int(pid)})"
                                   for pid in orders.old_backend_pids], errors)
-        _run_sql(orders.old_dsn, orders.restore_old, errors)
+        pending = []
+        opened: dict[str, object] = {}
 
-    def one(bouncer: dict) -> None:
-        if forward:
-            _route_of(bouncer).write(bouncer["new_value"])
+        def connection(side: str):
+            if side not in opened:
+                opened[side] = connect(orders.old_dsn if side == orders.old_side else orders.new_dsn,
+                                       purpose="watchdog")
+            return opened[side]
+
+        def consoles(records: list[dict]) -> dict[int, str]:
+            pending.extend(_per_bouncer(orders, records, errors))
+            return {i: "not reached" for i in pending}
+
+        try:
+            errors += run_undo(orders.back, old_side=orders.old_side, connection=connection,
+                               consoles=consoles).problems
+        finally:
+            for conn in opened.values():
+                conn.close()  # type: ignore[attr-defined]
+    left = f"; not reached in {RESUME_RETRY_WINDOW:.0f}s: {pending}" if pending else ""
+    _log(orders, f"watchdog acted ({why}): traffic resumed on the "
+                 f"{'new' if forward else 'old'} side" + (f"; errors: {errors}" if errors else "") + left)
+
+
+def _per_bouncer(orders: WatchdogOrders, records: list[dict], errors: list[str]) -> list[int]:
+    """Run each PgBouncer's records (a route written, then its commands), every
+    PgBouncer at once, retrying those that fail for RESUME_RETRY_WINDOW; returns the
+    indexes never reached."""
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    from migrator.pgbouncer.console import PgBouncerConsole, already_resumed
+    from migrator.pgbouncer.fleet import run_all
+
+    mine: dict[int, list[dict]] = {}
+    for r in records:
+        mine.setdefault(r["bouncer"], []).append(r)
+
+    def one(index: int) -> None:
+        bouncer = orders.pgbouncers[index]
+        for r in mine[index]:
+            if r["kind"] == "route":
+                _route_of(bouncer).write(r["value"])
         with PgBouncerConsole(bouncer["admin_dsn"], connect_timeout=2) as console:
-            if forward:
-                console.reload()
-            console.resume(bouncer["entry"])
+            for r in mine[index]:
+                if r["kind"] == "console":
+                    try:
+                        console.command(r["command"])
+                    except Exception as exc:  # noqa: BLE001
+                        if not already_resumed(exc):
+                            raise
 
-    pending = list(orders.pgbouncers)
+    pending = sorted(mine)
 
-    def attempt() -> list[dict]:
-        outcomes = run_all([lambda b=b: one(b) for b in pending], timeout=5)
-        failed = [b for b, o in zip(pending, outcomes, strict=True) if not o.ok]
+    def attempt() -> list[int]:
+        outcomes = run_all([lambda i=i: one(i) for i in pending], timeout=5)
+        failed = [i for i, o in zip(pending, outcomes, strict=True) if not o.ok]
         if not errors:
-            errors.extend(f"{b['entry']}: {o.error or 'no answer'}"
-                          for b, o in zip(pending, outcomes, strict=True) if not o.ok)
+            errors.extend(f"{orders.pgbouncers[i]['entry']}: {o.error or 'no answer'}"
+                          for i, o in zip(pending, outcomes, strict=True) if not o.ok)
         pending[:] = failed
         return failed
 
     Retrying(stop=stop_after_delay(RESUME_RETRY_WINDOW), wait=wait_fixed(0.5), retry=retry_if_result(bool),
              retry_error_callback=lambda state: state.outcome.result())(attempt)
-    if not forward:
-        # Traffic is back: the new side may have lifted its fence inside the pause.
-        _run_sql(orders.new_dsn, orders.fence_new, errors)
-    left = f"; not reached in {RESUME_RETRY_WINDOW:.0f}s: {[b['entry'] for b in pending]}" if pending else ""
-    _log(orders, f"watchdog acted ({why}): traffic resumed on the "
-                 f"{'new' if forward else 'old'} side" + (f"; errors: {errors}" if errors else "") + left)
+    return pending
 
 
 def _run_sql(dsn: str, statements: list[str], errors: list[str]) -> None:
@@ -255,6 +292,7 @@ def main() -> int:
     import tenacity  # noqa: F401
 
     import migrator.move.state  # noqa: F401
+    import migrator.move.undo  # noqa: F401
     import migrator.pgbouncer.console  # noqa: F401
     import migrator.pgbouncer.fleet  # noqa: F401
     import migrator.pgbouncer.route  # noqa: F401

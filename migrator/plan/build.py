@@ -20,17 +20,8 @@ from typing import Any
 from psycopg import sql
 
 from migrator import names
-from migrator.move.cutover import Direction, fence_switch
-from migrator.move.guarding import guard_statements
-from migrator.move.steps import (
-    STEP_NAMES,
-    defer_statements,
-    prepare_reverse_statements,
-    rebuild_statements,
-    replicate_statements,
-    schema_statements,
-)
-from migrator.pgbouncer.config import entry_for
+from migrator.move.cutover import CutoverFacts, cutover_notes
+from migrator.move.steps import STEP_NAMES, STEPS, MoveFacts
 from migrator.pgbouncer.route import route_for
 from migrator.plan.document import (
     objects_created,
@@ -50,15 +41,9 @@ from migrator.plan.inspection import (
 )
 from migrator.playbook import (
     Playbook,
-    TableName,
-    format_duration,
     format_size,
     parse_size,
 )
-from migrator.postgres import replication
-from migrator.postgres.connection import describe
-from migrator.postgres.ddl import DeferredIndex
-from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
 from migrator.postgres.statement import Statement
 
 __all__ = [
@@ -71,6 +56,7 @@ __all__ = [
     "build_plan",
     "make_plan",
     "parse_rate",
+    "preflight_checks",
 ]
 
 # A conservative rate for one table-sync worker's COPY over a network on modest
@@ -184,6 +170,11 @@ def make_plan(
     return build_plan(playbook, snapshot, findings, copy_rate_bytes_per_s=copy_rate_bytes_per_s)
 
 
+def preflight_checks(playbook: Playbook) -> list[Finding]:
+    """The plan's checks, as the preflight step runs them again right before a move."""
+    return check(inspect_move(playbook), playbook, expected_objects=names.all_objects(playbook))
+
+
 def build_plan(
     playbook: Playbook,
     snapshot: Snapshot,
@@ -193,14 +184,18 @@ def build_plan(
 ) -> Plan:
     findings = tuple(findings)
     tables = [t for t in snapshot.tables.values() if t.exists]
+    facts = move_facts(playbook, snapshot)
+    described = {step.name: tuple(step.describe(playbook, facts)) for step in STEPS}
     steps = (
         _preflight(findings),
-        _schema(playbook, snapshot, tables),
-        _defer_indexes(playbook, snapshot, tables),
-        _replicate(playbook, snapshot),
-        _rebuild_indexes(playbook, snapshot),
-        _prepare_reverse(playbook, snapshot),
-        _cutover(playbook, snapshot, tables),
+        _schema(playbook, snapshot, described["schema"]),
+        _defer_indexes(playbook, snapshot, tables, described["defer-indexes"]),
+        _replicate(playbook, described["replicate"]),
+        _rebuild_indexes(playbook, described["rebuild-indexes"]),
+        _prepare_reverse(described["prepare-reverse"]),
+        PlannedStep("cutover", "Pause, catch up, switch replication, reroute, resume", described["cutover"],
+                    tuple(cutover_notes(playbook, facts.cutover)
+                          + ["`migrator rollback` afterwards moves traffic back with the same protocol"])),
     )
     assert tuple(s.name for s in steps) == STEP_NAMES
     return Plan(
@@ -232,23 +227,29 @@ def _estimate(playbook: Playbook, tables: list[TableFacts], rate: int) -> Estima
     )
 
 
-# --------------------------------------------------------------------------- SQL helpers
+# --------------------------------------------------------------------------- the facts
 
 
-def _ident(name: TableName | tuple[str, ...] | str) -> sql.Identifier:
-    if isinstance(name, TableName):
-        return name.identifier
-    if isinstance(name, tuple):
-        return sql.Identifier(*name)
-    return sql.Identifier(name)
-
-
-def _marker(playbook: Playbook) -> tuple[str, str]:
-    return names.sync_marker(playbook)
-
-
-def _stmt(on: str, composed: sql.Composable | str, note: str = "") -> Statement:
-    return Statement(on=on, sql=composed, note=note)
+def move_facts(playbook: Playbook, snapshot: Snapshot) -> MoveFacts:
+    """The facts the steps' statements are built from, as the snapshot has them (a move
+    about to begin: the replicate step fences every relation, so the cutover switches
+    the app's privileges around the pause)."""
+    schema = snapshot.schema
+    entries = {b.route_key: _current_entry(snapshot, b) for b in playbook.pgbouncers}
+    relations, indexes = snapshot.guarded
+    return MoveFacts(
+        schema=schema,
+        secondary_indexes=tuple(schema.secondary_indexes) if schema is not None else (),
+        materialized_views=tuple(v.name for v in schema.views if v.materialized) if schema is not None else (),
+        partitioned=snapshot.catalog is not None and snapshot.catalog.partitioned,
+        guarded=(tuple(relations), tuple(indexes)),
+        ddl_guard={"source": snapshot.source.rights.superuser, "target": snapshot.target.rights.superuser},
+        cutover=CutoverFacts(
+            app_privileges=tuple(schema.app_privileges) if schema is not None else (),
+            sequences=tuple(schema.sequence_names) if schema is not None else (),
+            entries={k: v for k, v in entries.items() if v is not None},
+            source_version=snapshot.source.version_num, target_version=snapshot.target.version_num),
+    )
 
 
 # --------------------------------------------------------------------------- steps
@@ -266,9 +267,8 @@ def _preflight(findings: tuple[Finding, ...]) -> PlannedStep:
     )
 
 
-def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
+def _schema(playbook: Playbook, snapshot: Snapshot, statements: tuple[Statement, ...]) -> PlannedStep:
     group = snapshot.schema
-    statements = schema_statements(group, playbook) if group is not None else []
     notes = [
         "creates the group's tables on the target like the source's, in one transaction: "
         "schemas, types, sequences, functions, columns, constraints, indexes, foreign keys, "
@@ -283,49 +283,30 @@ def _schema(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) ->
     if playbook.app_roles:
         notes.append(f"the app roles ({', '.join(playbook.app_roles)}) are granted on the target "
                      "only at the cutover")
-    return PlannedStep("schema", "Create the group's schema on the target", tuple(statements), tuple(notes))
+    return PlannedStep("schema", "Create the group's schema on the target", statements, tuple(notes))
 
 
-def _via_root(snapshot: Snapshot) -> bool:
-    return snapshot.catalog is not None and snapshot.catalog.partitioned
-
-
-def _deferred(snapshot: Snapshot) -> list[DeferredIndex]:
-    return list(snapshot.schema.secondary_indexes) if snapshot.schema is not None else []
-
-
-def _defer_indexes(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
+def _defer_indexes(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts],
+                   statements: tuple[Statement, ...]) -> PlannedStep:
     title = "Drop secondary indexes on the target for the bulk copy"
     if not playbook.indexes.defer:
         return PlannedStep("defer-indexes", title, (),
                            ("indexes.defer is false: every index stays during the copy",))
-    secondary = _deferred(snapshot)
     kept = [i for t in tables for i in t.indexes if not i.secondary]
-    notes = [f"records each definition in the checkpoint first ({_count(len(secondary), 'index', 'indexes')})"]
+    notes = [f"records each definition in the checkpoint first ({_count(len(statements), 'index', 'indexes')})"]
     if kept:
         notes.append("kept (the apply worker or a constraint needs them): "
                      + ", ".join(f"{i.name} ({why_kept(i)})" for i in kept))
-    return PlannedStep("defer-indexes", title, tuple(defer_statements(playbook, secondary)), tuple(notes))
+    return PlannedStep("defer-indexes", title, statements, tuple(notes))
 
 
 def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _guarded(snapshot: Snapshot) -> tuple[list[TableName], list[TableName]]:
-    """What the guards protect, from the catalog model: as guarded_objects reads it."""
-    relations = snapshot.catalog.relations if snapshot.catalog is not None else []
-    return ([t.name for t in relations],
-            sorted({TableName(t.name.schema, i.name) for t in relations for i in t.indexes}))
-
-
-def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
-    relations, indexes = _guarded(snapshot)
-    guarded = guard_statements(playbook, relations, indexes)
+def _replicate(playbook: Playbook, statements: tuple[Statement, ...]) -> PlannedStep:
     return PlannedStep(
-        "replicate", "Guard the group, then replicate it from the source to the target",
-        tuple([*guarded, *replicate_statements(playbook, via_root=_via_root(snapshot),
-                                               target_version=snapshot.target.version_num)]),
+        "replicate", "Guard the group, then replicate it from the source to the target", statements,
         (
             f"first the guards, on both servers until `complete` or a full rollback: the write fence "
             f"(trigger {names.fence(playbook)} on every table of the group) refuses writes on the "
@@ -340,109 +321,21 @@ def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     )
 
 
-def _rebuild_indexes(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
+def _rebuild_indexes(playbook: Playbook, statements: tuple[Statement, ...]) -> PlannedStep:
     title = "Rebuild the deferred indexes, then wait for the lag"
     wait = (f"then waits until the replication lag (slot {names.slot(playbook)}) is under "
             f"cutover.max_lag ({format_size(playbook.cutover.max_lag)})")
     notes = ("the recorded definitions, up to 4 at a time; ANALYZE of each table", wait)
     if not playbook.indexes.defer:
         notes = ("indexes.defer is false: nothing to rebuild; ANALYZE of each table", wait)
-    views = [v.name for v in snapshot.schema.views if v.materialized] if snapshot.schema is not None else []
-    return PlannedStep("rebuild-indexes", title, tuple(rebuild_statements(playbook, _deferred(snapshot), views)),
-                       notes)
+    return PlannedStep("rebuild-indexes", title, statements, notes)
 
 
-def _prepare_reverse(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
+def _prepare_reverse(statements: tuple[Statement, ...]) -> PlannedStep:
     return PlannedStep(
-        "prepare-reverse", "Publish the group on the target, for replication back",
-        tuple(prepare_reverse_statements(playbook, via_root=_via_root(snapshot))),
+        "prepare-reverse", "Publish the group on the target, for replication back", statements,
         ("so that the reverse subscription can be created in milliseconds during the cutover",),
     )
-
-
-def _subscription(name: str, dsn: str, publication: str, slot: str, *, copy_data: bool,
-                  create_slot: bool = True, subscriber_version: int = 0) -> sql.Composable:
-    return replication.subscription_statement(name, dsn, publication, slot, copy_data=copy_data,
-                                              create_slot=create_slot,
-                                              run_as_owner=replication.runs_as_owner(subscriber_version))
-
-
-def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -> PlannedStep:
-    """The statements of cutover.Cutover, in its order (keep the two in step)."""
-    bouncers = [(f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
-    privileges = snapshot.schema.app_privileges if snapshot.schema is not None else []
-    inside, outside = inside_and_outside_the_pause(privileges)
-    marker = _ident(_marker(playbook))
-    s: list[Statement] = [
-        _stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
-              "before the pause, until the target applies it quickly"),
-    ]
-    for _, bouncer in bouncers:
-        s.append(_stmt(route_for(bouncer).where,
-                       f"[databases] {bouncer.database} = "
-                       f"{_entry_value(_current_entry(snapshot, bouncer), playbook.target.dsn)}",
-                       "written beside the file before the pause, put in place at the reroute"))
-    s += [_stmt("target", q, "before the pause: the target's write fence refuses the app's writes "
-                             "until the pause lifts it")
-          for q in switch_statements(outside, grant=True)]
-    s += [_stmt(on, f"PAUSE {b.database}") for on, b in bouncers]
-    fence_old, _, _, unfence_new = fence_switch(playbook, Direction.forward(playbook))
-    if playbook.app_roles:
-        s.append(_stmt("source", sql.SQL(
-            "SELECT pg_catalog.pg_cancel_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
-            "WHERE a.usename = ANY({}) AND ..."
-        ).format(sql.Literal(list(playbook.app_roles))), "after grace: their queries on the group"))
-    s.append(_stmt("source", "SET LOCAL lock_timeout = ...", "what is left of max_pause; one round trip, "
-                                                           "one transaction to the marker's commit"))
-    s += [_stmt("source", q) for q in switch_statements(inside, grant=False)]
-    s.append(_stmt("source", fence_old, "the write fence moves to the source"))
-    s.append(_stmt("source", "SET LOCAL synchronous_commit = on"))
-    s.append(_stmt("source", sql.SQL("INSERT INTO {} (token, direction) VALUES (...)").format(marker),
-                   "the sync marker, in the fence's commit: no write on the group commits after it"))
-    s += [_stmt("target", q, "on a connection of its own, while the marker is awaited; the point of no "
-                             "return waits for it")
-          for q in [*switch_statements(inside, grant=True), unfence_new]]
-    s.append(_stmt("target", sql.SQL("SELECT 1 FROM {} WHERE token = ...").format(marker),
-                   "until the marker has arrived"))
-    sequences = snapshot.distinct_sequences
-    if sequences:
-        listed = sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(sql.Literal(_ident(q).as_string(None))
-                                                                for q in sequences))
-        s.append(_stmt("source", replication.read_sequences_statement(listed),
-                       "one statement for every sequence, while the marker is awaited "
-                       "(those never used: their last_value read directly)"))
-        s.append(_stmt("target", replication.write_sequences_statement(
-            listed, sql.SQL("<last_values>"), sql.SQL("<is_called>")),
-            "the values just read on the source; once before the pause for all of them, inside it "
-            "for those that moved since"))
-    s.append(_stmt("target", sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(names.subscription(playbook)))))
-    s.append(_stmt("target", sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(
-        sql.Literal(names.reverse_slot(playbook))), "from here on the target keeps its changes for the source"))
-    for on, _ in bouncers:
-        s.append(_stmt(on, "RELOAD", "after the config file is put in place: the point of no return is passed"))
-    s += [_stmt(on, f"RESUME {b.database}") for on, b in bouncers]
-    s += [_stmt(on, "SHOW DATABASES", "checks that the entry routes to the target") for on, _ in bouncers]
-    s += [_stmt("source", q, "after RESUME") for q in switch_statements(outside, grant=False)]
-    s.append(_stmt("source", _subscription(
-        names.reverse_subscription(playbook), playbook.target.dsn, names.reverse_publication(playbook),
-        names.reverse_slot(playbook), copy_data=False, create_slot=False,
-        subscriber_version=snapshot.source.version_num), "after RESUME"))
-    s.append(_stmt("target", sql.SQL("DROP SUBSCRIPTION {}").format(_ident(names.subscription(playbook))),
-                   "after RESUME; drops its slot on the source too"))
-    cut = playbook.cutover
-    notes = (
-        f"starts only when the lag is under max_lag ({format_size(cut.max_lag)}) and a marker "
-        "row crosses quickly",
-        f"the application sees one pause, at most max_pause ({format_duration(cut.max_pause)}); "
-        f"the app roles' queries still running after grace ({format_duration(cut.grace)}) are cancelled",
-        f"{_count(len(sequences), 'sequence', 'sequences')} copied during the pause",
-        "the point of no return is the reroute: before it any failure or a pause past max_pause "
-        "aborts (privileges restored, RESUME on the source, replication as it was); after it the "
-        "move finishes forward",
-        "a watchdog process resumes PgBouncer if the tool dies or hangs during the pause",
-        "`migrator rollback` afterwards moves traffic back with the same protocol",
-    )
-    return PlannedStep("cutover", "Pause, catch up, switch replication, reroute, resume", tuple(s), notes)
 
 
 def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
@@ -450,17 +343,6 @@ def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
         if str(facts.config_file) == route_for(bouncer).where and facts.database == bouncer.database:
             return facts.config_entry
     return None
-
-
-def _entry_value(current: str | None, dsn: str) -> str:
-    from migrator.pgbouncer.config import entry_value
-
-    if current is None:
-        return entry_for(dsn)
-    try:
-        return entry_value(current, dsn)
-    except ValueError:  # an entry shlex cannot split; the cutover would say so
-        return entry_for(dsn)
 
 
 def _objects_notes(snapshot: Snapshot) -> list[str]:

@@ -37,6 +37,7 @@ from migrator.postgres.catalog import (
     TableFacts,
     TypeFacts,
     existing_objects,
+    guarded_objects,
     read_group,
     target_tables,
     tree_facts,
@@ -177,6 +178,9 @@ class Snapshot:
     # this move made them (its marker table is there: the schema step ran, no full
     # rollback or `complete` since); None otherwise.
     drift: tuple[Difference, ...] | None = None
+    # What the guards will protect (relations, their indexes), as the replicate step
+    # reads it (catalog.guarded_objects): the statements plan shows are the ones it runs.
+    guarded: tuple[tuple[TableName, ...], tuple[TableName, ...]] = ((), ())
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -216,6 +220,8 @@ def inspect_move(
         )
         catalog = read_group(conn, playbook.tables, include=playbook.objects.include,
                              exclude=playbook.objects.exclude)
+        present = {t.name for t in catalog.existing}
+        relations, indexes = guarded_objects(conn, [t for t in playbook.tables if t in present])
     with _read_only(playbook.target.dsn, "target") as conn:
         target = server_facts(
             conn, "target", playbook.target.dsn, app_roles=playbook.app_roles,
@@ -236,7 +242,7 @@ def inspect_move(
     return Snapshot(
         source=source, target=target, tables=tables, pgbouncers=bouncers,
         shared_sequences=catalog.shared_sequences, catalog=catalog, existing=existing, schema=schema,
-        drift=drift,
+        drift=drift, guarded=(tuple(relations), tuple(indexes)),
     )
 
 

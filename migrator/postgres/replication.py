@@ -17,6 +17,7 @@ from psycopg import sql
 from migrator import names, waiting
 from migrator.errors import OperationFailed
 from migrator.playbook import TableName
+from migrator.postgres.statement import RunValue, bound
 
 
 def marker_table(move) -> sql.Identifier:
@@ -121,11 +122,19 @@ def drop_slot(conn: psycopg.Connection, name: str, timeout: float = 10) -> None:
         f"replication slot {name} stays in use; drop it by hand"))
 
 
+def create_slot_statement(name: str) -> sql.Composable:
+    return sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(sql.Literal(name))
+
+
+def drop_slot_statement(name: str) -> sql.Composable:
+    return sql.SQL("SELECT pg_catalog.pg_drop_replication_slot({})").format(sql.Literal(name))
+
+
 def create_slot(conn: psycopg.Connection, name: str) -> None:
     """A pgoutput slot made over an open connection: no walsender start-up, and from
     its creation on the server keeps every change for whoever subscribes to it."""
     if not slot_exists(conn, name):
-        conn.execute("SELECT pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+        conn.execute(create_slot_statement(name))
 
 
 def tablesync_slots(conn: psycopg.Connection, subscription_oid: int) -> list[str]:
@@ -236,10 +245,13 @@ def drop_subscription_statement(name: str) -> sql.Composable:
     return sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name))
 
 
+def set_subscription_statement(name: str, enabled: bool) -> sql.Composable:
+    return sql.SQL("ALTER SUBSCRIPTION {} {}").format(sql.Identifier(name), sql.SQL("ENABLE" if enabled else "DISABLE"))
+
+
 def set_subscription_enabled(conn: psycopg.Connection, name: str, enabled: bool) -> None:
     if subscription(conn, name):
-        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} {}").format(
-            sql.Identifier(name), sql.SQL("ENABLE" if enabled else "DISABLE")))
+        conn.execute(set_subscription_statement(name, enabled))
 
 
 def drop_subscription(subscriber: psycopg.Connection, name: str,
@@ -306,13 +318,15 @@ def relation_bytes(conn: psycopg.Connection, tables: list[TableName]) -> dict[Ta
     return {TableName(schema, table): size for schema, table, size in rows}
 
 
+def slot_lag_statement(slot: str) -> sql.Composable:
+    """WAL the subscriber of `slot` has not confirmed yet, in bytes."""
+    return sql.SQL("SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                   "FROM pg_catalog.pg_replication_slots WHERE slot_name = {}").format(sql.Literal(slot))
+
+
 def slot_lag_bytes(publisher: psycopg.Connection, slot: str) -> int | None:
     """WAL the subscriber has not confirmed yet (None: no such slot)."""
-    row = publisher.execute(
-        "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-        "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
-        (slot,),
-    ).fetchone()
+    row = publisher.execute(slot_lag_statement(slot)).fetchone()
     return int(row[0]) if row and row[0] is not None else None
 
 
@@ -335,37 +349,50 @@ class SyncMarker:
 
     token: str
     committed_at: float
-    table: sql.Identifier
 
 
-def marker_statements(move, direction: str) -> tuple[str, list[sql.Composable]]:
-    """(a new marker's token, the statements that commit it): to run in one transaction,
-    alone or after other statements of the same commit (the cutover's fence)."""
-    token = f"{direction}:{uuid.uuid4()}"
+TOKEN = RunValue("token")
+
+
+def new_token(direction: str) -> str:
+    return f"{direction}:{uuid.uuid4()}"
+
+
+def marker_statements(move, direction: str) -> list[sql.Composable]:
+    """The statements that commit a marker (its token a run-time value, `<token>`): to
+    run in one transaction, alone or after other statements of the same commit (the
+    cutover's fence)."""
     # Walsenders only send flushed WAL: an asynchronous commit here would sit in
     # the WAL buffers for up to wal_writer_delay before the subscriber could see it.
-    return token, [sql.SQL("SET LOCAL synchronous_commit = on"),
-                   sql.SQL("INSERT INTO {} (token, direction) VALUES ({}, {})").format(
-                       marker_table(move), sql.Literal(token), sql.Literal(direction))]
+    return [sql.SQL("SET LOCAL synchronous_commit = on"),
+            sql.SQL("INSERT INTO {} (token, direction) VALUES ({}, {})").format(
+                marker_table(move), TOKEN, sql.Literal(direction))]
+
+
+def marker_arrived_statement(move) -> sql.Composable:
+    """Is the marker `<token>` there? (polled on the other side)"""
+    return sql.SQL("SELECT 1 FROM {} WHERE token = {}").format(marker_table(move), TOKEN)
 
 
 def commit_marker(conn: psycopg.Connection, move, direction: str,
-                  before: list[sql.Composable] | None = None) -> SyncMarker:
+                  statements: list[sql.Composable] | None = None) -> SyncMarker:
     """Commit a marker row in `move`'s table (a Playbook or its slug), in one round trip
-    (a simple-protocol batch runs as one transaction), after `before` if given."""
-    token, statements = marker_statements(move, direction)
-    with conn.transaction():
-        conn.execute(sql.SQL("; ").join([*(before or []), *statements]))
-    return SyncMarker(token, time.monotonic(), marker_table(move))
+    (a simple-protocol batch runs as one transaction); `statements`: the whole batch,
+    marker_statements last (default: those alone)."""
+    token = new_token(direction)
+    with bound({"token": token}), conn.transaction():
+        conn.execute(sql.SQL("; ").join(statements or marker_statements(move, direction)))
+    return SyncMarker(token, time.monotonic())
 
 
-def wait_for_marker(conn: psycopg.Connection, marker: SyncMarker, *, deadline: float,
+def wait_for_marker(conn: psycopg.Connection, move, marker: SyncMarker, *, deadline: float,
                     poll: float = 0.003) -> float:
     """Poll the other side until the marker is applied; returns seconds waited."""
-    query = sql.SQL("SELECT 1 FROM {} WHERE token = %s").format(marker.table)
+    with bound({"token": marker.token}):
+        query = sql.SQL(marker_arrived_statement(move).as_string(conn))
 
     def arrived() -> float | None:
-        if conn.execute(query, (marker.token,)).fetchone():
+        if conn.execute(query).fetchone():
             return time.monotonic() - marker.committed_at
         return None
 
@@ -380,15 +407,13 @@ class MarkerTimeout(OperationFailed):
 # --------------------------------------------------------------------------- sequences
 
 
-def regclass_names(conn, sequences) -> list[str]:
-    """The sequences as regclass input text; composed before the pause, not inside it."""
-    return [sql.Identifier(schema, name).as_string(conn) for schema, name in sequences]
+def sequences_array(sequences: list[TableName]) -> sql.Composable:
+    """The sequences as regclass input text in an ARRAY (quoted as the catalogs need)."""
+    return sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(
+        sql.Literal(q.identifier.as_string(None)) for q in sequences))
 
 
-_PARAM = sql.SQL("%s")
-
-
-def read_sequences_statement(sequences: sql.Composable = _PARAM) -> sql.Composable:
+def read_sequences_statement(sequences: sql.Composable) -> sql.Composable:
     """Every sequence's value in one statement, planned once whatever their number
     (a UNION ALL of one SELECT per sequence costs the pause a plan per sequence).
     pg_sequence_last_value is NULL for a sequence whose last value was not handed out
@@ -397,40 +422,51 @@ def read_sequences_statement(sequences: sql.Composable = _PARAM) -> sql.Composab
                    "FROM unnest({}::regclass[]) WITH ORDINALITY AS u(seq, i)").format(sequences)
 
 
-def write_sequences_statement(sequences: sql.Composable = _PARAM, values: sql.Composable = _PARAM,
-                              called: sql.Composable = _PARAM) -> sql.Composable:
-    """setval of every sequence in one statement."""
+def write_sequences_statement() -> sql.Composable:
+    """setval of every sequence in one statement; which ones and their values are
+    run-time values."""
     return sql.SQL("SELECT pg_catalog.setval(u.seq, u.v, u.c) "
                    "FROM unnest({}::regclass[], {}::bigint[], {}::boolean[]) AS u(seq, v, c)").format(
-                       sequences, values, called)
+                       RunValue("sequences"), RunValue("last_values"), RunValue("is_called"))
 
 
-def read_sequences(conn: psycopg.Connection, sequences: list[tuple[str, str]],
-                   quoted: list[str] | None = None) -> list[tuple[str, str, int, bool, str]]:
+@dataclass(frozen=True)
+class SequenceValue:
+    name: TableName
+    last_value: int
+    is_called: bool
+
+    @property
+    def state(self) -> tuple[int, bool]:
+        return self.last_value, self.is_called
+
+
+def read_sequences(conn: psycopg.Connection, sequences: list[TableName],
+                   statement: sql.Composable | None = None) -> list[SequenceValue]:
+    """Each sequence's value; `statement`: read_sequences_statement of these sequences
+    (composed once, before the pause)."""
     if not sequences:
         return []
-    quoted = quoted or regclass_names(conn, sequences)
-    found = dict(conn.execute(read_sequences_statement(), (quoted,)).fetchall())
-    out = []
-    not_called = []
-    for index, (schema, name) in enumerate(sequences, start=1):
+    statement = statement if statement is not None else read_sequences_statement(sequences_array(sequences))
+    found = dict(conn.execute(statement).fetchall())
+    out, not_called = [], []
+    for index, name in enumerate(sequences, start=1):
         if found.get(index) is None:
-            not_called.append((schema, name))
+            not_called.append(name)
         else:
-            out.append((schema, name, int(found[index]), True, quoted[index - 1]))
+            out.append(SequenceValue(name, int(found[index]), True))
     if not_called:
         parts = [sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
-                    sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name))
-                 for schema, name in not_called]
-        out += [(*r, sql.Identifier(r[0], r[1]).as_string(conn))
+                    sql.Literal(q.schema), sql.Literal(q.name), q.identifier) for q in not_called]
+        out += [SequenceValue(TableName(r[0], r[1]), int(r[2]), bool(r[3]))
                 for r in conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()]
     return out
 
 
-def write_sequences(conn: psycopg.Connection, values: list[tuple]) -> None:
-    """setval every sequence in one round trip; values as read_sequences gives them
-    (schema, name, last_value, is_called, regclass text)."""
-    if not values:
-        return
-    conn.execute(write_sequences_statement(), ([v[4] for v in values], [v[2] for v in values],
-                                               [v[3] for v in values]))
+def write_sequences(conn: psycopg.Connection, values: list[SequenceValue],
+                    statement: sql.Composable | None = None) -> None:
+    """setval of every sequence in one round trip (none: the statement runs with empty
+    lists, so what runs is what was shown)."""
+    with bound({"sequences": [v.name.identifier.as_string(None) for v in values],
+                "last_values": [v.last_value for v in values], "is_called": [v.is_called for v in values]}):
+        conn.execute(sql.SQL((statement if statement is not None else write_sequences_statement()).as_string(conn)))
