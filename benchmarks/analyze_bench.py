@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=20)
     parser.add_argument("--loads", default="standard,saturated")
     parser.add_argument("--json-out", type=Path, default=benchlib.RESULTS_DIR / "analyze_bench.json")
+    parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary clusters (default /tmp)")
     args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="migrator-analyzebench-"))
+    root = Path(tempfile.mkdtemp(prefix="migrator-analyzebench-", dir=args.dir))
     root.chmod(0o755)
     move = None
     began = time.monotonic()

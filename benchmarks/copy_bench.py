@@ -60,6 +60,7 @@ from migrator.lab.sandbox import (  # noqa: E402
 )
 from migrator.lab.topology import LOGICAL_SETTINGS, remove_tree  # noqa: E402
 from migrator.move.runner import execute, rollback  # noqa: E402
+from migrator.plan.build import preflight_checks  # noqa: E402
 from migrator.move.state import StateStore  # noqa: E402
 from migrator.move.steps import Reporter  # noqa: E402
 from migrator.playbook import TableName, load_playbook  # noqa: E402
@@ -227,7 +228,7 @@ def run_tool(move, root: Path, *, defer: bool, label: str) -> dict:
     sampler.start()
     started = time.monotonic()
     try:
-        result = execute(playbook, store, until="cutover", reporter=reporter)
+        result = execute(playbook, store, checks=preflight_checks, until="cutover", reporter=reporter)
         total = time.monotonic() - started
     finally:
         sampler.stop()
@@ -388,9 +389,10 @@ def run_floor(move, *, label: str = "floor", pk_only: bool = False, pipe: str = 
                 dst.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(t.identifier))
             for s in group.sequences:
                 if not s.identity:
-                    dst.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(s.identifier))
-            for schema, name, _ in group.types:
-                dst.execute(sql.SQL("DROP TYPE IF EXISTS {}").format(sql.Identifier(schema, name)))
+                    dst.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(s.name.identifier))
+            for t in group.types:
+                dst.execute(sql.SQL("DROP {} IF EXISTS {}").format(
+                    sql.SQL("DOMAIN" if t.kind == "domain" else "TYPE"), sql.Identifier(t.schema, t.name)))
     console.print(f"  [{label}] done after {total:.1f} s; target reset")
     return {
         "kind": label,

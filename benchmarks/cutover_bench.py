@@ -59,6 +59,7 @@ from migrator.lab.sandbox import (  # noqa: E402
 )
 from migrator.lab.topology import remove_tree  # noqa: E402
 from migrator.move.runner import execute, rollback  # noqa: E402
+from migrator.plan.build import preflight_checks  # noqa: E402
 from migrator.move.state import StateStore  # noqa: E402
 from migrator.pgbouncer.console import PgBouncerConsole  # noqa: E402
 from migrator.playbook import load_playbook  # noqa: E402
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         playbook = load_playbook(move.write_playbook(root / "playbook.yaml", name="cutover-bench"))
         store = StateStore(f"sqlite:///{root / 'state.db'}")
         started = time.monotonic()
-        prep = execute(playbook, store, until="cutover")
+        prep = execute(playbook, store, checks=preflight_checks, until="cutover")
         prep_s = time.monotonic() - started
         console.print(f"ready for cutover after {prep_s:.1f} s (scale {args.scale}); cutover settings: "
                       f"max_pause {playbook.cutover.max_pause}s, grace {playbook.cutover.grace}s, "
@@ -254,12 +255,12 @@ def main(argv: list[str] | None = None) -> int:
                 t0, wall0 = time.monotonic(), time.time()
                 quiet.append((quiet_from, t0))
                 if kind == "forward":
-                    result = execute(playbook, store)
+                    result = execute(playbook, store, checks=preflight_checks)
                 else:
                     result = rollback(playbook, store, to="prepare-reverse")
                 t1, wall1 = time.monotonic(), time.time()
                 data = store.step(playbook.name, "cutover").data
-                window = data.get("last_window") or {}
+                window = data.last_window or {}
                 problems = check_after(kind, move, playbook, store, [s for s, _, _ in result.ran])
                 if window.get("direction") != kind:
                     problems.append(f"last_window is a {window.get('direction')} window")
@@ -268,13 +269,13 @@ def main(argv: list[str] | None = None) -> int:
                 # began inside the pause is measured to its end.
                 g, a = load.result("group", t0, t1 + 1.0), load.result("app", t0, t1 + 1.0)
                 quiet_from = t1 + 1.0
-                paused_at = data.get("pause_started")
+                paused_at = data.pause_started
                 before = round(paused_at - wall0, 3) if paused_at else None
                 after = round(wall1 - paused_at - window.get("total", 0), 3) if paused_at else None
                 cutovers.append({"n": n, "direction": kind, "command_s": round(t1 - t0, 3), "window": window,
                                  "before_pause_s": before, "after_resume_s": after,
                                  "group": g, "app": a, "problems": problems,
-                                 "history_len": len(data.get("history", []))})
+                                 "history_len": len(data.history)})
                 console.print(f"  {n:2d} {kind:<7} pause {window.get('total', 0) * 1000:5.0f} ms, client stall "
                               f"{g['longest_gap_s'] * 1000:5.0f} ms, failed {g['failures']}, "
                               f"{WHOLE_ENTRY} stall {a['longest_gap_s'] * 1000:4.0f} ms, "

@@ -51,6 +51,7 @@ from migrator.lab.sandbox import (  # noqa: E402
 )
 from migrator.lab.topology import remove_tree  # noqa: E402
 from migrator.move.runner import execute, rollback  # noqa: E402
+from migrator.plan.build import preflight_checks  # noqa: E402
 from migrator.move.state import StateStore  # noqa: E402
 from migrator.playbook import parse_playbook  # noqa: E402
 
@@ -116,7 +117,7 @@ def run_size(size: int, args, machine_box: dict) -> list[dict]:
         full = move.write_playbook(root / "playbook.yaml", doc)
         store = StateStore(f"sqlite:///{root / 'state.db'}")
         started = time.monotonic()
-        execute(parse_playbook(full.read_text()), store, until="cutover")
+        execute(parse_playbook(full.read_text()), store, checks=preflight_checks, until="cutover")
         console.print(f"{size} tables: ready for the cutover after {time.monotonic() - started:.1f} s")
         for k in args.pgbouncers:
             sub = dict(doc, pgbouncers=doc["pgbouncers"][:k])
@@ -133,7 +134,7 @@ def run_size(size: int, args, machine_box: dict) -> list[dict]:
                 for _ in range(args.rounds):
                     for kind in ("forward", "reverse"):
                         if kind == "forward":
-                            execute(playbook, store)
+                            execute(playbook, store, checks=preflight_checks)
                         else:
                             rollback(playbook, store, to="prepare-reverse")
                         window = store.step(playbook.name, "cutover").data.last_window or {}

@@ -72,14 +72,16 @@ def reaped(move) -> None:
     time.sleep(0.3)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=450, help="thousands of demo files (450: ~260 MB)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
-    args = parser.parse_args()
+    parser.add_argument("--json-out", type=Path, default=RESULTS)
+    parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary clusters (default /tmp)")
+    args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="migrator-verify-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="migrator-verify-bench-", dir=args.dir))
     root.chmod(0o755)
     move = build_move_topology(root / "topology")
     try:
@@ -133,8 +135,8 @@ def main() -> None:
         "best_mb_per_s": max(speeds),
         "all_identical": all(r["identical"] for r in runs),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=2) + "\n")
 
     table = Table(title=f"migrator verify: {format_size(report.bytes)} of table data, "
                         f"{sum(result['rows'].values()):,} rows, PostgreSQL {version}, "
@@ -150,7 +152,7 @@ def main() -> None:
                       f"{r['mb_per_cpu_second']:.1f}")
     console.print(table)
     console.print(f"median {result['median_mb_per_s']:.1f} MB/s, best {result['best_mb_per_s']:.1f} MB/s "
-                  f"(seed {result['seed_seconds']} s, copy {result['copy_seconds']} s); wrote {RESULTS}")
+                  f"(seed {result['seed_seconds']} s, copy {result['copy_seconds']} s); wrote {args.json_out}")
 
 
 if __name__ == "__main__":
