@@ -114,6 +114,9 @@ class CutoverData(StepData):
     # The undo log of the attempt in flight: the inverse of every action of the pause,
     # written before the first PAUSE (see migrator.move.undo).
     undo: list[dict[str, Any]] = []
+    # The watchdog of the attempt in flight (pid, host): the next run waits for it to be
+    # done before it runs the same undo log.
+    watchdog: dict[str, Any] | None = None
     last_window: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
 

@@ -199,10 +199,14 @@ class CutoverSequence:
     def render(self) -> list[Statement]:
         return render(self.actions())
 
+    def before_the_point_of_no_return(self) -> list[Action]:
+        stages = self.stages()
+        reroute = [name for name, _ in stages].index("reroute")
+        return [a for _, stage in stages[:reroute] for a in stage]
+
     def undo_log(self) -> list[dict]:
         """The inverses of what runs before the point of no return, in order."""
-        before = [a for name, stage in self.stages()[:5] for a in stage]
-        return inverse_records(before)
+        return inverse_records(self.before_the_point_of_no_return())
 
     def finish_log(self) -> list[dict]:
         """What finishes the cutover forward once its point of no return is recorded, as
@@ -215,7 +219,6 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
     """The protocol, in its order. Everything that runs in a cutover is here."""
     cut = playbook.cutover
     old, new = str(d.old_label), str(d.new_label)
-    marker = replication.marker_table(playbook)
     guards = Guards(playbook)
     inside, outside = inside_and_outside_the_pause(facts.app_privileges, fenced=facts.fenced)
     consoles = [(i, f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
@@ -585,7 +588,7 @@ class Cutover:
         # The undo log, durable before the first PAUSE: from here on whoever gives the
         # traffic back (this run, the watchdog, the next run) runs it.
         self.checkpoint(phase=CutoverPhase.PAUSING, pause_started=time.time(), fenced=self.facts.fenced,
-                        undo=self.seq.undo_log() + self._early)
+                        undo=self.seq.undo_log() + self._early, watchdog=watchdog.identity())
         start = mark = time.monotonic()
         pnr_deadline = start + settings.max_pause - REROUTE_BUDGET
 
@@ -802,7 +805,7 @@ class Cutover:
                                                 timeout=ABORT_RESUME_WAIT))
         self.window.total = round(time.monotonic() - start, 4)
         if undone.unresumed:
-            watchdog.take_over()    # it keeps trying them after this process is gone
+            watchdog.take_over(resume_only=True)    # it keeps trying them after this process is gone
         else:
             watchdog.stand_down()
         self.window.outcome = PauseOutcome.ABORTED

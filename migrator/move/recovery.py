@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import time
 import enum
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from migrator import waiting
 from migrator.errors import OperationFailed
 
 from migrator.move.actions import Recorded
 from migrator.move.context import MoveContext
 from migrator.move.cutover import CutoverSequence, Direction, cutover_sequence, finish_switch
 from migrator.move.phases import CutoverPhase
+from migrator.move.state import process_alive
 from migrator.move.undo import resume_with_fresh_consoles, run_undo
+from migrator.move.watchdog import RESUME_RETRY_WINDOW
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.fleet import all_or_raise
 from migrator.pgbouncer.route import route_for
@@ -75,6 +80,7 @@ def reconcile(ctx: MoveContext, facts=None) -> Side:
         return data.serving
     phase, name = data.phase, data.direction
     d = Direction.named(name, ctx.playbook)
+    _wait_for_the_watchdog(ctx, data.watchdog)
     facts = facts or cutover_facts(ctx, fenced=data.fenced if data.fenced is not None else True)
     seq = cutover_sequence(ctx.playbook, d, facts)
     record = record_action(ctx, d, "recovery")
@@ -101,6 +107,24 @@ def reconcile(ctx: MoveContext, facts=None) -> Side:
         ctx.reporter.note(f"an interrupted {name} cutover was {verdict}: traffic is on the {serving}")
     ctx.save("cutover", phase=None, serving=serving, undo=[])
     return serving
+
+
+# The watchdog keeps retrying a PgBouncer that does not answer for RESUME_RETRY_WINDOW;
+# past that and some, it is not finishing anything.
+WATCHDOG_WAIT = RESUME_RETRY_WINDOW + 15
+
+
+def _wait_for_the_watchdog(ctx: MoveContext, watchdog: dict | None) -> None:
+    """A watchdog of the interrupted attempt may still be at work (retrying a PgBouncer
+    that came back late): running the same records at the same time would collide on the
+    same catalog rows. Wait for it to be done (on this host: elsewhere a pid says nothing)."""
+    if not watchdog or watchdog.get("host") != socket.gethostname() or not process_alive(watchdog["pid"]):
+        return
+    ctx.reporter.note(f"waiting for the watchdog (pid {watchdog['pid']}) of the interrupted cutover to finish")
+    waiting.poll(lambda: True if not process_alive(watchdog["pid"]) else None, every=0.2,
+                 deadline=time.monotonic() + WATCHDOG_WAIT, timed_out=lambda: OperationFailed(
+                     f"the watchdog (pid {watchdog['pid']}) of the interrupted cutover is still running after "
+                     f"{WATCHDOG_WAIT:.0f}s", hint="run the command again once it has exited"))
 
 
 def _reroute(ctx: MoveContext, seq: CutoverSequence, record) -> None:

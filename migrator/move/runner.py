@@ -26,7 +26,15 @@ from migrator.move.steps import (
     describe_failure,
 )
 from migrator.playbook import Playbook
-from migrator.postgres.connection import Side, connect, describe, first_line, side_of
+from migrator.postgres.connection import (
+    Side,
+    connect,
+    connection_lost,
+    describe,
+    first_line,
+    server_hint,
+    side_of,
+)
 from migrator.testhooks import hold
 
 
@@ -182,14 +190,17 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
 
 def _server_error(ctx: MoveContext, exc: psycopg.Error, *, undo: bool) -> OperationFailed:
     """A driver error mid-step (a server restarted, a connection dropped, a statement
-    refused) as one line that names the server; every step is safe to run again."""
+    refused) as one line that names the server, with the server's DETAIL and HINT; every
+    step is safe to run again. "Lost" only when the server or the connection went away."""
     verb = "rollback" if undo else "execute"
-    lost = isinstance(exc, psycopg.OperationalError)
-    hint = (("once it is reachable again, " if lost else "fix the cause, then ")
-            + f"run `migrator {verb}` again: it resumes from this step")
+    lost = connection_lost(exc)
+    again = f"run `migrator {verb}` again: it resumes from this step"
     if not lost:
+        told = server_hint(exc)
+        hint = (f"the server says: {told}; " if told else "") + "fix the cause, then " + again
         return OperationFailed(describe_failure(exc), hint=hint)  # "on the target: ..."
-    return OperationFailed(f"lost {_lost_server(ctx, exc)}: {first_line(exc)}", hint=hint)
+    return OperationFailed(f"lost {_lost_server(ctx, exc)}: {first_line(exc)}", hint="once it is reachable again, "
+                           + again)
 
 
 def _lost_server(ctx: MoveContext, exc: psycopg.Error) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -110,9 +111,16 @@ class Watchdog:
         told "done", it acts now (as if the tool had died)."""
         self.take_over()
 
-    def take_over(self) -> None:
+    def identity(self) -> dict:
+        """Where it runs, for the checkpoint: the next run waits for a live one."""
+        return {"pid": self.process.pid, "host": socket.gethostname()}
+
+    def take_over(self, *, resume_only: bool = False) -> None:
         """Make it act now (as if the tool had died): past the point of no return,
-        when the tool cannot finish the reroute itself."""
+        when the tool cannot finish the reroute itself; `resume_only` after an abort that
+        ran the undo log itself but could not RESUME every PgBouncer."""
+        if resume_only:
+            self._send("resume-only")
         try:
             assert self.process.stdin is not None
             self.process.stdin.close()
@@ -181,12 +189,14 @@ def _route_of(bouncer: dict):
     return route_from_orders(bouncer["route"])
 
 
-def act(orders: WatchdogOrders, forward: bool, why: str) -> None:
+def act(orders: WatchdogOrders, forward: bool, why: str, *, resume_only: bool = False) -> None:
     from migrator.move.undo import run_undo
 
     errors: list[str] = []
     if forward:
         pending = _per_bouncer(orders, orders.forward, errors)
+    elif resume_only:
+        pending = _per_bouncer(orders, [r for r in orders.back if r["kind"] == "console"], errors)
     else:
         # The tool may be alive, only late (or stopped) in the middle of its own
         # transaction: its sessions on the old side go first, so nothing of it commits
@@ -305,6 +315,7 @@ def main() -> int:
     store = None
     forward = False
     armed = False
+    resume_only = False
     while True:
         if not armed or orders is None:
             timeout = None
@@ -320,7 +331,10 @@ def main() -> int:
         if not chunk:
             if not armed or orders is None:
                 return 0  # never armed: nothing was paused
-            act(orders, decide_within(orders, store, forward), "the tool exited during the cutover")
+            if resume_only:
+                act(orders, False, "the tool aborted, some PgBouncers did not answer", resume_only=True)
+            else:
+                act(orders, decide_within(orders, store, forward), "the tool exited during the cutover")
             return 3
         buffer += chunk
         while "\n" in buffer:
@@ -334,6 +348,8 @@ def main() -> int:
                 armed = True
             elif line == "pnr":
                 forward = True
+            elif line == "resume-only":
+                resume_only = True
             elif line == "done":
                 return 0
 

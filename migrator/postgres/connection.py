@@ -215,7 +215,38 @@ def first_line(exc: BaseException) -> str:
     return mask_secrets(text[0] if text else type(exc).__name__)
 
 
+def server_words(exc: BaseException) -> str:
+    """The server's message with its DETAIL (why), secrets masked: what a person needs to
+    act on a refusal. The HINT (what to do) is `server_hint`."""
+    diag = getattr(exc, "diag", None)
+    detail = getattr(diag, "message_detail", None) if diag is not None else None
+    words = first_line(exc)
+    if detail:
+        words += f" ({mask_secrets(' '.join(detail.split()))})"
+    return words
+
+
+def server_hint(exc: BaseException) -> str | None:
+    diag = getattr(exc, "diag", None)
+    hint = getattr(diag, "message_hint", None) if diag is not None else None
+    return mask_secrets(" ".join(hint.split())) if hint else None
+
+
+# SQLSTATEs of a server or connection going away (class 08, and the shutdowns of 57P),
+# as opposed to a statement the server refused on a live connection.
+_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Did the server or the connection go away (a refusal on a live connection is not that)?"""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in _LOST_STATES
+
+
 def describe_error(exc: BaseException) -> str:
-    """A driver error as the user's one line: where it failed, then the server's words."""
+    """A driver error as the user's one line: where it failed, then the server's words
+    (its DETAIL too)."""
     side = side_of(exc)
-    return f"on the {side}: {first_line(exc)}" if side is not None else first_line(exc)
+    return f"on the {side}: {server_words(exc)}" if side is not None else server_words(exc)
