@@ -62,7 +62,7 @@ from migrator.postgres.catalog import guarded_objects
 from migrator.postgres.connection import Side, SideConnection, connect, describe, describe_error
 from migrator.postgres.ddl import AppPrivilege
 from migrator.postgres.grants import inside_and_outside_the_pause, switch_statements
-from migrator.postgres.statement import RunValue, bound
+from migrator.postgres.statement import Privilege, RunValue, attribute, bound, may, member_of, owns
 from migrator.postgres.subscription_health import SubscriptionWatch
 from migrator.testhooks import hold
 
@@ -224,8 +224,10 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
     consoles = [(i, f"pgbouncers[{i}] {describe(b.admin_dsn)}", b) for i, b in enumerate(playbook.pgbouncers)]
     routes = [(i, route_for(b), _new_entry(playbook, facts, b, d.new_label)) for i, b in enumerate(playbook.pgbouncers)]
 
-    def statements(on: str, composed: list[sql.Composable], note: str = "") -> tuple[Statement, ...]:
-        return tuple(Statement(on, q, note if i == 0 else "") for i, q in enumerate(composed))
+    def statements(on: str, composed: list[sql.Composable], note: str = "",
+                   needs: tuple[Privilege, ...] = ()) -> tuple[Statement, ...]:
+        return tuple(Statement(on, q, note if i == 0 else "", needs=needs if i == 0 else ())
+                     for i, q in enumerate(composed))
 
     def console(verb: str, note: str = "", *, entry: bool = True, inverse: str | None = None) -> tuple:
         return tuple(ConsoleCommand(
@@ -238,8 +240,10 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
     def copy_sequences(note: str) -> tuple[Statement, ...]:
         if read is None:
             return ()
-        return (Statement(old, read, note), Statement(new, replication.write_sequences_statement(),
-                                                      "the values just read, of those that moved"))
+        return (Statement(old, read, note, needs=tuple(may("SELECT", "SEQUENCE", q.qualified, "role.sequence")
+                                                       for q in sequences)),
+                Statement(new, replication.write_sequences_statement(), "the values just read, of those that moved",
+                          needs=tuple(may("UPDATE", "SEQUENCE", q.qualified, "role.sequence") for q in sequences)))
 
     grants_early = switch_statements(outside, grant=True)
     revokes_late = switch_statements(outside, grant=False)
@@ -258,23 +262,26 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
                              for i, r, value in routes),
         early_sequences=copy_sequences("before the pause, every sequence once; inside it, those that moved since"),
         early_grants=Transaction(new, statements(new, grants_early, f"before the pause: the {new}'s write fence "
-                                                 "refuses the app's writes until the pause lifts it"),
+                                                 "refuses the app's writes until the pause lifts it",
+                                                 _owners(outside, "role.grant")),
                                  inverse=Transaction(new, statements(new, revokes_late))) if grants_early else None,
         pause=console("PAUSE", inverse="RESUME"),
         cancel=(Statement(old, _cancel_statement(playbook), f"after grace ({format_duration(cut.grace)}), "
-                          "if the PAUSE still waits: the app roles' queries on the group")
+                          "if the PAUSE still waits: the app roles' queries on the group",
+                          needs=(member_of("pg_signal_backend", "role.signal_backend", level="warn"),))
                 if playbook.app_roles else None),
         old_switch=Transaction(
             old,
             (Statement(old, sql.SQL("SET LOCAL lock_timeout = {}").format(RunValue("lock_timeout")),
                        "what is left of max_pause; one round trip, one transaction to the marker's commit"),
-             *statements(old, switch_statements(inside, grant=False)),
+             *statements(old, switch_statements(inside, grant=False), needs=_owners(inside, "role.revoke")),
              Statement(old, fence_old.sql, "the write fence moves to the " + old),
              *statements(old, replication.marker_statements(playbook, d.name),
                          "the sync marker, in the fence's commit: no write on the group commits after it")),
             inverse=Transaction(old, (*statements(old, switch_statements(inside, grant=True)), unfence_old))),
         new_switch=Transaction(
-            new, (*statements(new, switch_statements(inside, grant=True)), unfence_new),
+            new, (*statements(new, switch_statements(inside, grant=True), needs=_owners(inside, "role.grant")),
+                  unfence_new),
             "on a connection of its own, while the marker is awaited; the point of no return waits for it",
             inverse=Transaction(new, (*statements(new, switch_statements(inside, grant=False)), fence_new))),
         marker_applied=Statement(new, replication.marker_arrived_statement(playbook), "until the marker has arrived"),
@@ -286,19 +293,40 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
         reverse_slot=Statement(new, replication.create_slot_statement(d.new_slot),
                                f"from here on the {new} keeps its changes for the {old}",
                                Statement(new, replication.drop_slot_statement(d.new_slot), op=("drop_slot", d.new_slot)),
-                               op=("create_slot", d.new_slot)),
+                               needs=(attribute("REPLICATION", "role.replication"),), op=("create_slot", d.new_slot)),
         reroute=tuple(RouteChange(i, r.entry, value, r.where, "commit", "put in place: the point of no return is passed")
                       for i, r, value in routes),
         reload=console("RELOAD", entry=False),
         resume=console("RESUME"),
         check_routes=console("SHOW DATABASES", f"checks that the entry routes to the {new}", entry=False),
-        late_revokes=Transaction(old, statements(old, revokes_late, "after RESUME")) if revokes_late else None,
+        late_revokes=Transaction(old, statements(old, revokes_late, "after RESUME",
+                                                 _owners(outside, "role.revoke", level="warn"))) if revokes_late else None,
         reverse_subscription=Statement(old, replication.subscription_statement(
             d.new_subscription, d.new_dsn, d.new_publication, d.new_slot, copy_data=False, create_slot=False,
-            run_as_owner=replication.runs_as_owner(subscriber_version)), "after RESUME, on the slot made in the pause"),
+            run_as_owner=replication.runs_as_owner(subscriber_version)), "after RESUME, on the slot made in the pause",
+            needs=subscription_needs(subscriber_version, publisher=new)),
         drop_forward=Statement(new, replication.drop_subscription_statement(d.old_subscription),
                                "after RESUME; drops its slot on the " + old + " too"),
     )
+
+
+def _owners(privileges, code: str, *, level: str = "block") -> tuple[Privilege, ...]:
+    """To GRANT or REVOKE the app's privileges on an object: its owner's privileges (a
+    REVOKE by anyone else revokes only what they granted, and says nothing)."""
+    objects = sorted({(p.kind, TableName(p.schema, p.name).qualified) for p in privileges})
+    return tuple(owns(kind, name, code, level=level) for kind, name in objects)
+
+
+def subscription_needs(subscriber_version: int, *, publisher: str) -> tuple[Privilege, ...]:
+    """To create a subscription: before PostgreSQL 16 a superuser; from 16 the privileges
+    of pg_create_subscription and CREATE on the database. Its connections to the
+    publisher log in as the publisher's DSN role, which needs REPLICATION there."""
+    if subscriber_version >= 160000:
+        create = (member_of("pg_create_subscription", "role.create_subscription"),
+                  may("CREATE", "DATABASE", "", "role.create_objects"))
+    else:
+        create = (attribute("SUPERUSER", "role.create_subscription"),)
+    return (*create, attribute("REPLICATION", "role.replication", on=publisher))
 
 
 def _new_entry(playbook: Playbook, facts: CutoverFacts, bouncer, side: Side) -> str:

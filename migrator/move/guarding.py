@@ -14,7 +14,7 @@ import psycopg
 from migrator.playbook import Playbook, TableName
 from migrator.postgres import guards
 from migrator.postgres.connection import Side
-from migrator.postgres.statement import Statement
+from migrator.postgres.statement import Statement, owns
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,14 @@ class Guards:
         source's fence passing, the DDL guard on both. `ddl_guard`: per side, whether
         the role may make event triggers."""
         out = []
+        # A trigger on each relation, dropped again by name: its owner's privileges.
+        owners = tuple(owns("TABLE", r.qualified, "role.table_owner") for r in relations)
         for side, serving in ((Side.TARGET, False), (Side.SOURCE, True)):
             on = (ddl_guard or {}).get(str(side), True)
-            out += [Statement(str(side), q, guards.ONE_BY_ONE) for q in guards.install_statements(
-                self.playbook, self.playbook.name, relations, indexes, serving=serving,
-                serving_side=str(Side.SOURCE), ddl_guard=on)]
+            out += [Statement(str(side), q, guards.ONE_BY_ONE, needs=owners if i == 0 else ())
+                    for i, q in enumerate(guards.install_statements(
+                        self.playbook, self.playbook.name, relations, indexes, serving=serving,
+                        serving_side=str(Side.SOURCE), ddl_guard=on))]
         return out
 
     def remove(self) -> list[Statement]:

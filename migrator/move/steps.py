@@ -19,7 +19,7 @@ from psycopg import sql
 from migrator import names, waiting
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
-from migrator.move.cutover import CutoverFacts, Direction, cutover_sequence
+from migrator.move.cutover import CutoverFacts, Direction, cutover_sequence, subscription_needs
 from migrator.move.cutover_step import cutover_do, cutover_facts, cutover_undo, cutover_undo_statements
 from migrator.move.guarding import Guards
 from migrator.move.state import SampleKind
@@ -30,7 +30,7 @@ from migrator.postgres.catalog import existing_objects, guarded_objects, read_gr
 from migrator.postgres.connection import Side, describe_error
 from migrator.postgres.guards import can_make_event_triggers
 from migrator.postgres.ddl import DeferredIndex, GroupSchema, group_schema
-from migrator.postgres.statement import Statement
+from migrator.postgres.statement import Privilege, Statement, may, member_of, owns
 from migrator.postgres.subscription_health import SubscriptionWatch
 from migrator.testhooks import hold
 
@@ -147,8 +147,27 @@ def schema_statements(schema: GroupSchema, playbook: Playbook) -> list[Statement
     transaction on each), then the group's DDL on the target in that same transaction
     (so the shared objects' lock covers its `CREATE SCHEMA IF NOT EXISTS` too)."""
     marker = replication.marker_table_statements(playbook)
-    return ([Statement("source", q) for q in marker] + [Statement("target", q) for q in marker]
-            + [Statement("target", q) for q in schema.statements()])
+    # The tool's schema on each side: CREATE on the database (checked before IF NOT EXISTS).
+    database = (may("CREATE", "DATABASE", "", "role.create_objects"),)
+    ddl = [Statement("target", q) for q in schema.statements()]
+    if ddl:
+        ddl[0] = replace(ddl[0], needs=_schema_needs(schema))
+    return ([Statement("source", q, needs=database if i == 0 else ()) for i, q in enumerate(marker)]
+            + [Statement("target", q, needs=database if i == 0 else ()) for i, q in enumerate(marker)] + ddl)
+
+
+def _schema_needs(schema: GroupSchema) -> tuple[Privilege, ...]:
+    """What the group's DDL needs on the target: CREATE on the database for a schema it
+    makes, CREATE on each schema the target has already that it puts objects in, and the
+    privileges of each role it hands an object to (ALTER ... OWNER TO)."""
+    made = {s.name for s in schema.schemas}
+    used = ({t.schema for t in schema.types} | {q.name.schema for q in schema.sequences}
+            | {r.name.schema for r in schema.routines} | {t.name.schema for t in schema.tables}
+            | {v.name.schema for v in schema.views})
+    needs = [may("CREATE", "DATABASE", "", "role.create_objects")] if made else []
+    needs += [may("CREATE", "SCHEMA", name, "role.create_in_schema") for name in sorted(used - made)]
+    needs += [member_of(role, "role.set_owner") for role in sorted(set(schema.owners.values()))]
+    return tuple(needs)
 
 
 def schema_do(ctx: MoveContext) -> str:
@@ -499,11 +518,19 @@ def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_v
     pub, sub = names.publication(playbook), names.subscription(playbook)
     return [
         Statement("source", replication.publication_statement(pub, list(playbook.tables), playbook,
-                                                              via_root=via_root)),
+                                                              via_root=via_root),
+                  needs=_publication_needs(playbook)),
         Statement("target", replication.subscription_statement(
             sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True,
-            run_as_owner=replication.runs_as_owner(target_version))),
+            run_as_owner=replication.runs_as_owner(target_version)),
+            needs=subscription_needs(target_version, publisher="source")),
     ]
+
+
+def _publication_needs(playbook: Playbook) -> tuple[Privilege, ...]:
+    """A publication FOR TABLE: CREATE on the database, and the tables' owner's privileges."""
+    return (may("CREATE", "DATABASE", "", "role.create_objects"),
+            *(owns("TABLE", t.qualified, "role.table_owner") for t in playbook.tables))
 
 
 def replicate_do(ctx: MoveContext) -> str:
@@ -617,7 +644,7 @@ def replicate_undo(ctx: MoveContext) -> str:
 def prepare_reverse_statements(playbook: Playbook, *, via_root: bool = False) -> list[Statement]:
     pub = names.reverse_publication(playbook)
     return [Statement("target", replication.publication_statement(pub, list(playbook.tables), playbook,
-                                                                  via_root=via_root))]
+                                                                  via_root=via_root), needs=_publication_needs(playbook))]
 
 
 def prepare_reverse_do(ctx: MoveContext) -> str:

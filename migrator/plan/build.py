@@ -20,8 +20,8 @@ from typing import Any
 from psycopg import sql
 
 from migrator import names
-from migrator.move.cutover import CutoverFacts, cutover_notes
-from migrator.move.steps import STEP_NAMES, STEPS, MoveFacts
+from migrator.move.cutover import cutover_notes
+from migrator.move.steps import STEP_NAMES, STEPS
 from migrator.pgbouncer.route import route_for
 from migrator.plan.document import (
     objects_created,
@@ -38,6 +38,7 @@ from migrator.plan.inspection import (
     Snapshot,
     TableFacts,
     inspect_move,
+    move_facts,
 )
 from migrator.playbook import (
     Playbook,
@@ -227,34 +228,6 @@ def _estimate(playbook: Playbook, tables: list[TableFacts], rate: int) -> Estima
     )
 
 
-# --------------------------------------------------------------------------- the facts
-
-
-def move_facts(playbook: Playbook, snapshot: Snapshot) -> MoveFacts:
-    """The facts the steps' statements are built from, as the snapshot has them (a move
-    about to begin: the replicate step fences every relation, so the cutover switches
-    the app's privileges around the pause)."""
-    schema = snapshot.schema
-    entries = {b.route_key: _current_entry(snapshot, b) for b in playbook.pgbouncers}
-    relations, indexes = snapshot.guarded
-    return MoveFacts(
-        schema=schema,
-        secondary_indexes=tuple(schema.secondary_indexes) if schema is not None else (),
-        materialized_views=tuple(v.name for v in schema.views if v.materialized) if schema is not None else (),
-        partitioned=snapshot.catalog is not None and snapshot.catalog.partitioned,
-        guarded=(tuple(relations), tuple(indexes)),
-        ddl_guard={"source": snapshot.source.rights.superuser, "target": snapshot.target.rights.superuser},
-        cutover=CutoverFacts(
-            app_privileges=tuple(schema.app_privileges) if schema is not None else (),
-            sequences=tuple(schema.sequence_names) if schema is not None else (),
-            entries={k: v for k, v in entries.items() if v is not None},
-            source_version=snapshot.source.version_num, target_version=snapshot.target.version_num),
-    )
-
-
-# --------------------------------------------------------------------------- steps
-
-
 def _preflight(findings: tuple[Finding, ...]) -> PlannedStep:
     blocked = sum(1 for f in findings if f.level == BLOCK)
     return PlannedStep(
@@ -336,13 +309,6 @@ def _prepare_reverse(statements: tuple[Statement, ...]) -> PlannedStep:
         "prepare-reverse", "Publish the group on the target, for replication back", statements,
         ("so that the reverse subscription can be created in milliseconds during the cutover",),
     )
-
-
-def _current_entry(snapshot: Snapshot, bouncer: Any) -> str | None:
-    for facts in snapshot.pgbouncers:
-        if str(facts.config_file) == route_for(bouncer).where and facts.database == bouncer.database:
-            return facts.config_entry
-    return None
 
 
 def _objects_notes(snapshot: Snapshot) -> list[str]:

@@ -26,6 +26,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from migrator import names
 from migrator.errors import OperationFailed, ServerUnreachable
+from migrator.move.cutover import CutoverFacts
+from migrator.move.steps import MoveFacts
 from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.pgbouncer.route import include_problem, route_for
@@ -44,6 +46,7 @@ from migrator.postgres.catalog import (
 )
 from migrator.postgres.catalog.drift import Difference, compare
 from migrator.postgres.connection import connect, describe, first_line
+from migrator.plan.privileges import Gap, needs_of, read_gaps
 from migrator.postgres.ddl import GroupSchema, group_schema
 
 __all__ = [
@@ -181,6 +184,8 @@ class Snapshot:
     # What the guards will protect (relations, their indexes), as the replicate step
     # reads it (catalog.guarded_objects): the statements plan shows are the ones it runs.
     guarded: tuple[tuple[TableName, ...], tuple[TableName, ...]] = ((), ())
+    # What the move's actions need and the DSN roles lack (migrator.plan.privileges).
+    privilege_gaps: tuple[Gap, ...] = ()
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -239,11 +244,52 @@ def inspect_move(
     bouncers = tuple(
         pgbouncer_facts(entry, playbook, index=i) for i, entry in enumerate(playbook.pgbouncers)
     )
-    return Snapshot(
+    snapshot = Snapshot(
         source=source, target=target, tables=tables, pgbouncers=bouncers,
         shared_sequences=catalog.shared_sequences, catalog=catalog, existing=existing, schema=schema,
         drift=drift, guarded=(tuple(relations), tuple(indexes)),
     )
+    return replace(snapshot, privilege_gaps=tuple(_privilege_gaps(playbook, snapshot)))
+
+
+def _privilege_gaps(playbook: Playbook, snapshot: Snapshot) -> list[Gap]:
+    """What the move's actions, and its rollback's, need that the DSN roles lack: asked of
+    each server once the statements are known (they depend on both sides' catalogs)."""
+    needs = needs_of(playbook, move_facts(playbook, snapshot))
+    gaps = []
+    for side, dsn in (("source", playbook.source.dsn), ("target", playbook.target.dsn)):
+        with _read_only(dsn, side) as conn:
+            gaps += read_gaps(conn, side, needs)
+    return gaps
+
+
+def move_facts(playbook: Playbook, snapshot: Snapshot) -> MoveFacts:
+    """The facts the steps' statements are built from (migrator.move.steps.MoveFacts), as
+    the snapshot has them: a move about to begin, so the replicate step fences every
+    relation and the cutover switches the app's privileges around the pause."""
+    schema = snapshot.schema
+    entries = {b.route_key: _current_entry(snapshot, b) for b in playbook.pgbouncers}
+    relations, indexes = snapshot.guarded
+    return MoveFacts(
+        schema=schema,
+        secondary_indexes=tuple(schema.secondary_indexes) if schema is not None else (),
+        materialized_views=tuple(v.name for v in schema.views if v.materialized) if schema is not None else (),
+        partitioned=snapshot.catalog is not None and snapshot.catalog.partitioned,
+        guarded=(tuple(relations), tuple(indexes)),
+        ddl_guard={"source": snapshot.source.rights.superuser, "target": snapshot.target.rights.superuser},
+        cutover=CutoverFacts(
+            app_privileges=tuple(schema.app_privileges) if schema is not None else (),
+            sequences=tuple(schema.sequence_names) if schema is not None else (),
+            entries={k: v for k, v in entries.items() if v is not None},
+            source_version=snapshot.source.version_num, target_version=snapshot.target.version_num),
+    )
+
+
+def _current_entry(snapshot: Snapshot, bouncer) -> str | None:
+    for facts in snapshot.pgbouncers:
+        if str(facts.config_file) == route_for(bouncer).where and facts.database == bouncer.database:
+            return facts.config_entry
+    return None
 
 
 def _drift(conn: psycopg.Connection, playbook: Playbook, source: GroupCatalog) -> tuple[Difference, ...] | None:

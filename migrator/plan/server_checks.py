@@ -150,68 +150,6 @@ def headroom(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -
 # --------------------------------------------------------------------------- rights
 
 
-@codes(
-    ("role.replication", "the DSN roles may open replication connections (REPLICATION or superuser)"),
-    ("role.create_subscription", "the DSN roles may create subscriptions"),
-    ("role.create_objects", "the DSN roles have CREATE on their database"),
-    ("role.table_owner", "the source DSN role owns the group's tables (to publish them and revoke on them)"),
-    ("role.signal_backend", "the source DSN role may cancel the app roles' queries at the cutover"),
-)
-def rights(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
-    problems = 0
-    for server in sides(snapshot):
-        rights = server.rights
-        other = "target" if server.side == "source" else "source"
-        subject = f"{server.side} role {rights.name}"
-        if not rights.replication:
-            problems += 1
-            yield Finding(
-                BLOCK, "role.replication", subject,
-                f"the {server.side} DSN role {rights.name} has no REPLICATION attribute: the "
-                f"subscription on the {other} connects as it",
-                f"ALTER ROLE {rights.name} REPLICATION on the {server.side}",
-            )
-        if not rights.create_subscription:
-            problems += 1
-            grant = ("GRANT pg_create_subscription TO " + rights.name
-                     if server.major >= 16 else "make it a superuser (PostgreSQL < 16)")
-            yield Finding(
-                BLOCK, "role.create_subscription", subject,
-                f"the {server.side} DSN role {rights.name} cannot create subscriptions "
-                f"({'forward' if server.side == 'target' else 'reverse'} replication runs one here)",
-                f"{grant} on the {server.side}",
-            )
-        if not rights.create_on_database:
-            problems += 1
-            yield Finding(
-                BLOCK, "role.create_objects", subject,
-                f"the {server.side} DSN role {rights.name} has no CREATE privilege on its database "
-                "(publications and the migrator schema need it)",
-                f"GRANT CREATE ON DATABASE ... TO {rights.name} on the {server.side}",
-            )
-    not_owned = [t for t in snapshot.tables.values() if t.exists and not t.owned_by_dsn_role]
-    for table in not_owned:
-        problems += 1
-        yield Finding(
-            BLOCK, "role.table_owner", str(table.name),
-            f"{table.name} is owned by {table.owner}, not by the source DSN role "
-            f"{snapshot.source.rights.name}: only its owner can publish it",
-            f"ALTER TABLE {table.name} OWNER TO {snapshot.source.rights.name}, or use the owner's DSN",
-        )
-    if playbook.app_roles and not snapshot.source.rights.signal_backend:
-        yield Finding(
-            WARN, "role.signal_backend", f"source role {snapshot.source.rights.name}",
-            f"the source DSN role {snapshot.source.rights.name} cannot cancel other roles' "
-            f"queries: after cutover.grace the app roles' queries still running hold the pause "
-            "until max_pause aborts it",
-            f"GRANT pg_signal_backend TO {snapshot.source.rights.name} on the source",
-        )
-    if not problems:
-        yield Finding(OK, "role.replication", "roles",
-                      f"DSN roles {snapshot.source.rights.name} (source) and "
-                      f"{snapshot.target.rights.name} (target) have the rights a move needs")
-
-
 @codes(("guard.ddl_unavailable", "the DSN roles may create the DDL guard's event triggers (superuser)"))
 def ddl_guard(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     missing = [s for s in sides(snapshot) if not s.rights.superuser]

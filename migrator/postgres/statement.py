@@ -56,25 +56,49 @@ def bound(values: Mapping[str, Any]) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Privilege:
-    """A right an action needs on its side, as the catalogs' privilege functions ask it.
+    """A right an action needs, as the catalogs' privilege functions ask it (never by trying).
 
     kind: 'object' (`privileges` on the `object_type` `name`: has_*_privilege),
-    'owner' (owns `name`, or is a member of its owner), 'member' (of the role `name`),
-    'attribute' (the role attribute `name`: REPLICATION, BYPASSRLS, SUPERUSER)."""
+    'owner' (the privileges of `name`'s owner: to publish it, put a trigger on it, grant
+    and revoke on it), 'member' (the privileges of the role `name`), 'attribute' (the
+    role attribute `name`: REPLICATION, SUPERUSER). `code` is the plan finding's code
+    when it is missing, `level` whether that blocks or warns; `on` the side it is needed
+    on when that is not the action's own (a subscription connects to the other side).
+    An object the side does not have yet is the move's to create, and so its own."""
 
     kind: str
     name: str
     object_type: str = ""
     privileges: tuple[str, ...] = ()
+    code: str = "role.privilege"
+    level: str = "block"
+    on: str | None = None
 
     def describe(self) -> str:
         if self.kind == "object":
             return f"{', '.join(self.privileges)} on {self.object_type.lower()} {self.name}"
         if self.kind == "owner":
-            return f"ownership of {self.object_type.lower()} {self.name}"
+            return f"the privileges of the owner of {self.object_type.lower()} {self.name}"
         if self.kind == "member":
-            return f"membership in {self.name}"
+            return f"the privileges of {self.name}"
         return f"the {self.name} attribute"
+
+
+def may(privileges: str, object_type: str, name: str, code: str, *, level: str = "block",
+        on: str | None = None) -> Privilege:
+    return Privilege("object", name, object_type, tuple(p.strip() for p in privileges.split(",")), code, level, on)
+
+
+def owns(object_type: str, name: str, code: str, *, level: str = "block", on: str | None = None) -> Privilege:
+    return Privilege("owner", name, object_type, (), code, level, on)
+
+
+def member_of(role: str, code: str, *, level: str = "block", on: str | None = None) -> Privilege:
+    return Privilege("member", role, "", (), code, level, on)
+
+
+def attribute(name: str, code: str, *, level: str = "block", on: str | None = None) -> Privilege:
+    return Privilege("attribute", name, "", (), code, level, on)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,234 @@
+"""What the move's actions need, against what the DSN roles have (DESIGN sections 10, 11).
+
+Every action of the move says what it needs (migrator.postgres.statement.Privilege):
+the steps as `plan` renders them, with the undo each one carries, and the reverse
+cutover a rollback runs. `needs_of` gathers them per side; `read_gaps` asks each
+server, with the catalogs' privilege functions and ownership (never by trying), which
+of them its DSN role lacks; `privileges` turns each gap into a finding with the exact
+statement that closes it and the server to run it on. A superuser has them all; an
+object a side does not have yet is the move's to create, so its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from migrator.move.actions import needs as action_needs
+from migrator.move.cutover import Direction, cutover_sequence
+from migrator.move.steps import STEPS, MoveFacts
+from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes
+from migrator.playbook import Playbook
+from migrator.postgres.statement import Privilege, Statement
+
+SIDES = ("source", "target")
+
+
+@dataclass(frozen=True)
+class Need:
+    side: str
+    privilege: Privilege
+    why: str                      # the first action that needs it, as a person reads it
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A privilege the side's DSN role lacks."""
+
+    side: str
+    role: str
+    database: str
+    privilege: Privilege
+    why: str
+    owner: str | None = None      # for an ownership gap: the role that owns the object
+
+    @property
+    def statement(self) -> str | None:
+        """What closes it, run on that side by a role that may (None: nothing but a superuser)."""
+        p, role = self.privilege, sql.Identifier(self.role)
+        if p.kind == "object":
+            target = (sql.Identifier(self.database) if p.object_type == "DATABASE" else
+                      sql.Identifier(p.name) if p.object_type == "SCHEMA" else sql.SQL(p.name))
+            return sql.SQL("GRANT {} ON {} {} TO {}").format(
+                sql.SQL(", ").join(sql.SQL(x) for x in p.privileges), sql.SQL(p.object_type), target,
+                role).as_string(None)
+        if p.kind == "owner":
+            return sql.SQL("GRANT {} TO {}").format(sql.Identifier(self.owner or "?"), role).as_string(None)
+        if p.kind == "member":
+            return sql.SQL("GRANT {} TO {}").format(sql.Identifier(p.name), role).as_string(None)
+        if p.name == "REPLICATION":
+            return sql.SQL("ALTER ROLE {} WITH REPLICATION").format(role).as_string(None)
+        return None
+
+
+def _why(step: str, statement: Statement) -> str:
+    text = " ".join(statement.text.split())
+    return f"{step}: {text[:90]}{'...' if len(text) > 90 else ''}"
+
+
+def needs_of(playbook: Playbook, facts: MoveFacts) -> list[Need]:
+    """Every privilege the move and its rollback need, per side, once each, with the
+    first action that needs it: each step's statements (and their inverses), then the
+    reverse cutover."""
+    seen: dict[tuple[str, Privilege], Need] = {}
+
+    def add(step: str, statements: Iterable[Statement]) -> None:
+        for statement in statements:
+            for side, privilege in action_needs([statement]):
+                where = privilege.on or side
+                if where in SIDES:
+                    seen.setdefault((where, privilege), Need(where, privilege, _why(step, statement)))
+
+    for step in STEPS:
+        add(step.name, step.describe(playbook, facts))
+    reverse = cutover_sequence(playbook, Direction.reverse(playbook), facts.cutover)
+    add("rollback (the reverse cutover)", [s for a in reverse.actions() for s in _statements(a)])
+    return list(seen.values())
+
+
+def _statements(action) -> list[Statement]:
+    if isinstance(action, Statement):
+        return [action]
+    return list(getattr(action, "statements", ()))
+
+
+# One row per privilege asked; a superuser has them all. An object the server does not
+# have yet is the move's to create (and own); pg_has_role is asked only about a role
+# that exists.
+_GAPS = """
+SELECT c.i, r.rolname, pg_catalog.current_database(),
+       (SELECT o.rolname FROM pg_catalog.pg_class k JOIN pg_catalog.pg_roles o ON o.oid = k.relowner
+        WHERE c.kind = 'owner' AND k.oid = pg_catalog.to_regclass(c.name))
+FROM unnest(%(i)s::int[], %(kind)s::text[], %(type)s::text[], %(name)s::text[], %(privilege)s::text[])
+     AS c(i, kind, type, name, privilege)
+CROSS JOIN pg_catalog.pg_roles r
+WHERE r.rolname = current_user AND NOT r.rolsuper AND NOT CASE c.kind
+    WHEN 'attribute' THEN CASE c.name WHEN 'REPLICATION' THEN r.rolreplication
+                                      WHEN 'BYPASSRLS' THEN r.rolbypassrls ELSE false END
+    WHEN 'member' THEN CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles m WHERE m.rolname = c.name)
+                            THEN pg_catalog.pg_has_role(c.name, 'USAGE') ELSE false END
+    WHEN 'owner' THEN CASE WHEN pg_catalog.to_regclass(c.name) IS NULL THEN true
+                           ELSE pg_catalog.pg_has_role((SELECT k.relowner FROM pg_catalog.pg_class k
+                                                        WHERE k.oid = pg_catalog.to_regclass(c.name)), 'USAGE') END
+    ELSE CASE c.type
+        WHEN 'DATABASE' THEN pg_catalog.has_database_privilege(pg_catalog.current_database(), c.privilege)
+        WHEN 'SCHEMA' THEN CASE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname = c.name)
+                                THEN true ELSE pg_catalog.has_schema_privilege(c.name, c.privilege) END
+        WHEN 'SEQUENCE' THEN CASE WHEN pg_catalog.to_regclass(c.name) IS NULL THEN true
+                                  ELSE pg_catalog.has_sequence_privilege(c.name, c.privilege) END
+        ELSE CASE WHEN pg_catalog.to_regclass(c.name) IS NULL THEN true
+                  ELSE pg_catalog.has_table_privilege(c.name, c.privilege) END
+        END
+    END
+ORDER BY c.i
+"""
+
+
+def read_gaps(conn: psycopg.Connection, side: str, needs: list[Need]) -> list[Gap]:
+    """Which of the side's needs its DSN role lacks: one query (has_*_privilege asks one
+    privilege at a time: with a list it answers whether any of them is held)."""
+    rows: list[tuple[Need, Privilege, str]] = []
+    for need in needs:
+        if need.side != side:
+            continue
+        if need.privilege.kind == "object":
+            rows += [(need, need.privilege, p) for p in need.privilege.privileges]
+        else:
+            rows.append((need, need.privilege, ""))
+    if not rows:
+        return []
+    found = conn.execute(_GAPS, {
+        "i": list(range(len(rows))), "kind": [p.kind for _, p, _ in rows], "type": [p.object_type for _, p, _ in rows],
+        "name": [p.name for _, p, _ in rows], "privilege": [x for _, _, x in rows]}).fetchall()
+    gaps: dict[tuple, Gap] = {}
+    for i, role, database, owner in found:
+        need, privilege, _ = rows[i]
+        gaps.setdefault((privilege,), Gap(side, role, database, privilege, need.why, owner))
+    return list(gaps.values())
+
+
+def passwordless_subscriptions(playbook: Playbook, versions: dict[str, int],
+                               superuser: dict[str, bool]) -> list[tuple[str, str]]:
+    """(subscriber side, publisher side) of each subscription a non-superuser owner on
+    16+ makes with a DSN that carries no password: PostgreSQL refuses it ("password is
+    required"), and a password kept in a passfile is the tool's, not the server's."""
+    out = []
+    for subscriber, publisher, dsn in (("target", "source", playbook.source.dsn),
+                                       ("source", "target", playbook.target.dsn)):
+        if versions.get(subscriber, 0) >= 160000 and not superuser.get(subscriber) \
+                and not conninfo_to_dict(dsn).get("password"):
+            out.append((subscriber, publisher))
+    return out
+
+
+# --------------------------------------------------------------------------- the findings
+
+
+_CODES = (
+    ("role.replication", "the DSN roles may open replication connections and make slots (REPLICATION)"),
+    ("role.create_subscription", "the DSN roles may create the subscriptions of both directions "
+                                 "(pg_create_subscription from 16, superuser before)"),
+    ("role.create_objects", "the DSN roles have CREATE on their database (publications, schemas, subscriptions)"),
+    ("role.create_in_schema", "the target's DSN role may create the group's objects in the schemas it has"),
+    ("role.set_owner", "the target's DSN role may give an object to its owner (ALTER ... OWNER TO)"),
+    ("role.table_owner", "the DSN roles have the privileges of the group's owners (publish, fence)"),
+    ("role.sequence", "the DSN roles may read and set every sequence the cutover copies, on both sides"),
+    ("role.grant", "the DSN roles may grant the app roles' privileges on the side that starts serving"),
+    ("role.revoke", "the DSN roles may revoke the app roles' privileges on the side that stops serving"),
+    ("role.signal_backend", "the DSN roles may cancel the app roles' queries at the cutover"),
+    ("subscription.password", "each subscription's connection string carries a password where PostgreSQL "
+                              "requires one (16+, an owner that is not superuser)"),
+)
+
+
+@codes(*_CODES)
+def privileges(snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    gaps = list(snapshot.privilege_gaps)
+    for gap in gaps:
+        yield _finding(snapshot, gap)
+    servers = {"source": snapshot.source, "target": snapshot.target}
+    passwordless = passwordless_subscriptions(
+        playbook, {s: f.version_num for s, f in servers.items()}, {s: f.rights.superuser for s, f in servers.items()})
+    for subscriber, publisher in passwordless:
+        role = servers[subscriber].rights.name
+        yield Finding(
+            BLOCK, "subscription.password", f"{publisher} DSN",
+            f"the subscription on the {subscriber} connects to the {publisher} with the {publisher}'s DSN, which "
+            f"carries no password: from PostgreSQL 16 a subscription whose owner ({role}) is not a superuser must "
+            "have the password in its connection string (a passfile or PGPASSWORD is this tool's, not the server's)",
+            f"put the password in the {publisher} DSN from an environment variable, e.g. "
+            f"postgresql://user:${{PASSWORD_VAR}}@host/db (the playbook interpolates it; no secret is stored)")
+    if not gaps and not passwordless:
+        yield Finding(OK, "role.replication", "roles",
+                      f"DSN roles {snapshot.source.rights.name} (source) and {snapshot.target.rights.name} (target) "
+                      "have every privilege the move and its rollback need")
+
+
+def _finding(snapshot, gap: Gap) -> Finding:
+    p = gap.privilege
+    level = WARN if p.level == "warn" else BLOCK
+    subject = f"{gap.side} role {gap.role}" if p.kind in ("attribute", "member") or p.object_type == "DATABASE" \
+        else p.name
+    statement = gap.statement
+    if p.kind == "attribute" and p.name == "SUPERUSER":
+        version = (snapshot.source if gap.side == "source" else snapshot.target).version
+        return Finding(
+            level, p.code, subject,
+            f"the {gap.side} DSN role {gap.role} is not a superuser, and PostgreSQL {version} lets only a superuser "
+            f"create a subscription ({gap.why})",
+            f"use a superuser's DSN for the {gap.side}, or run the {gap.side} on PostgreSQL 16 or newer, where "
+            "pg_create_subscription is enough")
+    if p.kind == "owner":
+        what = {"role.table_owner": "only its owner can publish it and put the write fence on it",
+                "role.grant": "only its owner's GRANT gives the app roles their privileges there",
+                "role.revoke": "a REVOKE by another role takes away only what that role granted, silently: "
+                               "the app roles would keep their privileges on the old copy"}.get(p.code, gap.why)
+        message = (f"{p.name} is owned by {gap.owner}, not by the {gap.side} DSN role {gap.role} nor a role it "
+                   f"has the privileges of: {what} ({gap.why})")
+    else:
+        message = f"the {gap.side} DSN role {gap.role} lacks {p.describe()} ({gap.why})"
+    return Finding(level, p.code, subject, message, f"run on the {gap.side}: {statement}" if statement else "")
