@@ -21,7 +21,7 @@ abort, the watchdog and recovery run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -49,9 +49,9 @@ class Transaction:
         return sql.SQL("; ").join(s.sql for s in self.statements)
 
     def rendered(self) -> list[Statement]:
-        out = [Statement(self.on, s.sql, s.note) for s in self.statements]
+        out = list(self.statements)
         if out and self.note:
-            out[0] = Statement(self.on, out[0].sql, "; ".join(n for n in (self.note, out[0].note) if n))
+            out[0] = replace(out[0], note="; ".join(n for n in (self.note, out[0].note) if n))
         return out
 
 

@@ -166,7 +166,11 @@ def _schema_needs(schema: GroupSchema) -> tuple[Privilege, ...]:
             | {v.name.schema for v in schema.views})
     needs = [may("CREATE", "DATABASE", "", "role.create_objects")] if made else []
     needs += [may("CREATE", "SCHEMA", name, "role.create_in_schema") for name in sorted(used - made)]
-    needs += [member_of(role, "role.set_owner") for role in sorted(set(schema.owners.values()))]
+    # ALTER ... OWNER TO r: the tool must have r's privileges, and r CREATE on the schema.
+    for role in sorted(set(schema.owners.values())):
+        needs.append(member_of(role, "role.set_owner"))
+        needs += [may("CREATE", "SCHEMA", s, "role.set_owner", role=role)
+                  for s in sorted({name.schema for name, owner in schema.owners.items() if owner == role})]
     return tuple(needs)
 
 

@@ -103,10 +103,11 @@ _GAPS = """
 SELECT c.i, r.rolname, pg_catalog.current_database(),
        (SELECT o.rolname FROM pg_catalog.pg_class k JOIN pg_catalog.pg_roles o ON o.oid = k.relowner
         WHERE c.kind = 'owner' AND k.oid = pg_catalog.to_regclass(c.name))
-FROM unnest(%(i)s::int[], %(kind)s::text[], %(type)s::text[], %(name)s::text[], %(privilege)s::text[])
-     AS c(i, kind, type, name, privilege)
+FROM unnest(%(i)s::int[], %(kind)s::text[], %(type)s::text[], %(name)s::text[], %(privilege)s::text[],
+            %(role)s::text[]) AS c(i, kind, type, name, privilege, role)
 CROSS JOIN pg_catalog.pg_roles r
-WHERE r.rolname = current_user AND NOT r.rolsuper AND NOT CASE c.kind
+WHERE r.rolname = COALESCE(c.role, current_user)
+  AND NOT r.rolsuper AND NOT CASE c.kind
     WHEN 'attribute' THEN CASE c.name WHEN 'REPLICATION' THEN r.rolreplication
                                       WHEN 'BYPASSRLS' THEN r.rolbypassrls ELSE false END
     WHEN 'member' THEN CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles m WHERE m.rolname = c.name)
@@ -115,9 +116,9 @@ WHERE r.rolname = current_user AND NOT r.rolsuper AND NOT CASE c.kind
                            ELSE pg_catalog.pg_has_role((SELECT k.relowner FROM pg_catalog.pg_class k
                                                         WHERE k.oid = pg_catalog.to_regclass(c.name)), 'USAGE') END
     ELSE CASE c.type
-        WHEN 'DATABASE' THEN pg_catalog.has_database_privilege(pg_catalog.current_database(), c.privilege)
+        WHEN 'DATABASE' THEN pg_catalog.has_database_privilege(r.rolname, pg_catalog.current_database(), c.privilege)
         WHEN 'SCHEMA' THEN CASE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname = c.name)
-                                THEN true ELSE pg_catalog.has_schema_privilege(c.name, c.privilege) END
+                                THEN true ELSE pg_catalog.has_schema_privilege(r.rolname, c.name, c.privilege) END
         WHEN 'SEQUENCE' THEN CASE WHEN pg_catalog.to_regclass(c.name) IS NULL THEN true
                                   ELSE pg_catalog.has_sequence_privilege(c.name, c.privilege) END
         ELSE CASE WHEN pg_catalog.to_regclass(c.name) IS NULL THEN true
@@ -143,7 +144,8 @@ def read_gaps(conn: psycopg.Connection, side: str, needs: list[Need]) -> list[Ga
         return []
     found = conn.execute(_GAPS, {
         "i": list(range(len(rows))), "kind": [p.kind for _, p, _ in rows], "type": [p.object_type for _, p, _ in rows],
-        "name": [p.name for _, p, _ in rows], "privilege": [x for _, _, x in rows]}).fetchall()
+        "name": [p.name for _, p, _ in rows], "privilege": [x for _, _, x in rows],
+        "role": [p.role for _, p, _ in rows]}).fetchall()
     gaps: dict[tuple, Gap] = {}
     for i, role, database, owner in found:
         need, privilege, _ = rows[i]
@@ -229,6 +231,9 @@ def _finding(snapshot, gap: Gap) -> Finding:
                                "the app roles would keep their privileges on the old copy"}.get(p.code, gap.why)
         message = (f"{p.name} is owned by {gap.owner}, not by the {gap.side} DSN role {gap.role} nor a role it "
                    f"has the privileges of: {what} ({gap.why})")
+    elif p.role is not None:
+        message = (f"the role {gap.role} lacks {p.describe()} on the {gap.side}: the move gives it objects there, "
+                   f"and a new owner needs it ({gap.why})")
     else:
         message = f"the {gap.side} DSN role {gap.role} lacks {p.describe()} ({gap.why})"
     return Finding(level, p.code, subject, message, f"run on the {gap.side}: {statement}" if statement else "")

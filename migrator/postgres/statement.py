@@ -73,6 +73,7 @@ class Privilege:
     code: str = "role.privilege"
     level: str = "block"
     on: str | None = None
+    role: str | None = None       # whose privilege: the DSN role's unless named (a new owner's)
 
     def describe(self) -> str:
         if self.kind == "object":
@@ -85,8 +86,9 @@ class Privilege:
 
 
 def may(privileges: str, object_type: str, name: str, code: str, *, level: str = "block",
-        on: str | None = None) -> Privilege:
-    return Privilege("object", name, object_type, tuple(p.strip() for p in privileges.split(",")), code, level, on)
+        on: str | None = None, role: str | None = None) -> Privilege:
+    return Privilege("object", name, object_type, tuple(p.strip() for p in privileges.split(",")), code, level, on,
+                     role)
 
 
 def owns(object_type: str, name: str, code: str, *, level: str = "block", on: str | None = None) -> Privilege:
