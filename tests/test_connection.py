@@ -125,3 +125,27 @@ def test_a_statement_that_fails_on_the_target_says_so(move):
             conn.cursor().execute("SELECT * FROM public.nowhere")
     assert describe_failure(caught.value) == 'on the target: relation "public.nowhere" does not exist'
     assert side_of(by_cursor.value) == Side.TARGET
+
+
+def test_a_refused_statement_keeps_the_servers_detail_and_hint_and_only_a_lost_one_reads_lost(move):
+    """The server's DETAIL (why) and HINT (what to do) reach the user; a statement the
+    server refuses on a live connection is not a lost server, a terminated one is."""
+    from migrator.postgres.connection import connection_lost, server_hint
+
+    with connect(move.target.dsn(APP_DB), side=Side.TARGET, purpose="status") as conn:
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("SELECT pg_catalog.no_such_function(1)")
+        assert "No function matches" in (server_hint(refused.value) or "")
+        assert not connection_lost(refused.value)
+        with pytest.raises(psycopg.Error) as detailed:
+            conn.execute("CREATE TABLE public.pair (a int PRIMARY KEY); "
+                         "INSERT INTO public.pair VALUES (1), (1)")
+        assert describe_error(detailed.value) == (
+            'on the target: duplicate key value violates unique constraint "pair_pkey" '
+            "(Key (a)=(1) already exists.)")
+        other = connect(move.target.dsn(APP_DB), side=Side.TARGET, purpose="status")
+        conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (other.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError) as gone:
+            other.execute("SELECT 1")
+        assert connection_lost(gone.value)
+        other.close()
