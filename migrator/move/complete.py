@@ -17,7 +17,8 @@ from migrator import names
 from migrator.errors import OperationFailed
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.playbook import Playbook
-from migrator.postgres import guards, replication
+from migrator.move.guarding import Guards
+from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect
 from migrator.testhooks import hold
 
@@ -65,10 +66,14 @@ def complete(playbook: Playbook, store: StateStore, *, drop_source: bool = False
                 [names.publication(playbook), names.reverse_publication(playbook)]))
             # The guards: the DDL guard on both sides, the fence on the target (it serves);
             # the old copy stays fenced unless it is dropped, so nothing writes to it by mistake.
+            owner = Guards(playbook)
+
+            def log(what: str, statement) -> None:
+                store.log(playbook.name, "sql", what, sql=statement.as_string(None))
+
             for conn in (src, dst):
-                _run(store, playbook, conn, guards.remove_ddl_guard_statements(playbook), "DDL guard removed")
-            _run(store, playbook, dst, guards.remove_fence_statements(playbook, guards.fenced_relations(dst, playbook)),
-                 "the target's write fence removed")
+                owner.remove_ddl_guard(conn, log)
+            owner.remove_fence(dst, log)
             hold("complete", "unguarded")
             result.removed.append(f"the DDL guard on both sides ({names.ddl_guard(playbook)}, "
                                   f"{names.drop_guard(playbook)}) and the target's write fence")
@@ -82,19 +87,14 @@ def complete(playbook: Playbook, store: StateStore, *, drop_source: bool = False
                         src.execute(statement)
                         store.log(playbook.name, "sql", "dropped the source's copy", sql=statement.as_string(src))
                         result.dropped_source_tables.append(table.qualified)
-                _run(store, playbook, src, [guards.lift_fence_statement(playbook)], "the source's write fence removed")
+                owner.remove_fence(src, log)
                 replication.drop_marker_table(src, playbook)   # the schema, now that the fence is gone
             else:
-                lift = guards.lift_fence_statement(playbook).as_string(src)
+                lift = owner.lift_fence().text
                 hint = f"move {playbook.name} is complete and this old copy is kept fenced; lift it with: {lift}"
-                _run(store, playbook, src, [guards.fence_function_statement(
-                    playbook, playbook.name, serving=False, serving_side="target", hint=hint)],
-                    "the source's copy stays fenced")
+                owner.keep_fenced(src, Side.SOURCE, hint=hint, log=log)
                 result.source_fence_lift = lift
         store.set_move_status(playbook.name, MoveStatus.COMPLETED)
         store.log(playbook.name, "run", "complete finished: " + "; ".join(result.removed))
     return result
 
-
-def _run(store: StateStore, playbook: Playbook, conn, statements: list[sql.Composable], what: str) -> None:
-    guards.run_each(conn, statements, lambda q: store.log(playbook.name, "sql", what, sql=q.as_string(conn)))

@@ -65,6 +65,41 @@ class Guards:
         statements = guards.remove_statements(self.playbook, guards.fenced_relations(conn, self.playbook))
         guards.run_each(conn, statements, lambda q: log(f"guard removed on the {side}", q))
 
+    def remove_ddl_guard(self, conn: psycopg.Connection, log) -> None:
+        guards.run_each(conn, guards.remove_ddl_guard_statements(self.playbook), lambda q: log("DDL guard removed", q))
+
+    def remove_fence(self, conn: psycopg.Connection, log) -> None:
+        """The fence's triggers (each relation that carries one now) and its function."""
+        statements = guards.remove_fence_statements(self.playbook, guards.fenced_relations(conn, self.playbook))
+        guards.run_each(conn, statements, lambda q: log("write fence removed", q))
+
+    def lift_fence(self) -> Statement:
+        """The fence's function and, with it, every trigger of it: one statement."""
+        return Statement("source", guards.lift_fence_statement(self.playbook))
+
+    def keep_fenced(self, conn: psycopg.Connection, side: Side, *, hint: str, log) -> None:
+        """A copy that serves no more keeps refusing writes, with `hint` in its error
+        (`complete` leaves the old copy so)."""
+        statement = guards.fence_function_statement(self.playbook, self.playbook.name, serving=False,
+                                                    serving_side="target" if side == Side.SOURCE else "source",
+                                                    hint=hint)
+        guards.run_each(conn, [statement], lambda q: log(f"the {side}'s copy stays fenced", q))
+
+    def refresh_ddl_guard(self, conns: dict[str, psycopg.Connection], relations: list[TableName],
+                          indexes: list[TableName]) -> None:
+        """The DDL guard knows the group's relations and indexes by name: after a schema
+        change it learns them again, on each side that has it, in one transaction (no
+        moment without a guard)."""
+        refresh = guards.ddl_guard_statements(self.playbook, self.playbook.name, relations, indexes)
+        for conn in conns.values():
+            if guards.read_state(conn, self.playbook).ddl_guard:
+                with conn.transaction():
+                    for statement in refresh:
+                        conn.execute(statement)
+
+    def state(self, conn: psycopg.Connection) -> guards.GuardState:
+        return guards.read_state(conn, self.playbook)
+
     # -- the write fence's position --------------------------------------------------
 
     def fence(self, side: Side, *, serving: Side) -> Statement:

@@ -39,6 +39,7 @@ from psycopg import sql
 
 from migrator.errors import OperationFailed, PlaybookError
 from migrator.move.phases import CutoverPhase
+from migrator.move.guarding import Guards
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.playbook import Playbook, TableName
 from migrator.postgres import guards, replication
@@ -323,12 +324,7 @@ def apply_change(playbook: Playbook, store: StateStore, text: str, *, dry_run: b
             store.update_data(playbook.name, RECORD, pending=None)
             # The DDL guard knows the group's indexes by name: it learns a new one (or forgets one).
             relations, indexes = guarded_objects(pub, playbook.tables)
-            refresh = guards.ddl_guard_statements(playbook, playbook.name, relations, indexes)
-            for side, conn in conns.items():
-                if guards.read_state(conn, playbook).ddl_guard:
-                    with conn.transaction():
-                        for statement in refresh:
-                            conn.execute(statement)
+            Guards(playbook).refresh_ddl_guard(conns, relations, indexes)
     result.seconds = timed(started)
     store.log(playbook.name, "run", f"ddl: {change.kind} on {table.qualified} applied on the "
               f"{' then the '.join(order)} ({change.why})", step=RECORD, seconds=result.seconds)

@@ -14,12 +14,13 @@ from migrator.errors import OperationFailed
 from migrator.move.checkpoint import CutoverData
 from migrator.move.phases import CutoverPhase, DirectionName
 from migrator.move.drift import report_drift
+from migrator.move.guarding import Guards
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
-from migrator.postgres import guards, replication
+from migrator.postgres import replication
 from migrator.postgres.connection import Side, connect, describe, describe_error
 
 
@@ -137,7 +138,7 @@ def _guards(playbook: Playbook) -> dict[str, dict]:
     for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
         try:
             with connect(dsn, side=side, purpose="status") as conn:
-                out[str(side)] = guards.read_state(conn, playbook).to_dict()
+                out[str(side)] = Guards(playbook).state(conn).to_dict()
         except OperationFailed as exc:
             out[str(side)] = {"error": exc.message}
         except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
