@@ -403,7 +403,26 @@ BAD_PLAYBOOKS = [
         "target.dsn: is the same database as source.dsn (db-main:5432/app)",
         id="identical-source-and-target",
     ),
+    pytest.param(
+        playbook_yaml(target={"dsn": f"postgresql://m:{PASSWORD}@db-files:5432,db-main:5432/app"
+                                     "?target_session_attrs=read-write"}),
+        "target.dsn: is the same database as source.dsn (db-main:5432/app)",
+        id="a-host-of-a-list-is-the-source",
+    ),
+    pytest.param(
+        playbook_yaml(source={"dsn": f"host=db-a,db-b,db-c port=5432,5433 dbname=app password={PASSWORD}"}),
+        "source.dsn: 3 hosts but 2 ports: give one port, or one port per host",
+        id="host-list-with-the-wrong-number-of-ports",
+    ),
 ]
+
+
+def test_a_source_may_list_several_hosts_and_follows_the_primary() -> None:
+    dsn = f"postgresql://migrator:{PASSWORD}@db-1:5432,db-2:5433/app?target_session_attrs=read-write"
+    book = parse_playbook(playbook_yaml(source={"dsn": dsn}), env=ENV)
+    assert book.source.dsn == dsn
+    assert book.source.display == "migrator@db-1:5432,db-2:5433/app"
+    assert PASSWORD not in repr(book) and PASSWORD not in str(book.source)
 
 
 @pytest.mark.parametrize(("text", "fragment"), BAD_PLAYBOOKS)

@@ -25,7 +25,7 @@ from migrator.move.steps import (
     describe_failure,
 )
 from migrator.playbook import Playbook
-from migrator.postgres.connection import Side, connect, describe, first_line, side_of
+from migrator.postgres.connection import Side, connect, describe, first_line, same_server, side_of
 from migrator.testhooks import hold
 
 
@@ -199,7 +199,7 @@ def _lost_server(ctx: MoveContext, exc: psycopg.Error) -> str:
     if pgconn is not None and pgconn.host:
         host, port = pgconn.host.decode(), pgconn.port.decode()
         for label, dsn in sides:
-            if _same_server(f"host={host} port={port}", dsn):
+            if same_server(f"host={host} port={port}", dsn):   # a DSN listing several hosts: any
                 return f"the {label} ({describe(dsn)})"
         return f"{host}:{port}"
     # A connection that broke no longer says where it went: ask both sides.
@@ -231,12 +231,3 @@ def _answers(dsn: str) -> bool:
     except OperationFailed:
         return False
 
-
-def _same_server(conninfo: str, dsn: str) -> bool:
-    from psycopg.conninfo import conninfo_to_dict
-
-    a, b = conninfo_to_dict(conninfo), conninfo_to_dict(dsn)
-    local = {"localhost", "127.0.0.1", "::1"}
-    hosts = {a.get("host") or "localhost", b.get("host") or "localhost"}
-    same_host = len(hosts) == 1 or hosts <= local
-    return same_host and str(a.get("port") or 5432) == str(b.get("port") or 5432)

@@ -45,7 +45,7 @@ from migrator.playbook.units import (
     parse_duration,
     parse_size,
 )
-from migrator.postgres.connection import describe
+from migrator.postgres.connection import describe, server_addresses
 
 __all__ = [
     "CutoverSettings",
@@ -82,6 +82,11 @@ def _check_dsn(dsn: str) -> str:
     port = params.get("port")
     if port and not all(p.strip().isdigit() for p in port.split(",")):
         raise ValueError(f"port {port!r} is not a number")
+    try:
+        server_addresses(dsn)
+    except ValueError as exc:
+        # libpq takes one port for every host, or one per host.
+        raise ValueError(f"{exc}: give one port, or one port per host") from None
     return dsn
 
 

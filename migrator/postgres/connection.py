@@ -87,16 +87,51 @@ def timeouts_for(purpose: str) -> Timeouts:
 
 
 def describe(dsn: str) -> str:
-    """A short, secret-free name for a server: user@host:port/dbname."""
+    """A short, secret-free name for a server: user@host:port/dbname; a DSN that lists
+    several hosts (libpq tries them in turn) reads user@host1:port1,host2:port2/dbname."""
     try:
         params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+        where = ",".join(f"{host}:{port}" for host, port in server_addresses(dsn))
+    except (psycopg.ProgrammingError, ValueError):
         return mask_secrets(dsn)
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
     user = params.get("user")
     prefix = f"{user}@" if user else ""
-    return f"{prefix}{host}:{port}/{params.get('dbname', '')}"
+    return f"{prefix}{where}/{params.get('dbname', '')}"
+
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def server_addresses(dsn: str) -> tuple[tuple[str, int], ...]:
+    """Every (host, port) a DSN may connect to, in libpq's order, with its defaults.
+
+    libpq takes a comma-separated list of hosts (and of hostaddrs), and either one port
+    for all of them or one port per host; with `target_session_attrs=read-write` it
+    connects to whichever of them is the primary now. Raises ValueError for a port list
+    that does not match the hosts."""
+    params = conninfo_to_dict(dsn)
+    hosts = (params.get("host") or params.get("hostaddr") or "localhost").split(",")
+    ports = (params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    if len(ports) != len(hosts):
+        raise ValueError(f"{len(hosts)} hosts but {len(ports)} ports")
+    return tuple((host.strip() or "localhost", int(port.strip() or 5432)) for host, port in zip(hosts, ports,
+                                                                                              strict=True))
+
+
+def same_host(a: str, b: str) -> bool:
+    return a == b or (a in LOCAL_HOSTS and b in LOCAL_HOSTS)
+
+
+def same_server(a: str, b: str) -> bool:
+    """Do two DSNs (or connection strings) name a server in common? A DSN that lists
+    several hosts names each of them: a connection to any is to that server's cluster."""
+    try:
+        left, right = server_addresses(a), server_addresses(b)
+    except (psycopg.ProgrammingError, ValueError):
+        return False
+    return any(same_host(h1, h2) and p1 == p2 for h1, p1 in left for h2, p2 in right)
 
 
 def with_options(dsn: str, **params: Any) -> str:
