@@ -15,6 +15,7 @@ from migrator.move.cutover import CutoverPhase, DirectionName
 from migrator.move.drift import report_drift
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
+from migrator.pgbouncer.config import EntryRoute
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
@@ -77,7 +78,7 @@ def routes(playbook: Playbook) -> list[Route]:
         name = describe(bouncer.admin_dsn)
         try:
             value = route_for(bouncer).read() or ""
-            config_side = _config_side(value, playbook)
+            config_side = _config_side(value, playbook, bouncer.database)
         except OSError as exc:
             config_side = f"unreadable ({exc.strerror})"
         except OperationFailed as exc:
@@ -95,13 +96,11 @@ def routes(playbook: Playbook) -> list[Route]:
     return out
 
 
-def _config_side(value: str, playbook: Playbook) -> str:
-    from migrator.pgbouncer.console import DatabaseEntry
-
-    params = dict(token.partition("=")[::2] for token in value.split())
-    entry = DatabaseEntry("", params.get("host"), int(params["port"]) if params.get("port") else 5432,
-                          params.get("dbname"), False, False, 0)
-    return _side(entry.points_at(playbook.source.dsn), entry.points_at(playbook.target.dsn))
+def _config_side(value: str, playbook: Playbook, entry: str = "") -> str:
+    """Where a [databases] value routes, read as PgBouncer reads it (its own settings
+    such as pool_size or quoted values are no reason to say elsewhere)."""
+    route = EntryRoute.of(entry, value)
+    return _side(route.points_at(playbook.source.dsn), route.points_at(playbook.target.dsn))
 
 
 def _replication(playbook: Playbook, serving: str) -> Replication:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.errors import OperationFailed
-from migrator.postgres.connection import Side
+from migrator.postgres.connection import Side, describe, server_addresses
 
 if TYPE_CHECKING:
     from migrator.playbook import Playbook
@@ -35,21 +34,142 @@ def read_entry(config_file: Path, entry: str) -> str | None:
     return None
 
 
-def entry_value(original: str, dsn: str) -> str:
-    """The [databases] value routing to dsn's server, keeping the entry's other settings."""
+# --------------------------------------------------------------------------- an entry's value
+# PgBouncer reads `key=value` pairs of its own (loader.c, cstr_get_pair), not libpq's:
+# keys such as pool_size, pool_mode, max_db_connections or auth_user are its own; a
+# value ends at a space unless it is in single quotes, where '' is one quote; no
+# backslash escapes; an empty value is an error. Only host, port and dbname say where
+# an entry routes; a reroute rewrites those three and keeps every other pair as written.
+
+class EntryError(OperationFailed, ValueError):
+    """A [databases] value PgBouncer itself would refuse ("syntax error in connstring"),
+    or one that cannot route to a DSN's server."""
+
+
+@dataclass(frozen=True)
+class EntrySetting:
+    key: str
+    value: str
+    start: int        # where the pair is written in the entry's value, [start, end)
+    end: int
+
+
+def parse_entry(text: str) -> list[EntrySetting]:
+    """The key=value pairs of a [databases] value, as PgBouncer reads them."""
+    out, i, n = [], 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            return out
+        start = i
+        while i < n and text[i] not in "= ":
+            i += 1
+        key = text[start:i]
+        while i < n and text[i].isspace():
+            i += 1
+        if not key or i >= n or text[i] != "=":
+            raise EntryError(f"not a PgBouncer connection string: expected key=value at {text[start:][:20]!r}")
+        i += 1
+        while i < n and text[i].isspace():
+            i += 1
+        if i < n and text[i] == "'":
+            i += 1
+            chars = []
+            while True:
+                if i >= n:
+                    raise EntryError(f"not a PgBouncer connection string: unterminated quote in {key}=")
+                if text[i] == "'":
+                    if i + 1 < n and text[i + 1] == "'":
+                        chars.append("'")
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                chars.append(text[i])
+                i += 1
+            value = "".join(chars)
+        else:
+            begin = i
+            while i < n and text[i] != " ":
+                i += 1
+            value = text[begin:i]
+        if not value:
+            raise EntryError(f"not a PgBouncer connection string: {key}= has no value")
+        out.append(EntrySetting(key, value, start, i))
+
+
+def entry_settings(text: str) -> dict[str, str]:
+    """key -> value of a [databases] value (a key given twice: PgBouncer keeps the last)."""
+    return {setting.key: setting.value for setting in parse_entry(text)}
+
+
+def quote_value(value: str) -> str:
+    """A value as PgBouncer reads it back: quoted when it holds a space or a quote."""
+    if value and not any(c.isspace() or c == "'" for c in value):
+        return value
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class EntryRoute:
+    """Where a [databases] value sends the entry's clients, with PgBouncer's defaults
+    (port 5432; dbname the entry's own name)."""
+
+    host: str | None
+    port: int | None
+    database: str
+
+    @classmethod
+    def of(cls, entry: str, text: str) -> EntryRoute:
+        settings = entry_settings(text)
+        port = settings.get("port", "5432")
+        return cls(settings.get("host"), int(port) if port.isdigit() else None, settings.get("dbname") or entry)
+
+    def points_at(self, dsn: str) -> bool:
+        from migrator.pgbouncer.console import DatabaseEntry
+
+        return DatabaseEntry(name="", host=self.host, port=self.port, database=self.database, paused=False,
+                             disabled=False, current_connections=0).points_at(dsn)
+
+
+def route_settings(dsn: str) -> dict[str, str]:
+    """host, port and dbname of the one server a DSN names, as an entry spells them.
+
+    PgBouncer has no failover between hosts: it round-robins a host list, so a DSN that
+    lists several (libpq follows the primary among them) cannot be written into an entry."""
+    addresses = server_addresses(dsn)
+    if len(addresses) > 1:
+        raise EntryError(
+            f"{describe(dsn)} lists {len(addresses)} hosts: PgBouncer would round-robin them, not follow "
+            "the primary",
+            hint="give that side's DSN one address that always reaches its primary (a DNS name or a "
+            "virtual IP that moves on failover)")
     params = conninfo_to_dict(dsn)
-    wanted = {"host": params.get("host") or "localhost", "port": str(params.get("port") or 5432)}
+    (host, port), = addresses
+    wanted = {"host": host, "port": str(port)}
     if params.get("dbname"):
         wanted["dbname"] = params["dbname"]
-    out, seen = [], set()
-    for token in shlex.split(original):
-        key, _, value = token.partition("=")
-        if key in wanted:
-            value = wanted[key]
-            seen.add(key)
-        out.append(f"{key}={shlex.quote(value) if ' ' in value else value}")
-    out += [f"{k}={v}" for k, v in wanted.items() if k not in seen]
-    return " ".join(out)
+    return wanted
+
+
+def entry_value(original: str, dsn: str) -> str:
+    """The [databases] value routing to dsn's server: the original with its host, port and
+    dbname changed, every other setting (pool_mode, pool_size, max_db_connections,
+    auth_user, ...) kept exactly as written; what it did not say is added."""
+    wanted = route_settings(dsn)
+    out, last, seen = [], 0, set()
+    for setting in parse_entry(original):
+        out.append(original[last:setting.start])
+        if setting.key in wanted:
+            out.append(f"{setting.key}={quote_value(wanted[setting.key])}")
+            seen.add(setting.key)
+        else:
+            out.append(original[setting.start:setting.end])
+        last = setting.end
+    text = "".join(out).strip()
+    extra = " ".join(f"{k}={quote_value(v)}" for k, v in wanted.items() if k not in seen)
+    return f"{text} {extra}".strip()
 
 
 def entry_for_side(original: str, playbook: Playbook, side: Side) -> str:
@@ -161,10 +281,4 @@ def write_atomically(path: Path, text: str) -> None:
 def entry_for(dsn: str) -> str:
     """The [databases] connection string that routes to the server of a DSN (no secrets:
     PgBouncer authenticates to the server with its own auth_file / auth_query)."""
-    params = conninfo_to_dict(dsn)
-    parts = [
-        f"host={params.get('host') or 'localhost'}",
-        f"port={params.get('port') or 5432}",
-        f"dbname={params['dbname']}" if params.get("dbname") else "",
-    ]
-    return " ".join(p for p in parts if p)
+    return " ".join(f"{k}={quote_value(v)}" for k, v in route_settings(dsn).items())

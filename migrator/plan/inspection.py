@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from migrator import names
 from migrator.errors import OperationFailed, ServerUnreachable
-from migrator.pgbouncer.config import read_entry
+from migrator.pgbouncer.config import EntryError, EntryRoute, read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.pgbouncer.route import include_problem, route_for
 from migrator.playbook import PgBouncerEntry, Playbook, TableName
@@ -504,17 +503,10 @@ def _config_facts(entry: PgBouncerEntry, path: Path, source_dsn: str) -> dict[st
 
 
 def _routes_to(entry_name: str, value: str, dsn: str) -> bool:
-    """Does a [databases] connection string route to the server and database of dsn?"""
+    """Does a [databases] value route to the server and database of dsn? Read as
+    PgBouncer reads it: its own keys (pool_size, pool_mode, auth_user, ...) are no
+    reason to think it routes elsewhere."""
     try:
-        params = conninfo_to_dict(value)
-    except psycopg.ProgrammingError:
+        return EntryRoute.of(entry_name, value).points_at(dsn)
+    except EntryError:
         return False
-    port = params.get("port") or "5432"
-    route = DatabaseEntry(
-        name=entry_name, host=params.get("host"),
-        port=int(port) if port.isdigit() else None,
-        # PgBouncer's default for a missing dbname is the entry's own name.
-        database=params.get("dbname") or entry_name,
-        paused=False, disabled=False, current_connections=0,
-    )
-    return route.points_at(dsn)
