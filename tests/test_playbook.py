@@ -414,6 +414,13 @@ BAD_PLAYBOOKS = [
         "source.dsn: 3 hosts but 2 ports: give one port, or one port per host",
         id="host-list-with-the-wrong-number-of-ports",
     ),
+    pytest.param(
+        with_cutover(session_clients="kick"),
+        "cutover.session_clients: 'kick' is not one of refuse, close",
+        id="unknown-session-clients",
+    ),
+    pytest.param(with_cutover(session_clients=True), "cutover.session_clients: expected text, got true/false",
+                 id="session-clients-not-text"),
 ]
 
 
@@ -423,6 +430,11 @@ def test_a_source_may_list_several_hosts_and_follows_the_primary() -> None:
     assert book.source.dsn == dsn
     assert book.source.display == "migrator@db-1:5432,db-2:5433/app"
     assert PASSWORD not in repr(book) and PASSWORD not in str(book.source)
+
+
+def test_session_clients_defaults_to_refuse_and_may_close() -> None:
+    assert parse_playbook(playbook_yaml(), env=ENV).cutover.session_clients == "refuse"
+    assert parse_playbook(with_cutover(session_clients="close"), env=ENV).cutover.session_clients == "close"
 
 
 @pytest.mark.parametrize(("text", "fragment"), BAD_PLAYBOOKS)

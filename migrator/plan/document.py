@@ -65,6 +65,7 @@ def playbook_dict(playbook: Playbook) -> dict[str, Any]:
             "max_pause_s": playbook.cutover.max_pause,
             "grace_s": playbook.cutover.grace,
             "max_lag_bytes": playbook.cutover.max_lag,
+            "session_clients": playbook.cutover.session_clients,
         },
         "indexes": {"defer": playbook.indexes.defer},
         "objects": {
@@ -158,4 +159,6 @@ def pgbouncer_dict(bouncer: Any) -> dict[str, Any]:
         "config_file": str(bouncer.config_file),
         "config_writable": bouncer.config_readable and bouncer.config_writable,
         "config_entry": bouncer.config_entry,
+        "pool_mode": bouncer.pool_mode,
+        "pool_mode_from": bouncer.pool_mode_from,
     }

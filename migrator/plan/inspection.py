@@ -155,6 +155,12 @@ class PgBouncerFacts:
     config_entry: str | None = None        # the entry's connection string in the file
     config_points_at_source: bool = False
     include_problem: str | None = None     # include_file: the main config does not %include it
+    # How the entry pools its clients' server connections (session / transaction /
+    # statement) for the users that reach it (the app roles, the clients connected now, or
+    # the entry's own `user=`), and where that mode comes from, in words. The least
+    # friendly to a pause when they differ.
+    pool_mode: str | None = None
+    pool_mode_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -435,12 +441,15 @@ def pgbouncer_facts(entry: PgBouncerEntry, playbook: Playbook, *, index: int = 0
         with PgBouncerConsole(entry.admin_dsn) as pgb:
             version = pgb.version()
             found = pgb.databases().get(entry.database)
+            modes = _pool_mode(pgb, found, playbook) if found is not None else (None, None)
         console = {
             "reachable": True,
             "version": version,
             "entry": found,
             "entry_points_at_source": bool(found and found.points_at(playbook.source.dsn)),
             "entry_points_at_target": bool(found and found.points_at(playbook.target.dsn)),
+            "pool_mode": modes[0],
+            "pool_mode_from": modes[1],
         }
     except (ServerUnreachable, OperationFailed) as exc:
         console["error"] = exc.message
@@ -455,6 +464,27 @@ def pgbouncer_facts(entry: PgBouncerEntry, playbook: Playbook, *, index: int = 0
         index=index, display=display, database=entry.database, config_file=route.where,
         **console, **config,
     )
+
+
+# How well a pool mode suits a pause: PAUSE in session mode waits for the clients to go.
+_POOL_MODE_ORDER = {"transaction": 0, "statement": 1, "session": 2}
+
+
+def _pool_mode(pgb: PgBouncerConsole, found: DatabaseEntry, playbook: Playbook) -> tuple[str, str]:
+    """The entry's pool mode as PgBouncer decides it for each user that reaches it: the
+    user's own ([users] section), else the entry's, else the global pool_mode."""
+    users = pgb.users()
+    default = pgb.config().get("pool_mode", "session")
+    if found.force_user:
+        reaching = {found.force_user}    # every server connection logs in as it
+    else:
+        clients = {str(c.get("user")) for c in pgb.show("CLIENTS") if c.get("database") == found.name}
+        reaching = set(playbook.app_roles) | clients
+    inherited = ((found.pool_mode, f"the entry's own pool_mode={found.pool_mode}") if found.pool_mode
+                 else (default, f"the global pool_mode = {default}"))
+    modes = [(users[u], f"user {u}'s own pool_mode={users[u]} in [users]") if users.get(u) else inherited
+             for u in sorted(reaching)] or [inherited]
+    return max(modes, key=lambda m: _POOL_MODE_ORDER.get(m[0], 0))
 
 
 def _command_facts(entry: PgBouncerEntry, route, source_dsn: str) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 from migrator import names
 from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes, listing, sides
-from migrator.plan.inspection import Snapshot
+from migrator.plan.inspection import PgBouncerFacts, Snapshot
 from migrator.playbook import Playbook, format_duration, format_size
+from migrator.postgres.connection import server_addresses
 
 # Logical replication arrived in PostgreSQL 10; the catalogs read here (attgenerated,
 # conparentid, pg_sequence) are those of 12 and later.
@@ -309,6 +310,8 @@ def long_transactions(snapshot: Snapshot, playbook: Playbook, expected: frozense
     ("pgbouncer.include_missing", "the config %includes the include_file the tool rewrites"),
     ("pgbouncer.config_entry_missing", "every config file holds the entry"),
     ("pgbouncer.config_entry_not_on_source", "the entry in every config file routes to the source"),
+    ("pgbouncer.pool_mode", "the entry pools in transaction mode (or session clients may be closed)"),
+    ("pgbouncer.target_host_list", "the target DSN names one address an entry can route to"),
 )
 def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     if not snapshot.pgbouncers:
@@ -318,6 +321,16 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
             "list every PgBouncer that routes the group under pgbouncers:",
         )
         return
+    hosts = server_addresses(playbook.target.dsn)
+    if len(hosts) > 1:
+        yield Finding(
+            BLOCK, "pgbouncer.target_host_list", "target.dsn",
+            f"the target DSN lists {len(hosts)} hosts ({', '.join(f'{h}:{p}' for h, p in hosts)}): the reroute "
+            "writes the target's address into each PgBouncer entry, and PgBouncer round-robins a host list "
+            "instead of following the primary, so some of the application's connections would reach a standby",
+            "give target.dsn one address that always reaches the target's primary (a DNS name or a virtual IP "
+            "that moves on failover); the source DSN may list several hosts",
+        )
     for bouncer in snapshot.pgbouncers:
         subject = f"pgbouncers[{bouncer.index}] {bouncer.display}"
         entry = bouncer.database
@@ -385,9 +398,45 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"to the source: a RELOAD would send the application elsewhere",
                 "make the file agree with what the PgBouncer routes to now, then plan again",
             )
+        if bouncer.pool_mode is not None and bouncer.pool_mode != "transaction":
+            finding = _pool_mode(bouncer, subject, playbook)
+            bad = bad or finding.level == BLOCK
+            yield finding
         if not bad:
+            mode = f" ({bouncer.pool_mode} pooling)" if bouncer.pool_mode else ""
             yield Finding(
                 OK, "pgbouncer.unreachable", subject,
-                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source; "
+                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source{mode}; "
                 f"{bouncer.config_file} is writable",
             )
+
+
+def _pool_mode(bouncer: PgBouncerFacts, subject: str, playbook: Playbook) -> Finding:
+    entry, mode, why = bouncer.database, bouncer.pool_mode, bouncer.pool_mode_from
+    grace = format_duration(playbook.cutover.grace)
+    if mode == "session" and playbook.cutover.session_clients == "close":
+        return Finding(
+            WARN, "pgbouncer.pool_mode", subject,
+            f"PgBouncer {bouncer.display} pools {entry} in session mode ({why}), and the playbook says "
+            f"cutover.session_clients: close: {grace} (grace) into the pause the entry's client connections "
+            "are closed; each client's open transaction is rolled back and its session state (prepared "
+            "statements, temporary tables, SET, advisory locks, LISTEN) is gone",
+            "the application must reconnect after a lost connection (to the new route) and retry what failed",
+        )
+    if mode == "session":
+        return Finding(
+            BLOCK, "pgbouncer.pool_mode", subject,
+            f"PgBouncer {bouncer.display} pools {entry} in session mode ({why}): PAUSE waits until every client "
+            "of the entry has disconnected, so with clients that keep their connections the cutover waits "
+            "max_pause, aborts, and every later attempt does the same",
+            f"pool {entry} in transaction mode (pool_mode=transaction in its [databases] entry, then RELOAD), "
+            "or, when the application reconnects after a lost connection, set cutover.session_clients: close "
+            "(its clients are disconnected after grace, inside the pause)",
+        )
+    return Finding(
+        BLOCK, "pgbouncer.pool_mode", subject,
+        f"PgBouncer {bouncer.display} pools {entry} in {mode} mode ({why}): the cutover's pause (PAUSE waits "
+        "for the transactions in flight, the app roles' queries are cancelled after grace) is built and "
+        "proven for transaction pooling only",
+        f"pool {entry} in transaction mode (pool_mode=transaction in its [databases] entry, then RELOAD)",
+    )

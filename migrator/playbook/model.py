@@ -48,6 +48,7 @@ from migrator.playbook.units import (
 from migrator.postgres.connection import describe, server_addresses
 
 __all__ = [
+    "SESSION_CLIENTS",
     "CutoverSettings",
     "EntryCommand",
     "IndexSettings",
@@ -198,10 +199,27 @@ class PgBouncerEntry(_Section):
         yield "route", self.route_key
 
 
+# What the cutover does with the clients of an entry PgBouncer pools in session mode
+# (PAUSE waits for them to disconnect): refuse such an entry (plan blocks), or close
+# its client connections after `grace` inside the pause, so they reconnect to the new route.
+SESSION_CLIENTS = ("refuse", "close")
+
+
 class CutoverSettings(_Section):
     max_pause: Duration = 2.0
     grace: Duration = 0.5
     max_lag: Size = 16 * 1024**2
+    session_clients: str = "refuse"
+
+    @field_validator("session_clients", mode="before")
+    @classmethod
+    def _known_session_clients(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {_kind(value)}")
+        if value not in SESSION_CLIENTS:
+            raise ValueError(f"{value!r} is not one of {', '.join(SESSION_CLIENTS)} — close disconnects the "
+                             "session clients of the group's entry after grace inside the pause")
+        return value
 
     @field_validator("max_pause")
     @classmethod
