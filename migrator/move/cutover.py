@@ -188,9 +188,8 @@ class Cutover:
             watch.check()
             lag = replication.slot_lag_bytes(old, self.d.old_slot)
             if lag is None:
-                raise OperationFailed(
-                    f"replication slot {self.d.old_slot} is missing on the {self.d.old_label}: "
-                    "replication is not running, nothing to cut over to")
+                raise replication.slot_lost(self.d.old_slot, str(self.d.old_label),
+                                            after_cutover=self.d.old_label == Side.TARGET)
             return True if lag <= lag_limit else None
 
         waiting.poll(lag_under_limit, every=0.2, deadline=deadline, timed_out=lambda: OperationFailed(

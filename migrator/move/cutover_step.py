@@ -90,8 +90,8 @@ def cutover_undo_statements(ctx: MoveContext) -> UndoPlan:
             for q in [*switch_statements(inside, grant=True), unfence_new]]
     out.append(Statement(d.new_label, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
         sql.Identifier(d.old_subscription))))
-    out.append(Statement(d.new_label, sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')")
-                         .format(sql.Literal(d.new_slot))))
+    out.append(Statement(d.new_label, replication.create_slot_statement(d.new_slot),
+                         f"with failover => true when the {d.new_label} runs PostgreSQL 17 or newer"))
     out += [Statement(route_for(b).where, f"[databases] {b.database} = <the entry as it was before the move>",
                       "the point of no return") for _, b in bouncers]
     out += [Statement(on, "RELOAD") for on, _ in bouncers]

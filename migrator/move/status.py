@@ -41,6 +41,9 @@ class Replication:
     lag_seconds: float | None
     orphaned_slots: list[str] = field(default_factory=list)
     error: str | None = None
+    # The slot is gone from its publisher while the subscription still waits for it (a
+    # failover the standby did not keep the slot through): what that means, in words.
+    broken: str | None = None
 
 
 @dataclass
@@ -107,13 +110,19 @@ def _replication(playbook: Playbook, serving: str) -> Replication:
     reverse = serving == Side.TARGET
     slot = names.reverse_slot(playbook) if reverse else names.slot(playbook)
     publisher, publisher_dsn = (Side.TARGET, playbook.target.dsn) if reverse else (Side.SOURCE, playbook.source.dsn)
+    subscriber, subscriber_dsn = (Side.SOURCE, playbook.source.dsn) if reverse else (Side.TARGET, playbook.target.dsn)
+    subscription = names.reverse_subscription(playbook) if reverse else names.subscription(playbook)
     result = Replication(DirectionName.REVERSE if reverse else DirectionName.FORWARD, slot, None, None)
     try:
         with connect(publisher_dsn, side=publisher, purpose="status") as conn:
             result.lag_bytes = replication.slot_lag_bytes(conn, slot)
-            result.lag_seconds = replication.replay_lag_seconds(
-                conn, names.reverse_subscription(playbook) if reverse else names.subscription(playbook))
-            if result.lag_bytes is None:
+            result.lag_seconds = replication.replay_lag_seconds(conn, subscription)
+        if result.lag_bytes is None:
+            with connect(subscriber_dsn, side=subscriber, purpose="status") as conn:
+                found = replication.subscription(conn, subscription)
+            if found is not None and found.slot == slot:
+                result.broken = replication.slot_lost(slot, str(publisher), after_cutover=reverse).message
+            else:
                 result.direction, result.slot = "none", None
         for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
             with connect(dsn, side=side, purpose="status") as conn:
@@ -158,8 +167,8 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
     cutover = records.get("cutover")
     cut_data = cutover.data if cutover else {}
     serving = cut_data.get("serving", Side.SOURCE)
-    state, next_command = _verdict(playbook, move_status, steps, cut_data)
     rep = _replication(playbook, serving)
+    state, next_command = _verdict(playbook, move_status, steps, cut_data, rep)
     differences, drift_error = report_drift(playbook, records.get("schema"), move_status) if drift else (None, None)
     return MoveReport(
         move=playbook.name,
@@ -179,13 +188,22 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
     )
 
 
-def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict) -> tuple[str, str]:
+def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: dict,
+             rep: Replication | None = None) -> tuple[str, str]:
     path = str(playbook.path) if playbook.path else "PLAYBOOK"
     statuses = {s["step"]: s["status"] for s in steps}
     if move_status == MoveStatus.COMPLETED:
         return "completed", "nothing: the move is finished"
     if move_status is None or all(s == "pending" for s in statuses.values()):
         return "not started", f"migrator plan {path}, then migrator execute {path}"
+    if rep is not None and rep.broken and cut_data.get("phase") in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED):
+        # A move that can never go on: no `execute` would get anywhere.
+        if rep.direction == DirectionName.REVERSE:
+            return ("replication broken: slot missing on the target, probably a failover",
+                    f"migrator complete {path} (the group stays on the target: a rollback could not carry "
+                    "the target's changes back)")
+        return ("replication broken: slot missing on the source, probably a failover",
+                f"migrator rollback {path}, then migrator execute {path} (copies the group again)")
     if cut_data.get("phase") not in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED):
         phase, direction = cut_data["phase"], cut_data.get("direction")
         old, new = (Side.TARGET, Side.SOURCE) if direction == DirectionName.REVERSE else (Side.SOURCE, Side.TARGET)

@@ -400,8 +400,7 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
         last[:] = [health]
         lag = replication.slot_lag_bytes(publisher, slot)
         if lag is None:
-            raise OperationFailed(f"replication slot {slot} is missing: replication is not running",
-                                  hint="run `migrator status` and `migrator rollback --to defer-indexes`")
+            raise replication.slot_lost(slot, "source")
         if health.enabled is False:
             raise OperationFailed(f"subscription {sub} is disabled on the target: nothing is applied",
                                   hint=f"ALTER SUBSCRIPTION {sub} ENABLE on the target (or `migrator rollback`), "
@@ -419,16 +418,18 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
 # --------------------------------------------------------------------------- replicate
 
 
-def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_version: int = 0) -> list[Statement]:
+def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_version: int = 0,
+                         source_version: int = 0) -> list[Statement]:
     """The publication of the group on the source, the subscription on the target (which
-    makes the slot and starts the initial copy)."""
+    makes the slot, a failover slot on a 17+ source, and starts the initial copy)."""
     pub, sub = names.publication(playbook), names.subscription(playbook)
     return [
         Statement("source", replication.publication_statement(pub, list(playbook.tables), playbook,
                                                               via_root=via_root)),
         Statement("target", replication.subscription_statement(
             sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True,
-            run_as_owner=replication.runs_as_owner(target_version))),
+            run_as_owner=replication.runs_as_owner(target_version),
+            failover=replication.slot_failover(source_version))),
     ]
 
 
@@ -436,7 +437,8 @@ def replicate_do(ctx: MoveContext) -> str:
     pub, sub, slot = names.publication(ctx.playbook), names.subscription(ctx.playbook), names.slot(ctx.playbook)
     with ctx.source("replicate") as src, ctx.target("replicate") as dst:
         publication, subscription = replicate_statements(
-            ctx.playbook, via_root=_via_root(ctx), target_version=dst.info.server_version)
+            ctx.playbook, via_root=_via_root(ctx), target_version=dst.info.server_version,
+            source_version=src.info.server_version)
         install_guards(ctx, src, dst)
         if not replication.publication_exists(src, pub):
             ctx.run(src, [publication], "replicate", "publication on the source")

@@ -44,7 +44,11 @@ def live_renderable(view):
         lines.append(table)
     rep = report.replication
     lag = format_size(view.lag_bytes) if view.lag_bytes is not None else "unknown"
-    lines.append(Text(f"replication: {rep.direction}, lag {lag}" if rep.direction != "none" else "replication: none"))
+    if rep.broken:
+        lines.append(Text(f"replication: broken: {rep.broken}", style="red"))
+    else:
+        lines.append(Text(f"replication: {rep.direction}, lag {lag}" if rep.direction != "none"
+                          else "replication: none"))
     if report.last_cutover:
         w = report.last_cutover
         lines.append(Text(f"last pause window: {(w.get('total') or 0) * 1000:,.0f} ms ({w.get('outcome')})"))

@@ -325,7 +325,8 @@ def _replicate(playbook: Playbook, snapshot: Snapshot) -> PlannedStep:
     return PlannedStep(
         "replicate", "Guard the group, then replicate it from the source to the target",
         tuple([*guarded, *replicate_statements(playbook, via_root=_via_root(snapshot),
-                                               target_version=snapshot.target.version_num)]),
+                                               target_version=snapshot.target.version_num,
+                                               source_version=snapshot.source.version_num)]),
         (
             f"first the guards, on both servers until `complete` or a full rollback: the write fence "
             f"(trigger {names.fence(playbook)} on every table of the group) refuses writes on the "
@@ -416,8 +417,9 @@ def _cutover(playbook: Playbook, snapshot: Snapshot, tables: list[TableFacts]) -
             "the values just read on the source; once before the pause for all of them, inside it "
             "for those that moved since"))
     s.append(_stmt("target", sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(_ident(names.subscription(playbook)))))
-    s.append(_stmt("target", sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(
-        sql.Literal(names.reverse_slot(playbook))), "from here on the target keeps its changes for the source"))
+    s.append(_stmt("target", replication.create_slot_statement(
+        names.reverse_slot(playbook), failover=replication.slot_failover(snapshot.target.version_num)),
+        "from here on the target keeps its changes for the source"))
     for on, _ in bouncers:
         s.append(_stmt(on, "RELOAD", "after the config file is put in place: the point of no return is passed"))
     s += [_stmt(on, f"RESUME {b.database}") for on, b in bouncers]

@@ -105,6 +105,14 @@ def server_dict(server: ServerFacts) -> dict[str, Any]:
             for t in server.long_transactions
         ],
         "extensions": dict(server.extensions),
+        "failover": {
+            "standbys": [{"name": s.name, "address": s.address, "state": s.state, "slot": s.slot,
+                          "holds_xmin": s.holds_xmin} for s in server.failover.standbys],
+            "physical_slots": list(server.failover.physical_slots),
+            "synchronized_standby_slots": (list(server.failover.synchronized_standby_slots)
+                                           if server.failover.synchronized_standby_slots is not None else None),
+            "slotsync_workers": server.failover.slotsync_workers,
+        },
     }
 
 

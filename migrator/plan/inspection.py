@@ -45,12 +45,14 @@ from migrator.postgres.connection import connect, describe, first_line
 from migrator.postgres.ddl import GroupSchema, group_schema
 
 __all__ = [
+    "FailoverFacts",
     "LeftoverObject",
     "LongTransaction",
     "PgBouncerFacts",
     "RoleRights",
     "ServerFacts",
     "Snapshot",
+    "StandbyFacts",
     "inspect_move",
     "pgbouncer_facts",
     "server_facts",
@@ -101,6 +103,32 @@ class LeftoverObject:
     name: str
     detail: str = ""
     retained_wal_bytes: int | None = None
+    slot: str | None = None        # a subscription's slot on its publisher (None: detached)
+
+
+@dataclass(frozen=True)
+class StandbyFacts:
+    """A physical standby streaming from a server (a walsender in pg_stat_replication)."""
+
+    name: str                      # its application_name (cluster_name, or walreceiver)
+    address: str | None
+    state: str | None              # streaming, catchup, ...; None: not allowed to see it
+    slot: str | None               # the physical slot it streams from (its primary_slot_name)
+    holds_xmin: bool               # its slot or walsender holds an xmin: hot_standby_feedback is on
+
+
+@dataclass(frozen=True)
+class FailoverFacts:
+    """What a server's standbys do with logical slots (PostgreSQL 17+: failover slots)."""
+
+    standbys: tuple[StandbyFacts, ...] = ()
+    physical_slots: tuple[str, ...] = ()
+    # synchronized_standby_slots on this server (17+; None before): the physical slots whose
+    # standbys must have a change before a logical walsender sends it.
+    synchronized_standby_slots: tuple[str, ...] | None = None
+    # Connections of standbys' slot sync workers here now (see _FAILOVER for how they are told).
+    slotsync_workers: int = 0
+    readable: bool = True          # superuser or pg_read_all_stats: pg_stat_replication's details
 
 
 @dataclass(frozen=True)
@@ -120,6 +148,7 @@ class ServerFacts:
     extensions: Mapping[str, str] = field(default_factory=dict)  # installed: name -> version
     available_extensions: frozenset[str] = frozenset()
     large_objects: int = 0
+    failover: FailoverFacts = field(default_factory=FailoverFacts)
 
     @property
     def major(self) -> int:
@@ -329,12 +358,12 @@ FROM pg_catalog.unnest(%s::text[]) AS r
 """
 
 _LEFTOVERS = """
-SELECT 'publication', p.pubname::text, '', NULL::numeric
+SELECT 'publication', p.pubname::text, '', NULL::numeric, NULL::text
 FROM pg_catalog.pg_publication p WHERE p.pubname = ANY(%(names)s)
 UNION ALL
 SELECT 'subscription', s.subname::text,
        'in database ' || d.datname || CASE WHEN s.subenabled THEN ', enabled' ELSE ', disabled' END,
-       NULL
+       NULL, s.subslotname::text
 FROM pg_catalog.pg_subscription s
 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
 WHERE s.subname = ANY(%(names)s)
@@ -343,10 +372,55 @@ SELECT 'slot', sl.slot_name::text,
        sl.slot_type || ' slot in database ' || COALESCE(sl.database, '-')
            || CASE WHEN sl.active THEN ', in use' ELSE ', not in use' END,
        CASE WHEN NOT pg_catalog.pg_is_in_recovery() AND sl.restart_lsn IS NOT NULL
-            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.restart_lsn) END
+            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.restart_lsn) END,
+       NULL
 FROM pg_catalog.pg_replication_slots sl WHERE sl.slot_name = ANY(%(names)s)
 ORDER BY 1, 2
 """
+
+# Physical walsenders (a logical one always holds a logical slot), not base backups.
+_STANDBYS = """
+SELECT r.application_name, pg_catalog.host(r.client_addr), r.state, sl.slot_name::text,
+       (r.backend_xmin IS NOT NULL OR sl.xmin IS NOT NULL OR sl.catalog_xmin IS NOT NULL)
+FROM pg_catalog.pg_stat_replication r
+LEFT JOIN pg_catalog.pg_replication_slots sl ON sl.active_pid = r.pid
+WHERE sl.slot_type IS DISTINCT FROM 'logical' AND r.state IS DISTINCT FROM 'backup'
+ORDER BY 1, 2
+"""
+
+_FAILOVER = """
+SELECT ARRAY(SELECT slot_name::text FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'
+             ORDER BY 1),
+       pg_catalog.current_setting('synchronized_standby_slots', true),
+       -- A standby's slot sync worker keeps an ordinary connection here, named by its
+       -- primary_conninfo's application_name (as its walreceiver is) or "slotsync worker",
+       -- and polls the failover slots.
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity a
+         WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
+           AND (a.application_name = 'slotsync worker' OR a.application_name LIKE '%\\_slotsync worker'
+                OR a.application_name IN (SELECT w.application_name FROM pg_catalog.pg_stat_activity w
+                                          WHERE w.backend_type = 'walsender' AND w.application_name <> ''
+                                            AND w.pid NOT IN (SELECT l.active_pid
+                                                              FROM pg_catalog.pg_replication_slots l
+                                                              WHERE l.slot_type = 'logical'
+                                                                AND l.active_pid IS NOT NULL))
+                OR a.query LIKE '%FROM pg_catalog.pg_replication_slots WHERE failover%'))::int,
+       (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+"""
+
+
+def failover_facts(conn: psycopg.Connection) -> FailoverFacts:
+    """The server's physical standbys and how they keep its logical slots (read-only)."""
+    standbys = tuple(StandbyFacts(name=r[0] or "", address=r[1], state=r[2], slot=r[3], holds_xmin=bool(r[4]))
+                     for r in conn.execute(_STANDBYS))
+    physical, synchronized, slotsync, readable = conn.execute(_FAILOVER).fetchone()
+    listed = None
+    if conn.info.server_version >= 170000:
+        listed = tuple(n.strip().strip('"') for n in (synchronized or "").split(",") if n.strip())
+    return FailoverFacts(standbys=standbys, physical_slots=tuple(physical), synchronized_standby_slots=listed,
+                         slotsync_workers=slotsync, readable=bool(readable))
+
 
 _LONG_TRANSACTIONS = """
 SELECT a.pid, a.usename::text, a.application_name, a.state,
@@ -381,9 +455,9 @@ def server_facts(
     leftovers = tuple(
         LeftoverObject(
             server=side, kind=kind, name=name, detail=detail,
-            retained_wal_bytes=int(wal) if wal is not None else None,
+            retained_wal_bytes=int(wal) if wal is not None else None, slot=slot,
         )
-        for kind, name, detail, wal in conn.execute(_LEFTOVERS, {"names": list(object_names)})
+        for kind, name, detail, wal, slot in conn.execute(_LEFTOVERS, {"names": list(object_names)})
     )
     long_transactions: tuple[LongTransaction, ...] = ()
     if long_transaction_after is not None:
@@ -426,6 +500,7 @@ def server_facts(
         extensions=extensions,
         available_extensions=available,
         large_objects=large_objects,
+        failover=failover_facts(conn),
     )
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from migrator import names
-from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes, listing, sides
-from migrator.plan.inspection import PgBouncerFacts, Snapshot
+from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes, listing, plural, sides
+from migrator.plan.inspection import FailoverFacts, PgBouncerFacts, Snapshot, StandbyFacts
 from migrator.playbook import Playbook, format_duration, format_size
+from migrator.postgres import replication
 from migrator.postgres.connection import server_addresses
 
 # Logical replication arrived in PostgreSQL 10; the catalogs read here (attgenerated,
@@ -148,6 +149,81 @@ def headroom(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -
                           f"{server.side}: " + ", ".join(enough))
 
 
+# --------------------------------------------------------------------------- failover
+
+
+@codes(("server.standby_slot_sync", "a server's physical standbys keep the move's slots across a failover"))
+def standbys(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    """A physical standby promoted while the move runs has the move's logical slot only
+    if it synchronised it (PostgreSQL 17+: a failover slot, and slot sync set up on the
+    standby); otherwise the slot is gone and the move must be copied again."""
+    for server in sides(snapshot):
+        facts = server.failover
+        if not facts.standbys:
+            continue
+        slot = names.slot(playbook) if server.side == "source" else names.reverse_slot(playbook)
+        when = "while the move replicates" if server.side == "source" else "after the cutover"
+        listed = ", ".join(_standby_name(s) for s in facts.standbys)
+        subject = f"{server.side} standbys"
+        if server.major < 17:
+            yield Finding(
+                WARN, "server.standby_slot_sync", subject,
+                f"the {server.side} has {plural(len(facts.standbys), 'physical standby', 'physical standbys')} "
+                f"({listed}) and runs PostgreSQL {server.major}: logical slots survive a failover only from "
+                f"PostgreSQL 17, so if a standby is promoted {when} the move's slot {slot} is lost and the move "
+                "must be rolled back and copied again",
+                "plan the move for a time no failover is expected, or upgrade the "
+                f"{server.side} to PostgreSQL 17 or newer first",
+            )
+            continue
+        problems = _slot_sync_problems(facts)
+        if not problems:
+            yield Finding(OK, "server.standby_slot_sync", subject,
+                          f"the {server.side}'s standbys ({listed}) synchronise its failover slots")
+            continue
+        slots = [s.slot for s in facts.standbys if s.slot] or ["<its physical slot>"]
+        yield Finding(
+            WARN, "server.standby_slot_sync", subject,
+            f"the {server.side}'s {plural(len(facts.standbys), 'physical standby', 'physical standbys')} "
+            f"({listed}) may not keep the move's failover slot {slot}: " + "; ".join(problems)
+            + f". If such a standby is promoted {when}, the slot is lost (or behind what was applied) and "
+            "the move must be rolled back and copied again",
+            f"on each standby: sync_replication_slots = on, hot_standby_feedback = on, primary_slot_name set, "
+            f"a dbname in primary_conninfo; on the {server.side}: synchronized_standby_slots = "
+            f"'{','.join(slots)}'. Once replication runs, `SELECT slot_name, synced, temporary FROM "
+            f"pg_replication_slots` on a standby must show {slot} synced and not temporary (what a standby has "
+            f"set is not visible from the {server.side})",
+        )
+
+
+def _standby_name(standby: StandbyFacts) -> str:
+    where = f"@{standby.address}" if standby.address else ""
+    return standby.name + where + (f" (slot {standby.slot})" if standby.slot else "")
+
+
+def _slot_sync_problems(facts: FailoverFacts) -> list[str]:
+    problems = []
+    if not facts.readable:
+        problems.append("the DSN role may not read the standbys' details (grant it pg_read_all_stats to check)")
+    no_slot = [s for s in facts.standbys if s.slot is None]
+    if no_slot:
+        problems.append(", ".join(_standby_name(s) for s in no_slot)
+                        + (" streams" if len(no_slot) == 1 else " stream")
+                        + " without a physical slot (no primary_slot_name): slot sync needs one")
+    no_xmin = [s for s in facts.standbys if s.slot is not None and not s.holds_xmin and facts.readable]
+    if no_xmin:
+        problems.append(", ".join(_standby_name(s) for s in no_xmin)
+                        + (" holds" if len(no_xmin) == 1 else " hold") + " no xmin here: hot_standby_feedback looks off")
+    if facts.slotsync_workers < len(facts.standbys):
+        problems.append(f"{facts.slotsync_workers} of {len(facts.standbys)} standbys have a slot sync worker "
+                        "connected (sync_replication_slots = on and a dbname in primary_conninfo on the standby)")
+    unlisted = [s.slot for s in facts.standbys if s.slot and s.slot not in (facts.synchronized_standby_slots or ())]
+    if unlisted:
+        problems.append(f"synchronized_standby_slots does not list {', '.join(unlisted)}: the subscriber may "
+                        "receive changes such a standby does not have yet")
+    return problems
+
+
 # --------------------------------------------------------------------------- rights
 
 
@@ -251,12 +327,39 @@ def app_roles(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
 # --------------------------------------------------------------------------- leftovers and open transactions
 
 
+def lost_slots(snapshot: Snapshot, playbook: Playbook) -> list[tuple[str, str, str]]:
+    """(subscriber side, subscription, slot) of each of the move's subscriptions whose slot
+    is missing on its publisher: a failover of the publisher (the slot was not kept by
+    the standby promoted), or a slot dropped by hand. Replication through it is over."""
+    found = []
+    for subscriber, publisher in ((snapshot.target, snapshot.source), (snapshot.source, snapshot.target)):
+        slots = {o.name for o in publisher.leftovers if o.kind == "slot"}
+        for sub in subscriber.leftovers:
+            if sub.kind == "subscription" and sub.slot and sub.slot not in slots:
+                found.append((subscriber.side, sub.name, sub.slot))
+    return found
+
+
+@codes(("move.slot_lost", "the move's subscriptions still have their slots on the publisher"))
+def slots_lost(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    for side, subscription, slot in lost_slots(snapshot, playbook):
+        publisher = "source" if side == "target" else "target"
+        lost = replication.slot_lost(slot, publisher, after_cutover=publisher == "target")
+        yield Finding(
+            BLOCK, "move.slot_lost", f"{publisher} slot {slot}",
+            f"{lost.message} (subscription {subscription} on the {side} still waits for it)",
+            lost.hint or "",
+        )
+
+
 @codes(
     ("move.leftover_slot", "no replication slot with this move's name exists (orphaned slots retain WAL)"),
     ("move.leftover_publication", "no publication with this move's name exists"),
     ("move.leftover_subscription", "no subscription with this move's name exists"),
 )
 def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if lost_slots(snapshot, playbook):
+        return  # a move in flight whose replication broke (move.slot_lost): not an earlier run's leftovers
     found = False
     for server in sides(snapshot):
         for obj in server.leftovers:
