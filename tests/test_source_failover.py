@@ -21,10 +21,10 @@ import pytest
 from catalogkit import all_events, planned_sql, same_sql, sql_events
 from click.testing import CliRunner
 from faultkit import catalog_differences, catalog_snapshot, wait_for
-from movekit import DemoMove, demo_move, table_digest
+from movekit import DemoMove, demo_move, wait_sides_identical
 
 from migrator.cli import cli
-from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, GROUP_TABLES, WHOLE_ENTRY, MoveTopology
+from migrator.lab.sandbox import APP_DB, GROUP_ENTRY, WHOLE_ENTRY, MoveTopology
 from migrator.lab.workload import Workload
 from migrator.pgbouncer.console import PgBouncerConsole
 
@@ -142,14 +142,7 @@ def test_a_move_follows_the_promoted_standby_and_cuts_over_with_every_committed_
     assert len(names) > before + 20
 
     # Both sides the same, every committed row on both (the new primary: the standby).
-    deadline = time.monotonic() + 30
-    while True:
-        digests = {t: (table_digest(move.standby.dsn(APP_DB), t), table_digest(move.target.dsn(APP_DB), t))
-                   for t in GROUP_TABLES}
-        if all(s == t for s, t in digests.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert all(s == t for s, t in digests.values()), digests
+    wait_sides_identical(move, source_cluster=move.standby)
     for cluster in (move.standby, move.target):
         found = {r[0] for r in query(cluster, "SELECT name FROM public.files WHERE name = ANY(%s)", (names,))}
         assert found == set(names), f"{len(set(names) - found)} committed rows missing on {cluster.name}"
