@@ -421,6 +421,10 @@ BAD_PLAYBOOKS = [
     ),
     pytest.param(with_cutover(session_clients=True), "cutover.session_clients: expected text, got true/false",
                  id="session-clients-not-text"),
+    pytest.param(playbook_yaml(restarts={"wait": "0s"}), "restarts.wait: must be greater than 0",
+                 id="zero-restart-wait"),
+    pytest.param(playbook_yaml(restarts={"wiat": "5s"}), "restarts: unknown key 'wiat' (did you mean 'wait'?)",
+                 id="unknown-restarts-key"),
 ]
 
 
@@ -430,6 +434,11 @@ def test_a_source_may_list_several_hosts_and_follows_the_primary() -> None:
     assert book.source.dsn == dsn
     assert book.source.display == "migrator@db-1:5432,db-2:5433/app"
     assert PASSWORD not in repr(book) and PASSWORD not in str(book.source)
+
+
+def test_restarts_are_waited_for_a_minute_unless_said_otherwise() -> None:
+    assert parse_playbook(playbook_yaml(), env=ENV).restarts.wait == 60.0
+    assert parse_playbook(playbook_yaml(restarts={"wait": "2m"}), env=ENV).restarts.wait == 120.0
 
 
 def test_session_clients_defaults_to_refuse_and_may_close() -> None:

@@ -254,17 +254,51 @@ class LiveView:
     copy_total: int
     lag_bytes: int | None
     at: float
+    # The servers and PgBouncers that do not answer now, each a sentence saying since
+    # when and how long the watch waits for it (Outages).
+    waiting: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) -> LiveView:
+@dataclass
+class Outages:
+    """What `status --watch` waits out: a server or PgBouncer that stops answering (a
+    restart, a failover) is shown as awaited, for at most `bound` seconds (the playbook's
+    restarts.wait); past that the watch ends with the cause."""
+
+    bound: float
+    since: dict[str, float] = field(default_factory=dict)
+
+    def look(self, playbook: Playbook, report: MoveReport, now: float) -> list[str]:
+        down: dict[str, str] = {}
+        if report.replication.error:
+            for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
+                try:
+                    connect(dsn, side=side, purpose="probe", connect_timeout=2).close()
+                except OperationFailed as exc:
+                    down[f"the {side} ({describe(dsn)})"] = exc.message.split(": ", 1)[-1]
+        for route in report.routes:
+            if route.error:
+                down[f"PgBouncer {route.pgbouncer}"] = route.error.split(": ", 1)[-1]
+        self.since = {name: self.since.get(name, now) for name in down}
+        for name, cause in down.items():
+            if now - self.since[name] > self.bound:
+                raise OperationFailed(f"{name} has not answered for {self.bound:g} s (restarts.wait): {cause}",
+                                      hint="start it (or raise restarts.wait), then watch again")
+        return [f"{name} does not answer ({cause}): waiting, {now - self.since[name]:.0f} s of "
+                f"{self.bound:g} s (restarts.wait)" for name, cause in down.items()]
+
+
+def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0,
+              outages: Outages | None = None) -> LiveView:
     import time
 
     from migrator.move.state import SampleKind
 
     report = move_report(playbook, store, drift=False, guards=False)  # every second: those are `status`'s
+    waiting = outages.look(playbook, report, time.monotonic()) if outages is not None else []
     rep = report.replication
     if rep.lag_bytes is not None and store.move_status(playbook.name) is not None:
         # Reverse replication runs with no process of ours: a watcher, every second, is
@@ -288,4 +322,4 @@ def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) ->
             rate = (t_done - before) / span if span > 0 else None
             eta = (t_total - t_done) / rate if rate and t_done < t_total else (0.0 if t_done >= t_total else None)
             copy.append(TableCopy(table, t_done, t_total, rate, eta))
-    return LiveView(report, running, phase, copy, done, total, report.replication.lag_bytes, time.time())
+    return LiveView(report, running, phase, copy, done, total, report.replication.lag_bytes, time.time(), waiting)

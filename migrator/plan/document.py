@@ -68,6 +68,7 @@ def playbook_dict(playbook: Playbook) -> dict[str, Any]:
             "session_clients": playbook.cutover.session_clients,
         },
         "indexes": {"defer": playbook.indexes.defer},
+        "restarts": {"wait_s": playbook.restarts.wait},
         "objects": {
             "publication": names.publication(playbook),
             "subscription": names.subscription(playbook),

@@ -244,6 +244,32 @@ def connect(
     return conn
 
 
+# SQLSTATEs of a server going away under a session: admin_shutdown (a fast or smart stop,
+# pg_terminate_backend of a walsender's kin), crash_shutdown, cannot_connect_now (starting
+# up, shutting down); class 08 is the connection's own failure.
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Did exc come from a server that stopped answering (a restart, a failover), rather
+    than from what a statement asked for? A lost connection has no SQLSTATE of its own."""
+    if isinstance(exc, ServerUnreachable):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in _GONE
+
+
+def answers(dsn: str, connect_timeout: int = 2) -> bool:
+    """Does the server of dsn accept a connection now?"""
+    try:
+        connect(dsn, purpose="probe", connect_timeout=connect_timeout).close()
+        return True
+    except ServerUnreachable:
+        return False
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, secrets masked."""
     text = str(exc).strip().splitlines()
