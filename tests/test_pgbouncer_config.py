@@ -3,12 +3,16 @@ new value built from the old one; on temporary ini files, no PgBouncer."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from pathlib import Path
 
 import pytest
 from faultkit import unwritable
 
 from migrator.errors import OperationFailed
+from migrator.pgbouncer import config as config_module
 from migrator.pgbouncer.config import (
     EntryError,
     EntryRoute,
@@ -101,6 +105,35 @@ def test_prepare_writes_nothing_visible_until_commit(config):
     assert read_entry(config, "app_files") == "host=t port=1 dbname=app"
     assert config.stat().st_ino != inode                      # replaced by rename, not written in place
     assert leftovers(config) == []
+
+
+@pytest.mark.parametrize("order", ["app_files first", "app first"])
+def test_two_reroutes_of_one_file_at_once_keep_both(config, order):
+    # Two moves, each with its own entry in the same file: both prepare before their
+    # pauses, then commit; the later commit must not put back the other's entry.
+    files = prepare_rewrite(config, "app_files", "host=t port=1 dbname=app pool_size=20")
+    app = prepare_rewrite(config, "app", "host=u port=2 dbname=app")
+    for prepared in ((files, app) if order == "app_files first" else (app, files)):
+        prepared.commit()
+    assert read_entry(config, "app_files") == "host=t port=1 dbname=app pool_size=20"
+    assert read_entry(config, "app") == "host=u port=2 dbname=app"
+    assert read_entry(config, "spaced") == "host=10.0.0.9 port=6432 dbname=other"
+    assert leftovers(config) == []
+
+
+def test_a_writer_that_holds_the_lock_delays_a_rewrite_only_a_bounded_time(config, monkeypatch):
+    # The lock keeps two of the tool's writers from interleaving; one that hangs holding
+    # it must not hold another (a watchdog resuming traffic) for long.
+    monkeypatch.setattr(config_module, "LOCK_WAIT", 0.2)
+    fd = os.open(config.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        started = time.monotonic()
+        rewrite_entry(config, "app", "host=u port=2 dbname=app")
+        assert 0.4 <= time.monotonic() - started < 1.4   # the bound twice: prepare, then commit
+    finally:
+        os.close(fd)
+    assert read_entry(config, "app") == "host=u port=2 dbname=app"
 
 
 def test_discard_leaves_the_file_as_it_was_and_nothing_beside_it(config):

@@ -7,9 +7,13 @@ PgBouncer never reads a half-written file.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -201,6 +205,55 @@ def rewrite_entry(config_file: Path, entry: str, value: str) -> str:
     return prepared.old_value
 
 
+# Two moves may reroute two entries of one config file at once (and a watchdog a third):
+# each prepares its new version of the whole file before its pause and renames it into
+# place inside it. Renamed blindly, the later version would put back the entry the
+# earlier one had just changed. So every read-and-rename of a config file happens under
+# an exclusive lock on its directory (flock: the file itself is replaced, the directory
+# stays), and a commit whose file changed since it was prepared re-applies its one
+# entry to what is there now. Waiting for the lock is bounded: a writer that hangs
+# holding it must not hold a watchdog's resume.
+LOCK_WAIT = 1.0
+
+
+@contextmanager
+def _directory_lock(path: Path) -> Iterator[None]:
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        yield  # no lock to be had here (a directory this user may not read): as before
+        return
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _with_entry(text: str, config_file: Path, entry: str, value: str) -> tuple[str, str]:
+    """(text with the entry's value replaced, the value it had)."""
+    lines = text.splitlines(keepends=True)
+    old = None
+    out = []
+    for line, (section, match) in zip(lines, _entries([ln.rstrip("\n") for ln in lines]), strict=True):
+        if section == "databases" and match and match.group("name") == entry and old is None:
+            old = match.group("value")
+            out.append(f"{match.group('indent')}{entry}{match.group('eq')}{value}\n")
+        else:
+            out.append(line)
+    if old is None:
+        raise OperationFailed(f"{config_file}: no [databases] entry {entry!r} to rewrite")
+    return "".join(out), old
+
+
 @dataclass
 class PreparedRewrite:
     """A config file's new version, written and fsynced beside it, waiting for a rename.
@@ -213,10 +266,21 @@ class PreparedRewrite:
     config_file: Path
     temporary: Path
     old_value: str
+    entry: str = ""
+    value: str = ""
+    base: str | None = None   # the file's text the new version was made from
     remote = False   # commit is a rename here, not a command to wait for
 
     def commit(self) -> None:
-        os.replace(self.temporary, self.config_file)
+        with _directory_lock(self.config_file):
+            if self.base is not None:
+                current = self.config_file.read_text()
+                if current != self.base:
+                    # Another writer changed the file since: keep its change, apply ours to it.
+                    text, _ = _with_entry(current, self.config_file, self.entry, self.value)
+                    self.discard()
+                    self.temporary = write_beside(self.config_file, text)
+            os.replace(self.temporary, self.config_file)
 
     def discard(self) -> None:
         self.temporary.unlink(missing_ok=True)
@@ -224,29 +288,21 @@ class PreparedRewrite:
 
 def prepare_rewrite(config_file: Path, entry: str, value: str) -> PreparedRewrite:
     config_file = Path(config_file)
-    lines = config_file.read_text().splitlines(keepends=True)
-    old = None
-    out = []
-    for line, (section, match) in zip(lines, _entries([ln.rstrip("\n") for ln in lines]), strict=True):
-        if section == "databases" and match and match.group("name") == entry and old is None:
-            old = match.group("value")
-            out.append(f"{match.group('indent')}{entry}{match.group('eq')}{value}\n")
-        else:
-            out.append(line)
-    if old is None:
-        raise OperationFailed(f"{config_file}: no [databases] entry {entry!r} to rewrite")
-    # A writable directory is not enough: an immutable file, or a sticky directory and
-    # a file of another owner, refuse the rename itself. Renaming an identical copy
-    # over the file proves the rename works while giving up is still free.
-    proof = write_beside(config_file, "".join(lines))
-    try:
-        os.replace(proof, config_file)
-    except OSError as exc:
-        proof.unlink(missing_ok=True)
-        raise OperationFailed(f"cannot replace {config_file}: {exc.strerror}",
-                              hint="the tool rewrites the PgBouncer config file by renaming a new version "
-                              "over it: the file must be replaceable (not immutable, not read-only)") from exc
-    return PreparedRewrite(config_file, write_beside(config_file, "".join(out)), old)
+    with _directory_lock(config_file):
+        text = config_file.read_text()
+        new, old = _with_entry(text, config_file, entry, value)
+        # A writable directory is not enough: an immutable file, or a sticky directory and
+        # a file of another owner, refuse the rename itself. Renaming an identical copy
+        # over the file proves the rename works while giving up is still free.
+        proof = write_beside(config_file, text)
+        try:
+            os.replace(proof, config_file)
+        except OSError as exc:
+            proof.unlink(missing_ok=True)
+            raise OperationFailed(f"cannot replace {config_file}: {exc.strerror}",
+                                  hint="the tool rewrites the PgBouncer config file by renaming a new version "
+                                  "over it: the file must be replaceable (not immutable, not read-only)") from exc
+    return PreparedRewrite(config_file, write_beside(config_file, new), old, entry, value, text)
 
 
 def write_beside(path: Path, text: str) -> Path:
