@@ -363,11 +363,12 @@ def status(out: Output, playbook: Path, watch: bool, state_url: str | None) -> N
       migrator status playbook.yaml --json
       migrator status playbook.yaml --watch
     """
-    from migrator.move.status import live_view, move_report
+    from migrator.move.status import Outages, live_view, move_report
 
     book, store = _open(playbook, state_url)
     if watch:
-        out.watch(lambda: live_view(book, store))
+        outages = Outages(book.restarts.wait)   # a server that restarts is waited for, saying so
+        out.watch(lambda: live_view(book, store, outages=outages))
         return
     out.move_report(move_report(book, store))
 
@@ -421,7 +422,7 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int, state_url: str | No
 
     book = load_playbook(playbook)
     with out.verify_progress() as progress:
-        report = verify(book, chunk_rows=chunk_rows, progress=progress)
+        report = verify(book, chunk_rows=chunk_rows, progress=progress, waiting=out.waiting)
     _record_verify(book, playbook, state_url, report)
     out.verify_report(report)
     if not report.identical:

@@ -190,12 +190,14 @@ def make_move(request, workdir, templates):
     built = []
     counter = iter(range(1000))
 
-    def make(*, source_version=None, target_version=None, pgbouncers=1, durable=False):
+    def make(*, source_version=None, target_version=None, pgbouncers=1, durable=False, source_standby=None):
         root = workdir / f"{request.node.name[:40]}-{next(counter)}-{secrets.token_hex(3)}"
         choice = backend_choice()
         if choice.name == "testcontainers":
             if choice.unusable:
                 pytest.skip(choice.unusable)
+            if source_standby:
+                pytest.skip("a source with a streaming standby is built on local binaries only")
             from migrator.lab import containers
 
             move = containers.build_container_move(
@@ -211,6 +213,7 @@ def make_move(request, workdir, templates):
                 pgbouncers=pgbouncers,
                 password=PASSWORD,
                 templates={v: templates(v) for v in {source_version, target_version}},
+                source_standby=source_standby,
             )
         built.append(move)
         return move

@@ -65,24 +65,26 @@ def table_digest(dsn: str, table: str) -> tuple[int, str | None]:
         return conn.execute(query).fetchone()
 
 
-def assert_sides_identical(move: MoveTopology, tables=GROUP_TABLES) -> dict[str, int]:
+def assert_sides_identical(move: MoveTopology, tables=GROUP_TABLES, *, source_cluster=None) -> dict[str, int]:
+    """source_cluster: the source's server when it is no longer move.source (a promoted standby)."""
     counts = {}
     for table in tables:
-        source = table_digest(move.source.dsn(APP_DB), table)
+        source = table_digest((source_cluster or move.source).dsn(APP_DB), table)
         target = table_digest(move.target.dsn(APP_DB), table)
         assert source == target, f"{table} differs: source {source} target {target}"
         counts[table] = source[0]
     return counts
 
 
-def wait_sides_identical(move: MoveTopology, tables=GROUP_TABLES, timeout: float = 30) -> dict[str, int]:
+def wait_sides_identical(move: MoveTopology, tables=GROUP_TABLES, timeout: float = 30, *,
+                         source_cluster=None) -> dict[str, int]:
     """Compare both sides once replication (either way) has had time to catch up."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return assert_sides_identical(move, tables)
+            return assert_sides_identical(move, tables, source_cluster=source_cluster)
         except AssertionError:
             if time.monotonic() > deadline:
                 raise

@@ -17,7 +17,10 @@ from migrator.postgres.connection import (
     Side,
     connect,
     conninfo_for,
+    describe,
     describe_error,
+    same_server,
+    server_addresses,
     side_of,
     timeouts_for,
 )
@@ -149,3 +152,33 @@ def test_a_refused_statement_keeps_the_servers_detail_and_hint_and_only_a_lost_o
             other.execute("SELECT 1")
         assert connection_lost(gone.value)
         other.close()
+
+
+# --------------------------------------------------------------------------- a DSN that lists several hosts
+
+
+MULTI = "postgresql://migrator:Pw-multi@db-1:5432,db-2:5433/app?target_session_attrs=read-write"
+
+
+def test_a_host_list_is_every_host_libpq_may_try_in_its_order():
+    assert server_addresses(MULTI) == (("db-1", 5432), ("db-2", 5433))
+    assert server_addresses("host=a,b port=6000 dbname=x") == (("a", 6000), ("b", 6000))  # one port for all
+    assert server_addresses("dbname=x") == (("localhost", 5432),)
+    with pytest.raises(ValueError, match="3 hosts but 2 ports"):
+        server_addresses("host=a,b,c port=1,2")
+
+
+def test_a_host_list_is_named_host_by_host_and_without_its_password():
+    assert describe(MULTI) == "migrator@db-1:5432,db-2:5433/app"
+    assert describe("postgresql://u@db:6432/app") == "u@db:6432/app"
+
+
+@pytest.mark.parametrize(("conninfo", "same"), [
+    ("host=db-2 port=5433", True),         # the standby that became the primary
+    ("host=db-1 port=5432", True),
+    ("host=db-2 port=5432", False),
+    ("host=db-3 port=5433", False),
+])
+def test_a_connection_to_any_listed_host_is_to_that_side(conninfo, same):
+    assert same_server(conninfo, MULTI) is same
+    assert same_server("host=localhost port=5432", "host=127.0.0.1,10.0.0.1 port=5432,5433") is True

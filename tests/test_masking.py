@@ -120,3 +120,10 @@ def test_the_store_shows_its_own_url_masked(tmp_path):
         StateStore(f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/state?connect_timeout=1")
     assert SECRET not in str(caught.value)
     assert f"u:{MASK}@127.0.0.1:1" in str(caught.value)
+
+
+def test_a_dsn_listing_several_hosts_is_masked_whole():
+    text = f"postgresql://app:{SECRET}@db-1:5432,db-2:5433/app?target_session_attrs=read-write"
+    assert mask_secrets(text) == f"postgresql://app:{MASK}@db-1:5432,db-2:5433/app?target_session_attrs=read-write"
+    assert mask_secrets(f"host=db-1,db-2 port=5432,5433 password={SECRET}") == \
+        f"host=db-1,db-2 port=5432,5433 password={MASK}"

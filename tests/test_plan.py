@@ -38,7 +38,7 @@ TABLE_KEYS = {
 }
 SERVER_KEYS = {
     "display", "version", "major", "wal_level", "settings", "in_use", "role", "app_roles",
-    "leftovers", "long_transactions", "extensions",
+    "leftovers", "long_transactions", "extensions", "failover",
 }
 STEPS = ["preflight", "schema", "defer-indexes", "replicate", "rebuild-indexes",
          "prepare-reverse", "cutover"]

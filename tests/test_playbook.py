@@ -403,7 +403,47 @@ BAD_PLAYBOOKS = [
         "target.dsn: is the same database as source.dsn (db-main:5432/app)",
         id="identical-source-and-target",
     ),
+    pytest.param(
+        playbook_yaml(target={"dsn": f"postgresql://m:{PASSWORD}@db-files:5432,db-main:5432/app"
+                                     "?target_session_attrs=read-write"}),
+        "target.dsn: is the same database as source.dsn (db-main:5432/app)",
+        id="a-host-of-a-list-is-the-source",
+    ),
+    pytest.param(
+        playbook_yaml(source={"dsn": f"host=db-a,db-b,db-c port=5432,5433 dbname=app password={PASSWORD}"}),
+        "source.dsn: 3 hosts but 2 ports: give one port, or one port per host",
+        id="host-list-with-the-wrong-number-of-ports",
+    ),
+    pytest.param(
+        with_cutover(session_clients="kick"),
+        "cutover.session_clients: 'kick' is not one of refuse, close",
+        id="unknown-session-clients",
+    ),
+    pytest.param(with_cutover(session_clients=True), "cutover.session_clients: expected text, got true/false",
+                 id="session-clients-not-text"),
+    pytest.param(playbook_yaml(restarts={"wait": "0s"}), "restarts.wait: must be greater than 0",
+                 id="zero-restart-wait"),
+    pytest.param(playbook_yaml(restarts={"wiat": "5s"}), "restarts: unknown key 'wiat' (did you mean 'wait'?)",
+                 id="unknown-restarts-key"),
 ]
+
+
+def test_a_source_may_list_several_hosts_and_follows_the_primary() -> None:
+    dsn = f"postgresql://migrator:{PASSWORD}@db-1:5432,db-2:5433/app?target_session_attrs=read-write"
+    book = parse_playbook(playbook_yaml(source={"dsn": dsn}), env=ENV)
+    assert book.source.dsn == dsn
+    assert book.source.display == "migrator@db-1:5432,db-2:5433/app"
+    assert PASSWORD not in repr(book) and PASSWORD not in str(book.source)
+
+
+def test_restarts_are_waited_for_a_minute_unless_said_otherwise() -> None:
+    assert parse_playbook(playbook_yaml(), env=ENV).restarts.wait == 60.0
+    assert parse_playbook(playbook_yaml(restarts={"wait": "2m"}), env=ENV).restarts.wait == 120.0
+
+
+def test_session_clients_defaults_to_refuse_and_may_close() -> None:
+    assert parse_playbook(playbook_yaml(), env=ENV).cutover.session_clients == "refuse"
+    assert parse_playbook(with_cutover(session_clients="close"), env=ENV).cutover.session_clients == "close"
 
 
 @pytest.mark.parametrize(("text", "fragment"), BAD_PLAYBOOKS)

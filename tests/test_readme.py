@@ -6,7 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from migrator.playbook import CutoverSettings, IndexSettings, Playbook
+from migrator.playbook import CutoverSettings, IndexSettings, Playbook, RestartSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -36,18 +36,20 @@ def test_playbook_reference_lists_every_key_with_its_default():
     keys = {f"`{k}`" for k in ("name", "source.dsn", "target.dsn", "tables", "app_roles",
                                 "pgbouncers[].admin_dsn", "pgbouncers[].database",
                                 "pgbouncers[].config_file", "indexes.defer", "objects.include",
-                                "objects.exclude")}
+                                "objects.exclude", "restarts.wait")}
     keys |= {f"`cutover.{k}`" for k in CutoverSettings.model_fields}
     table = README[README.index("| key | required | default | meaning |"):]
     for key in keys:
         assert re.search(rf"^\| {re.escape(key)} \|", table, re.M), f"{key} missing from the playbook reference"
     assert set(Playbook.model_fields) - {"path"} == {
-        "name", "source", "target", "tables", "app_roles", "pgbouncers", "cutover", "indexes", "objects"}
+        "name", "source", "target", "tables", "app_roles", "pgbouncers", "cutover", "indexes", "objects",
+        "restarts"}
     defaults = CutoverSettings()
     assert f"| `cutover.max_pause` | no | `{defaults.max_pause:g}s` |" in table
     assert f"| `cutover.grace` | no | `{defaults.grace * 1000:g}ms` |" in table
     assert f"| `cutover.max_lag` | no | `{defaults.max_lag // 2**20}MB` |" in table
     assert f"| `indexes.defer` | no | `{str(IndexSettings().defer).lower()}` |" in table
+    assert f"| `restarts.wait` | no | `{RestartSettings().wait:g}s` |" in table
 
 
 def test_the_two_setup_commands_are_there():

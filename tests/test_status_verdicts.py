@@ -7,7 +7,7 @@ import pytest
 
 from migrator.move.checkpoint import CutoverData
 from migrator.move.state import MoveStatus
-from migrator.move.status import _config_side, _verdict
+from migrator.move.status import Replication, _config_side, _verdict
 from migrator.plan.build import STEP_NAMES
 from migrator.playbook import load_playbook
 
@@ -152,3 +152,32 @@ def test_an_interrupted_cutover_says_which_way_the_next_run_goes(playbook, direc
 ])
 def test_the_config_entry_is_placed_on_a_side(playbook, value, side):
     assert _config_side(value, playbook) == side
+
+
+# --------------------------------------------------------------------------- replication broken by a failover
+
+
+def broken(direction: str) -> Replication:
+    return Replication(direction, "migrator_files_partition", None, None,
+                       broken="replication slot migrator_files_partition is missing on the source ...")
+
+
+def test_a_lost_slot_never_says_execute(playbook):
+    path = playbook.path
+    for rows in (all_steps("done", cutover="pending"), all_steps("done", cutover="failed")):
+        state, command = _verdict(playbook, MoveStatus.ACTIVE, rows, cut({}), broken("forward"))
+        assert state == "replication broken: slot missing on the source, probably a failover"
+        assert command == f"migrator rollback {path}, then migrator execute {path} (copies the group again)"
+
+
+def test_a_lost_reverse_slot_says_the_group_stays_on_the_target(playbook):
+    state, command = _verdict(playbook, MoveStatus.ACTIVE, all_steps("done"),
+                              cut({"phase": "resumed", "serving": "target"}), broken("reverse"))
+    assert state == "replication broken: slot missing on the target, probably a failover"
+    assert command.startswith(f"migrator complete {playbook.path}")
+
+
+def test_replication_that_runs_changes_no_verdict(playbook):
+    running = Replication("forward", "migrator_files_partition", 0, 0.0)
+    rows = all_steps("done", cutover="pending")
+    assert _verdict(playbook, MoveStatus.ACTIVE, rows, cut({}), running) == _verdict(playbook, MoveStatus.ACTIVE, rows, cut({}))

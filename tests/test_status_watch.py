@@ -14,10 +14,16 @@ import sys
 import termios
 import time
 
+import pytest
 from faultkit import REPO, ToolProcess
 from movekit import demo_move
 
+from migrator.errors import OperationFailed
 from migrator.lab.sandbox import GROUP_TABLES
+from migrator.move.state import StateStore
+from migrator.move.status import Outages, live_view
+from migrator.output.watch import plain_line
+from migrator.playbook import RestartSettings
 
 
 def _plain(text: str) -> str:
@@ -84,3 +90,35 @@ def test_watch_in_a_terminal_shows_the_copy_and_leaves_cleanly_on_sigint(move, t
     finally:
         execute.release()
     assert execute.wait() == 0, execute.output
+
+
+def test_watch_waits_out_a_server_that_restarts_then_stops_with_the_cause(move, tmp_path):
+    demo = demo_move(move, tmp_path, scale=0)
+    book = demo.playbook.model_copy(update={"restarts": RestartSettings(wait=1.5)})
+    store = StateStore(demo.state_url)
+    outages = Outages(book.restarts.wait)
+    source = f"the source (migrator@127.0.0.1:{move.source.port}/app)"
+    try:
+        assert live_view(book, store, outages=outages).waiting == []
+        move.source.stop()
+        view = live_view(book, store, outages=outages)
+        assert len(view.waiting) == 1 and view.waiting[0].startswith(f"{source} does not answer (")
+        assert view.waiting[0].endswith("waiting, 0 s of 1.5 s (restarts.wait)")
+        assert "waiting: " + view.waiting[0] in plain_line(view)
+        move.source.start()                              # back within the bound: nothing to wait for
+        assert live_view(book, store, outages=outages).waiting == []
+
+        move.source.stop()
+        live_view(book, store, outages=outages)
+        time.sleep(1.6)
+        with pytest.raises(OperationFailed, match=re.escape(f"{source} has not answered for 1.5 s (restarts.wait)")):
+            live_view(book, store, outages=outages)
+
+        # The command: a line per refresh saying what it waits for, then exit 1 with the cause.
+        demo.path.write_text(demo.path.read_text() + "restarts:\n  wait: 1s\n")
+        result = demo.cli("status", "--watch")
+        assert result.exit_code == 1, result.output
+        assert f"waiting: {source} does not answer (" in result.output
+        assert f"error: {source} has not answered for 1 s (restarts.wait)" in result.output
+    finally:
+        store.close()

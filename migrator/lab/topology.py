@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from migrator.errors import OperationFailed
@@ -170,6 +171,11 @@ class PostgresCluster:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def promote(self, timeout: float = 60) -> None:
+        """A standby becomes a primary (pg_ctl promote waits until it accepts writes)."""
+        _run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-t", str(int(timeout)), "promote"],
+             self.run_as, f"promoting {self.name}")
 
     def pid(self) -> int | None:
         pidfile = self.datadir / "postmaster.pid"
@@ -368,6 +374,44 @@ class Topology:
         _start_with_fresh_port(cluster, merged)
         return cluster
 
+    def add_standby(self, name: str, primary: PostgresCluster, *, slot_sync: bool, dbname: str = "postgres",
+                    durable: bool = False) -> PostgresCluster:
+        """A physical standby of primary, streaming from a base backup, on a port of its own.
+
+        slot_sync: the standby keeps the primary's failover slots (PostgreSQL 17+) the way
+        the documentation sets it up: a physical slot on the primary (primary_slot_name),
+        hot_standby_feedback, sync_replication_slots, a dbname in primary_conninfo, and
+        the primary's synchronized_standby_slots naming that slot, so no logical
+        walsender sends a change the standby does not have yet."""
+        cluster = PostgresCluster(name=name, directory=self.root / name, port=free_port(), bindir=primary.bindir,
+                                  password=primary.password, superuser=primary.superuser, run_as=self.run_as)
+        cluster.directory.mkdir(parents=True, exist_ok=True)
+        _give_to(cluster.directory, self.run_as)
+        slot = name.replace("-", "_")
+        if slot_sync:
+            primary_sql(primary, sql.SQL("SELECT pg_catalog.pg_create_physical_replication_slot({}, true)")
+                        .format(sql.Literal(slot)))
+        _run([str(primary.bindir / "pg_basebackup"), "-h", primary.host, "-p", str(primary.port),
+              "-U", primary.superuser, "-D", str(cluster.datadir), "-X", "stream", "-c", "fast", "--no-sync"],
+             self.run_as, f"base backup of {primary.name} for {name}", env={"PGPASSWORD": primary.password})
+        conninfo = make_conninfo(host=primary.host, port=primary.port, user=primary.superuser,
+                                 password=primary.password, application_name=name,
+                                 **({"dbname": dbname} if slot_sync else {}))
+        settings = {**LOGICAL_SETTINGS, **({} if durable else FAST_SETTINGS),
+                    "primary_conninfo": "'" + conninfo.replace("'", "''") + "'", "hot_standby": "on"}
+        if slot_sync:
+            settings |= {"primary_slot_name": sql.Literal(slot).as_string(None), "hot_standby_feedback": "on",
+                         "sync_replication_slots": "on"}
+        cluster.write_settings(settings)
+        (cluster.datadir / "standby.signal").touch()
+        _give_to(cluster.datadir / "standby.signal", self.run_as)
+        self.clusters[name] = cluster
+        _start_with_fresh_port(cluster, settings)
+        if slot_sync:
+            primary_sql(primary, sql.SQL("ALTER SYSTEM SET synchronized_standby_slots = {}").format(sql.Literal(slot)),
+                        sql.SQL("SELECT pg_catalog.pg_reload_conf()"))
+        return cluster
+
     def add_pgbouncer(
         self,
         name: str,
@@ -479,6 +523,15 @@ def _start_with_fresh_port(cluster: PostgresCluster, settings: Mapping[str, str]
                 raise
             cluster.port = free_port()
             cluster.write_settings(settings)
+
+
+def primary_sql(cluster: PostgresCluster, *statements: sql.Composable) -> None:
+    """Run lab statements as the cluster's superuser (setting a server up, not a move)."""
+    from migrator.postgres.connection import connect
+
+    with connect(cluster.dsn(), purpose="lab setup") as conn:
+        for statement in statements:
+            conn.execute(statement)
 
 
 # --------------------------------------------------------------------------- processes

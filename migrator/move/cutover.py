@@ -290,7 +290,8 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
                                Statement(new, replication.set_subscription_statement(d.old_subscription, True),
                                          op=("enable_subscription", d.old_subscription)),
                                op=("disable_subscription", d.old_subscription)),
-        reverse_slot=Statement(new, replication.create_slot_statement(d.new_slot),
+        reverse_slot=Statement(new, replication.create_slot_statement(
+                                   d.new_slot, failover=replication.slot_failover(facts.version(d.new_label))),
                                f"from here on the {new} keeps its changes for the {old}",
                                Statement(new, replication.drop_slot_statement(d.new_slot), op=("drop_slot", d.new_slot)),
                                needs=(attribute("REPLICATION", "role.replication"),), op=("create_slot", d.new_slot)),
@@ -512,9 +513,8 @@ class Cutover:
             watch.check()
             row = s.old.execute(self.seq.lag_gate.sql).fetchone()
             if row is None or row[0] is None:
-                raise OperationFailed(
-                    f"replication slot {self.d.old_slot} is missing on the {self.d.old_label}: "
-                    "replication is not running, nothing to cut over to")
+                raise replication.slot_lost(self.d.old_slot, str(self.d.old_label),
+                                            after_cutover=self.d.old_label == Side.TARGET)
             lag[:] = [int(row[0])]
             return True if lag[0] <= lag_limit else None
 

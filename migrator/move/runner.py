@@ -28,10 +28,12 @@ from migrator.move.steps import (
 from migrator.playbook import Playbook
 from migrator.postgres.connection import (
     Side,
+    answers,
     connect,
     connection_lost,
     describe,
     first_line,
+    same_server,
     server_hint,
     side_of,
 )
@@ -212,11 +214,11 @@ def _lost_server(ctx: MoveContext, exc: psycopg.Error) -> str:
     if pgconn is not None and pgconn.host:
         host, port = pgconn.host.decode(), pgconn.port.decode()
         for label, dsn in sides:
-            if _same_server(f"host={host} port={port}", dsn):
+            if same_server(f"host={host} port={port}", dsn):   # a DSN listing several hosts: any
                 return f"the {label} ({describe(dsn)})"
         return f"{host}:{port}"
     # A connection that broke no longer says where it went: ask both sides.
-    down = [(label, dsn) for label, dsn in sides if not _answers(dsn)]
+    down = [(label, dsn) for label, dsn in sides if not answers(dsn)]
     if len(down) == 1:
         return f"the {down[0][0]} ({describe(down[0][1])})"
     if not down:
@@ -237,19 +239,3 @@ def _unreachable(ctx: MoveContext, exc: ServerUnreachable, *, undo: bool) -> Ser
     return ServerUnreachable(message, hint=f"{first}run `migrator {verb}` again: it resumes from this step")
 
 
-def _answers(dsn: str) -> bool:
-    try:
-        connect(dsn, purpose="probe", connect_timeout=2).close()
-        return True
-    except OperationFailed:
-        return False
-
-
-def _same_server(conninfo: str, dsn: str) -> bool:
-    from psycopg.conninfo import conninfo_to_dict
-
-    a, b = conninfo_to_dict(conninfo), conninfo_to_dict(dsn)
-    local = {"localhost", "127.0.0.1", "::1"}
-    hosts = {a.get("host") or "localhost", b.get("host") or "localhost"}
-    same_host = len(hosts) == 1 or hosts <= local
-    return same_host and str(a.get("port") or 5432) == str(b.get("port") or 5432)

@@ -17,6 +17,7 @@ from migrator.move.drift import report_drift
 from migrator.move.guarding import Guards
 from migrator.move.state import MoveStatus, StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES
+from migrator.pgbouncer.config import EntryRoute
 from migrator.pgbouncer.console import PgBouncerConsole
 from migrator.pgbouncer.route import route_for
 from migrator.playbook import Playbook
@@ -42,6 +43,9 @@ class Replication:
     lag_seconds: float | None
     orphaned_slots: list[str] = field(default_factory=list)
     error: str | None = None
+    # The slot is gone from its publisher while the subscription still waits for it (a
+    # failover the standby did not keep the slot through): what that means, in words.
+    broken: str | None = None
 
 
 @dataclass
@@ -79,7 +83,7 @@ def routes(playbook: Playbook) -> list[Route]:
         name = describe(bouncer.admin_dsn)
         try:
             value = route_for(bouncer).read() or ""
-            config_side = _config_side(value, playbook)
+            config_side = _config_side(value, playbook, bouncer.database)
         except OSError as exc:
             config_side = f"unreadable ({exc.strerror})"
         except OperationFailed as exc:
@@ -97,26 +101,30 @@ def routes(playbook: Playbook) -> list[Route]:
     return out
 
 
-def _config_side(value: str, playbook: Playbook) -> str:
-    from migrator.pgbouncer.console import DatabaseEntry
-
-    params = dict(token.partition("=")[::2] for token in value.split())
-    entry = DatabaseEntry("", params.get("host"), int(params["port"]) if params.get("port") else 5432,
-                          params.get("dbname"), False, False, 0)
-    return _side(entry.points_at(playbook.source.dsn), entry.points_at(playbook.target.dsn))
+def _config_side(value: str, playbook: Playbook, entry: str = "") -> str:
+    """Where a [databases] value routes, read as PgBouncer reads it (its own settings
+    such as pool_size or quoted values are no reason to say elsewhere)."""
+    route = EntryRoute.of(entry, value)
+    return _side(route.points_at(playbook.source.dsn), route.points_at(playbook.target.dsn))
 
 
 def _replication(playbook: Playbook, serving: str) -> Replication:
     reverse = serving == Side.TARGET
     slot = names.reverse_slot(playbook) if reverse else names.slot(playbook)
     publisher, publisher_dsn = (Side.TARGET, playbook.target.dsn) if reverse else (Side.SOURCE, playbook.source.dsn)
+    subscriber, subscriber_dsn = (Side.SOURCE, playbook.source.dsn) if reverse else (Side.TARGET, playbook.target.dsn)
+    subscription = names.reverse_subscription(playbook) if reverse else names.subscription(playbook)
     result = Replication(DirectionName.REVERSE if reverse else DirectionName.FORWARD, slot, None, None)
     try:
         with connect(publisher_dsn, side=publisher, purpose="status") as conn:
             result.lag_bytes = replication.slot_lag_bytes(conn, slot)
-            result.lag_seconds = replication.replay_lag_seconds(
-                conn, names.reverse_subscription(playbook) if reverse else names.subscription(playbook))
-            if result.lag_bytes is None:
+            result.lag_seconds = replication.replay_lag_seconds(conn, subscription)
+        if result.lag_bytes is None:
+            with connect(subscriber_dsn, side=subscriber, purpose="status") as conn:
+                found = replication.subscription(conn, subscription)
+            if found is not None and found.slot == slot:
+                result.broken = replication.slot_lost(slot, str(publisher), after_cutover=reverse).message
+            else:
                 result.direction, result.slot = "none", None
         for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
             with connect(dsn, side=side, purpose="status") as conn:
@@ -161,8 +169,8 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
     cutover = records.get("cutover")
     cut_data = cutover.data if cutover else CutoverData()
     serving = cut_data.serving
-    state, next_command = _verdict(playbook, move_status, steps, cut_data)
     rep = _replication(playbook, serving)
+    state, next_command = _verdict(playbook, move_status, steps, cut_data, rep)
     differences, drift_error = report_drift(playbook, records.get("schema"), move_status) if drift else (None, None)
     return MoveReport(
         move=playbook.name,
@@ -182,14 +190,24 @@ def move_report(playbook: Playbook, store: StateStore, *, drift: bool = True, gu
     )
 
 
-def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: CutoverData) -> tuple[str, str]:
+def _verdict(playbook: Playbook, move_status, steps: list[dict], cut_data: CutoverData,
+             rep: Replication | None = None) -> tuple[str, str]:
     path = str(playbook.path) if playbook.path else "PLAYBOOK"
     statuses = {s["step"]: s["status"] for s in steps}
     if move_status == MoveStatus.COMPLETED:
         return "completed", "nothing: the move is finished"
     if move_status is None or all(s == "pending" for s in statuses.values()):
         return "not started", f"migrator plan {path}, then migrator execute {path}"
-    if cut_data.phase not in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED):
+    settled = cut_data.phase in (None, CutoverPhase.RESUMED, CutoverPhase.ABORTED)
+    if rep is not None and rep.broken and settled:
+        # A move that can never go on: no `execute` would get anywhere.
+        if rep.direction == DirectionName.REVERSE:
+            return ("replication broken: slot missing on the target, probably a failover",
+                    f"migrator complete {path} (the group stays on the target: a rollback could not carry "
+                    "the target's changes back)")
+        return ("replication broken: slot missing on the source, probably a failover",
+                f"migrator rollback {path}, then migrator execute {path} (copies the group again)")
+    if not settled:
         phase, direction = cut_data.phase, cut_data.direction
         old, new = (Side.TARGET, Side.SOURCE) if direction == DirectionName.REVERSE else (Side.SOURCE, Side.TARGET)
         if phase == CutoverPhase.POINT_OF_NO_RETURN:
@@ -239,17 +257,51 @@ class LiveView:
     copy_total: int
     lag_bytes: int | None
     at: float
+    # The servers and PgBouncers that do not answer now, each a sentence saying since
+    # when and how long the watch waits for it (Outages).
+    waiting: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) -> LiveView:
+@dataclass
+class Outages:
+    """What `status --watch` waits out: a server or PgBouncer that stops answering (a
+    restart, a failover) is shown as awaited, for at most `bound` seconds (the playbook's
+    restarts.wait); past that the watch ends with the cause."""
+
+    bound: float
+    since: dict[str, float] = field(default_factory=dict)
+
+    def look(self, playbook: Playbook, report: MoveReport, now: float) -> list[str]:
+        down: dict[str, str] = {}
+        if report.replication.error:
+            for side, dsn in ((Side.SOURCE, playbook.source.dsn), (Side.TARGET, playbook.target.dsn)):
+                try:
+                    connect(dsn, side=side, purpose="probe", connect_timeout=2).close()
+                except OperationFailed as exc:
+                    down[f"the {side} ({describe(dsn)})"] = exc.message.split(": ", 1)[-1]
+        for route in report.routes:
+            if route.error:
+                down[f"PgBouncer {route.pgbouncer}"] = route.error.split(": ", 1)[-1]
+        self.since = {name: self.since.get(name, now) for name in down}
+        for name, cause in down.items():
+            if now - self.since[name] > self.bound:
+                raise OperationFailed(f"{name} has not answered for {self.bound:g} s (restarts.wait): {cause}",
+                                      hint="start it (or raise restarts.wait), then watch again")
+        return [f"{name} does not answer ({cause}): waiting, {now - self.since[name]:.0f} s of "
+                f"{self.bound:g} s (restarts.wait)" for name, cause in down.items()]
+
+
+def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0,
+              outages: Outages | None = None) -> LiveView:
     import time
 
     from migrator.move.state import SampleKind
 
     report = move_report(playbook, store, drift=False, guards=False)  # every second: those are `status`'s
+    waiting = outages.look(playbook, report, time.monotonic()) if outages is not None else []
     rep = report.replication
     if rep.lag_bytes is not None and store.move_status(playbook.name) is not None:
         # Reverse replication runs with no process of ours: a watcher, every second, is
@@ -273,4 +325,4 @@ def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0) ->
             rate = (t_done - before) / span if span > 0 else None
             eta = (t_total - t_done) / rate if rate and t_done < t_total else (0.0 if t_done >= t_total else None)
             copy.append(TableCopy(table, t_done, t_total, rate, eta))
-    return LiveView(report, running, phase, copy, done, total, report.replication.lag_bytes, time.time())
+    return LiveView(report, running, phase, copy, done, total, report.replication.lag_bytes, time.time(), waiting)

@@ -71,7 +71,8 @@ def describe_replicate(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
     relations, indexes = facts.guarded
     return [*Guards(playbook).install(list(relations), list(indexes), ddl_guard=facts.ddl_guard),
             *replicate_statements(playbook, via_root=facts.partitioned,
-                                  target_version=facts.cutover.target_version)]
+                                  target_version=facts.cutover.target_version,
+                                  source_version=facts.cutover.source_version)]
 
 
 def describe_rebuild(playbook: Playbook, facts: MoveFacts) -> list[Statement]:
@@ -497,8 +498,7 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
         last[:] = [health]
         lag = replication.slot_lag_bytes(publisher, slot)
         if lag is None:
-            raise OperationFailed(f"replication slot {slot} is missing: replication is not running",
-                                  hint="run `migrator status` and `migrator rollback --to defer-indexes`")
+            raise replication.slot_lost(slot, "source")
         if health.enabled is False:
             raise OperationFailed(f"subscription {sub} is disabled on the target: nothing is applied",
                                   hint=f"ALTER SUBSCRIPTION {sub} ENABLE on the target (or `migrator rollback`), "
@@ -516,9 +516,10 @@ def _wait_for_lag(ctx: MoveContext, publisher: psycopg.Connection, subscriber: p
 # --------------------------------------------------------------------------- replicate
 
 
-def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_version: int = 0) -> list[Statement]:
+def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_version: int = 0,
+                         source_version: int = 0) -> list[Statement]:
     """The publication of the group on the source, the subscription on the target (which
-    makes the slot and starts the initial copy)."""
+    makes the slot, a failover slot on a 17+ source, and starts the initial copy)."""
     pub, sub = names.publication(playbook), names.subscription(playbook)
     return [
         Statement("source", replication.publication_statement(pub, list(playbook.tables), playbook,
@@ -526,7 +527,8 @@ def replicate_statements(playbook: Playbook, *, via_root: bool = False, target_v
                   needs=_publication_needs(playbook)),
         Statement("target", replication.subscription_statement(
             sub, playbook.source.dsn, pub, names.slot(playbook), copy_data=True,
-            run_as_owner=replication.runs_as_owner(target_version)),
+            run_as_owner=replication.runs_as_owner(target_version),
+            failover=replication.slot_failover(source_version)),
             needs=subscription_needs(target_version, publisher="source")),
     ]
 

@@ -66,6 +66,10 @@ class BaseOutput:
         if hint:
             self.err.print(f"[dim]hint:[/] {escape(mask_secrets(hint))}")
 
+    def waiting(self, text: str) -> None:
+        """What a command waits for (a server restarting), on stderr: --json keeps stdout one document."""
+        self.err.print(f"[yellow]waiting:[/] {escape(mask_secrets(text))}")
+
     def traceback(self) -> None:
         self.err.print_exception(show_locals=False)
 

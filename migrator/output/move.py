@@ -103,6 +103,8 @@ class MoveScreens:
             self.line(f"replication: unknown ({rep.error})")
         elif rep.direction == "none":
             self.line("replication: none")
+        elif rep.broken:
+            self.line(f"replication: broken: {rep.broken}", style="red")
         else:
             lag_s = f", {format_duration(rep.lag_seconds)}" if rep.lag_seconds is not None else ""
             lag = format_size(rep.lag_bytes) if rep.lag_bytes is not None else "unknown"

@@ -25,6 +25,7 @@ def live_renderable(view):
 
     report = view.report
     lines = [Text.from_markup(f"[bold]{escape(report.move)}[/]: {escape(report.state)}")]
+    lines += [Text(f"waiting: {text}", style="yellow") for text in view.waiting]
     if view.running:
         lines.append(Text.from_markup(f"step: [bold yellow]{escape(view.running)}[/] running"))
     if view.cutover_phase and view.cutover_phase not in ("resumed", "aborted"):
@@ -44,7 +45,11 @@ def live_renderable(view):
         lines.append(table)
     rep = report.replication
     lag = format_size(view.lag_bytes) if view.lag_bytes is not None else "unknown"
-    lines.append(Text(f"replication: {rep.direction}, lag {lag}" if rep.direction != "none" else "replication: none"))
+    if rep.broken:
+        lines.append(Text(f"replication: broken: {rep.broken}", style="red"))
+    else:
+        lines.append(Text(f"replication: {rep.direction}, lag {lag}" if rep.direction != "none"
+                          else "replication: none"))
     if report.last_cutover:
         w = report.last_cutover
         lines.append(Text(f"last pause window: {(w.get('total') or 0) * 1000:,.0f} ms ({w.get('outcome')})"))
@@ -62,6 +67,7 @@ def plain_line(view) -> str:
         parts.append(f"copy {format_size(view.copy_done)} of {format_size(view.copy_total)}")
     if view.lag_bytes is not None:
         parts.append(f"lag {format_size(view.lag_bytes)}")
+    parts += [f"waiting: {text}" for text in view.waiting]
     return " | ".join(parts)
 
 

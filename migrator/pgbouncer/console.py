@@ -15,7 +15,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.errors import OperationFailed, ServerUnreachable
-from migrator.postgres.connection import connect, describe, first_line
+from migrator.postgres.connection import connect, describe, first_line, same_host, server_addresses
 
 # PgBouncer's own rule for database names in the console is looser, but an entry
 # we PAUSE/RESUME by name must not need quoting: refuse anything else up front.
@@ -33,20 +33,23 @@ class DatabaseEntry:
     paused: bool
     disabled: bool
     current_connections: int
+    # The entry's own pool_mode (None: it inherits the user's or the global one), and
+    # the user every server connection of the entry logs in as (`user=` in the entry).
+    pool_mode: str | None = None
+    force_user: str | None = None
 
     def points_at(self, dsn: str) -> bool:
-        """Does this entry route to the server and database of dsn?"""
-        params = conninfo_to_dict(dsn)
-        host = params.get("host") or "localhost"
-        port = int(params.get("port") or 5432)
-        dbname = params.get("dbname")
-        same_host = _same_host(self.host or "localhost", host)
-        return same_host and self.port == port and (dbname is None or self.database == dbname)
-
-
-def _same_host(a: str, b: str) -> bool:
-    local = {"localhost", "127.0.0.1", "::1"}
-    return a == b or (a in local and b in local)
+        """Does this entry route to the server and database of dsn? A DSN that lists
+        several hosts is any of them (it follows whichever is the primary); an entry that
+        lists several hosts (PgBouncer round-robins them) must have each among them."""
+        try:
+            addresses = server_addresses(dsn)
+        except ValueError:
+            return False
+        dbname = conninfo_to_dict(dsn).get("dbname")
+        hosts = [h.strip() for h in (self.host or "localhost").split(",")]
+        return (all(any(same_host(host, h) and self.port == p for h, p in addresses) for host in hosts)
+                and (dbname is None or self.database == dbname))
 
 
 def check_entry_name(name: str) -> str:
@@ -179,8 +182,19 @@ class PgBouncerConsole:
                 paused=bool(int(row.get("paused") or 0)),
                 disabled=bool(int(row.get("disabled") or 0)),
                 current_connections=int(row.get("current_connections") or 0),
+                pool_mode=row.get("pool_mode") or None,
+                force_user=row.get("force_user") or None,
             )
         return entries
+
+    def users(self) -> dict[str, str | None]:
+        """SHOW USERS: each user of the [users] section (and every one seen) with its own
+        pool_mode (None: it inherits the entry's or the global one)."""
+        return {row["name"]: row.get("pool_mode") or None for row in self.show("USERS")}
+
+    def config(self) -> dict[str, str]:
+        """SHOW CONFIG: every [pgbouncer] setting as PgBouncer runs it now."""
+        return {str(row["key"]): str(row["value"]) for row in self.show("CONFIG")}
 
     def pause(self, entry: str) -> None:
         """PAUSE one entry: returns once its in-flight transactions have finished."""

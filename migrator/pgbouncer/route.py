@@ -31,6 +31,7 @@ from migrator.errors import OperationFailed
 from migrator.pgbouncer.config import (
     PreparedRewrite,
     prepare_rewrite,
+    quote_value,
     read_entry,
     rewrite_entry,
 )
@@ -159,12 +160,9 @@ class CommandRoute:
         from migrator.pgbouncer.console import PgBouncerConsole
 
         with PgBouncerConsole(self.admin_dsn) as console:
-            found = console.databases().get(self.entry)
-        if found is None:
-            return None
-        return " ".join(p for p in (f"host={found.host}" if found.host else "",
-                                    f"port={found.port}" if found.port else "",
-                                    f"dbname={found.database}" if found.database else "") if p)
+            row = next((r for r in console.show("DATABASES") if r.get("name") == self.entry), None)
+            config = console.config() if row is not None else {}
+        return None if row is None else value_from_show(row, config)
 
     def prepare(self, value: str) -> PreparedCommand:
         self._run("prepare", self.prepare_command, value=value, stdin=f"{self.entry} = {value}\n",
@@ -181,6 +179,29 @@ class CommandRoute:
         return {"kind": "command", "entry": self.entry, "admin_dsn": self.admin_dsn,
                 "prepare_command": self.prepare_command, "activate_command": self.activate_command,
                 "show_command": self.show_command, "timeout": self.timeout}
+
+
+# SHOW DATABASES column -> (the entry's key, the global setting it defaults to). A value
+# equal to the global one may be the entry's own or inherited: either way it has that effect.
+_SHOWN_OPTIONS = {
+    "pool_size": ("pool_size", "default_pool_size"),
+    "min_pool_size": ("min_pool_size", "min_pool_size"),
+    "reserve_pool": ("reserve_pool", "reserve_pool_size"),
+    "max_connections": ("max_db_connections", "max_db_connections"),
+}
+
+
+def value_from_show(row: dict, config: dict[str, str]) -> str:
+    """An entry's [databases] value as far as SHOW DATABASES tells it: where it routes, its
+    forced user, its own pool_mode, and the pool sizes and limits that differ from the
+    global ones. Options the console does not show (auth_user, connect_query, ...) need
+    the `show` command."""
+    parts = [("host", row.get("host")), ("port", row.get("port")), ("dbname", row.get("database")),
+             ("user", row.get("force_user")), ("pool_mode", row.get("pool_mode"))]
+    for column, (key, default) in _SHOWN_OPTIONS.items():
+        if row.get(column) is not None and str(row[column]) != config.get(default, str(row[column])):
+            parts.append((key, row[column]))
+    return " ".join(f"{key}={quote_value(str(value))}" for key, value in parts if value not in (None, ""))
 
 
 @dataclass

@@ -65,8 +65,10 @@ def playbook_dict(playbook: Playbook) -> dict[str, Any]:
             "max_pause_s": playbook.cutover.max_pause,
             "grace_s": playbook.cutover.grace,
             "max_lag_bytes": playbook.cutover.max_lag,
+            "session_clients": playbook.cutover.session_clients,
         },
         "indexes": {"defer": playbook.indexes.defer},
+        "restarts": {"wait_s": playbook.restarts.wait},
         "objects": {
             "publication": names.publication(playbook),
             "subscription": names.subscription(playbook),
@@ -104,6 +106,14 @@ def server_dict(server: ServerFacts) -> dict[str, Any]:
             for t in server.long_transactions
         ],
         "extensions": dict(server.extensions),
+        "failover": {
+            "standbys": [{"name": s.name, "address": s.address, "state": s.state, "slot": s.slot,
+                          "holds_xmin": s.holds_xmin} for s in server.failover.standbys],
+            "physical_slots": list(server.failover.physical_slots),
+            "synchronized_standby_slots": (list(server.failover.synchronized_standby_slots)
+                                           if server.failover.synchronized_standby_slots is not None else None),
+            "slotsync_workers": server.failover.slotsync_workers,
+        },
     }
 
 
@@ -158,4 +168,6 @@ def pgbouncer_dict(bouncer: Any) -> dict[str, Any]:
         "config_file": str(bouncer.config_file),
         "config_writable": bouncer.config_readable and bouncer.config_writable,
         "config_entry": bouncer.config_entry,
+        "pool_mode": bouncer.pool_mode,
+        "pool_mode_from": bouncer.pool_mode_from,
     }

@@ -24,9 +24,12 @@ from migrator.playbook import Playbook
 __all__ = ["BLOCK", "CHECKS", "CODES", "Finding", "Level", "OK", "WARN", "blocking", "check"]
 
 CHECKS: tuple[Check, ...] = (
+    # First: a move in flight whose replication broke explains the findings that follow.
+    server_checks.slots_lost,
     server_checks.versions,
     server_checks.wal_level,
     server_checks.headroom,
+    server_checks.standbys,
     privileges.privileges,
     server_checks.ddl_guard,
     server_checks.app_roles,

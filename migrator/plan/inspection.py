@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from migrator import names
 from migrator.errors import OperationFailed, ServerUnreachable
 from migrator.move.cutover import CutoverFacts
 from migrator.move.steps import MoveFacts
-from migrator.pgbouncer.config import read_entry
+from migrator.pgbouncer.config import EntryError, EntryRoute, read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.pgbouncer.route import include_problem, route_for
 from migrator.playbook import PgBouncerEntry, Playbook, TableName
@@ -50,12 +49,14 @@ from migrator.plan.privileges import Gap, needs_of, read_gaps
 from migrator.postgres.ddl import GroupSchema, group_schema
 
 __all__ = [
+    "FailoverFacts",
     "LeftoverObject",
     "LongTransaction",
     "PgBouncerFacts",
     "RoleRights",
     "ServerFacts",
     "Snapshot",
+    "StandbyFacts",
     "inspect_move",
     "pgbouncer_facts",
     "server_facts",
@@ -106,6 +107,32 @@ class LeftoverObject:
     name: str
     detail: str = ""
     retained_wal_bytes: int | None = None
+    slot: str | None = None        # a subscription's slot on its publisher (None: detached)
+
+
+@dataclass(frozen=True)
+class StandbyFacts:
+    """A physical standby streaming from a server (a walsender in pg_stat_replication)."""
+
+    name: str                      # its application_name (cluster_name, or walreceiver)
+    address: str | None
+    state: str | None              # streaming, catchup, ...; None: not allowed to see it
+    slot: str | None               # the physical slot it streams from (its primary_slot_name)
+    holds_xmin: bool               # its slot or walsender holds an xmin: hot_standby_feedback is on
+
+
+@dataclass(frozen=True)
+class FailoverFacts:
+    """What a server's standbys do with logical slots (PostgreSQL 17+: failover slots)."""
+
+    standbys: tuple[StandbyFacts, ...] = ()
+    physical_slots: tuple[str, ...] = ()
+    # synchronized_standby_slots on this server (17+; None before): the physical slots whose
+    # standbys must have a change before a logical walsender sends it.
+    synchronized_standby_slots: tuple[str, ...] | None = None
+    # Connections of standbys' slot sync workers here now (see _FAILOVER for how they are told).
+    slotsync_workers: int = 0
+    readable: bool = True          # superuser or pg_read_all_stats: pg_stat_replication's details
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,7 @@ class ServerFacts:
     extensions: Mapping[str, str] = field(default_factory=dict)  # installed: name -> version
     available_extensions: frozenset[str] = frozenset()
     large_objects: int = 0
+    failover: FailoverFacts = field(default_factory=FailoverFacts)
 
     @property
     def major(self) -> int:
@@ -160,6 +188,12 @@ class PgBouncerFacts:
     config_entry: str | None = None        # the entry's connection string in the file
     config_points_at_source: bool = False
     include_problem: str | None = None     # include_file: the main config does not %include it
+    # How the entry pools its clients' server connections (session / transaction /
+    # statement) for the users that reach it (the app roles, the clients connected now, or
+    # the entry's own `user=`), and where that mode comes from, in words. The least
+    # friendly to a pause when they differ.
+    pool_mode: str | None = None
+    pool_mode_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -376,12 +410,12 @@ FROM pg_catalog.unnest(%s::text[]) AS r
 """
 
 _LEFTOVERS = """
-SELECT 'publication', p.pubname::text, '', NULL::numeric
+SELECT 'publication', p.pubname::text, '', NULL::numeric, NULL::text
 FROM pg_catalog.pg_publication p WHERE p.pubname = ANY(%(names)s)
 UNION ALL
 SELECT 'subscription', s.subname::text,
        'in database ' || d.datname || CASE WHEN s.subenabled THEN ', enabled' ELSE ', disabled' END,
-       NULL
+       NULL, s.subslotname::text
 FROM pg_catalog.pg_subscription s
 JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
 WHERE s.subname = ANY(%(names)s)
@@ -390,10 +424,55 @@ SELECT 'slot', sl.slot_name::text,
        sl.slot_type || ' slot in database ' || COALESCE(sl.database, '-')
            || CASE WHEN sl.active THEN ', in use' ELSE ', not in use' END,
        CASE WHEN NOT pg_catalog.pg_is_in_recovery() AND sl.restart_lsn IS NOT NULL
-            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.restart_lsn) END
+            THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.restart_lsn) END,
+       NULL
 FROM pg_catalog.pg_replication_slots sl WHERE sl.slot_name = ANY(%(names)s)
 ORDER BY 1, 2
 """
+
+# Physical walsenders (a logical one always holds a logical slot), not base backups.
+_STANDBYS = """
+SELECT r.application_name, pg_catalog.host(r.client_addr), r.state, sl.slot_name::text,
+       (r.backend_xmin IS NOT NULL OR sl.xmin IS NOT NULL OR sl.catalog_xmin IS NOT NULL)
+FROM pg_catalog.pg_stat_replication r
+LEFT JOIN pg_catalog.pg_replication_slots sl ON sl.active_pid = r.pid
+WHERE sl.slot_type IS DISTINCT FROM 'logical' AND r.state IS DISTINCT FROM 'backup'
+ORDER BY 1, 2
+"""
+
+_FAILOVER = """
+SELECT ARRAY(SELECT slot_name::text FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical'
+             ORDER BY 1),
+       pg_catalog.current_setting('synchronized_standby_slots', true),
+       -- A standby's slot sync worker keeps an ordinary connection here, named by its
+       -- primary_conninfo's application_name (as its walreceiver is) or "slotsync worker",
+       -- and polls the failover slots.
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity a
+         WHERE a.backend_type = 'client backend' AND a.pid <> pg_catalog.pg_backend_pid()
+           AND (a.application_name = 'slotsync worker' OR a.application_name LIKE '%\\_slotsync worker'
+                OR a.application_name IN (SELECT w.application_name FROM pg_catalog.pg_stat_activity w
+                                          WHERE w.backend_type = 'walsender' AND w.application_name <> ''
+                                            AND w.pid NOT IN (SELECT l.active_pid
+                                                              FROM pg_catalog.pg_replication_slots l
+                                                              WHERE l.slot_type = 'logical'
+                                                                AND l.active_pid IS NOT NULL))
+                OR a.query LIKE '%FROM pg_catalog.pg_replication_slots WHERE failover%'))::int,
+       (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+"""
+
+
+def failover_facts(conn: psycopg.Connection) -> FailoverFacts:
+    """The server's physical standbys and how they keep its logical slots (read-only)."""
+    standbys = tuple(StandbyFacts(name=r[0] or "", address=r[1], state=r[2], slot=r[3], holds_xmin=bool(r[4]))
+                     for r in conn.execute(_STANDBYS))
+    physical, synchronized, slotsync, readable = conn.execute(_FAILOVER).fetchone()
+    listed = None
+    if conn.info.server_version >= 170000:
+        listed = tuple(n.strip().strip('"') for n in (synchronized or "").split(",") if n.strip())
+    return FailoverFacts(standbys=standbys, physical_slots=tuple(physical), synchronized_standby_slots=listed,
+                         slotsync_workers=slotsync, readable=bool(readable))
+
 
 _LONG_TRANSACTIONS = """
 SELECT a.pid, a.usename::text, a.application_name, a.state,
@@ -428,9 +507,9 @@ def server_facts(
     leftovers = tuple(
         LeftoverObject(
             server=side, kind=kind, name=name, detail=detail,
-            retained_wal_bytes=int(wal) if wal is not None else None,
+            retained_wal_bytes=int(wal) if wal is not None else None, slot=slot,
         )
-        for kind, name, detail, wal in conn.execute(_LEFTOVERS, {"names": list(object_names)})
+        for kind, name, detail, wal, slot in conn.execute(_LEFTOVERS, {"names": list(object_names)})
     )
     long_transactions: tuple[LongTransaction, ...] = ()
     if long_transaction_after is not None:
@@ -473,6 +552,7 @@ def server_facts(
         extensions=extensions,
         available_extensions=available,
         large_objects=large_objects,
+        failover=failover_facts(conn),
     )
 
 
@@ -488,12 +568,15 @@ def pgbouncer_facts(entry: PgBouncerEntry, playbook: Playbook, *, index: int = 0
         with PgBouncerConsole(entry.admin_dsn) as pgb:
             version = pgb.version()
             found = pgb.databases().get(entry.database)
+            modes = _pool_mode(pgb, found, playbook) if found is not None else (None, None)
         console = {
             "reachable": True,
             "version": version,
             "entry": found,
             "entry_points_at_source": bool(found and found.points_at(playbook.source.dsn)),
             "entry_points_at_target": bool(found and found.points_at(playbook.target.dsn)),
+            "pool_mode": modes[0],
+            "pool_mode_from": modes[1],
         }
     except (ServerUnreachable, OperationFailed) as exc:
         console["error"] = exc.message
@@ -508,6 +591,27 @@ def pgbouncer_facts(entry: PgBouncerEntry, playbook: Playbook, *, index: int = 0
         index=index, display=display, database=entry.database, config_file=route.where,
         **console, **config,
     )
+
+
+# How well a pool mode suits a pause: PAUSE in session mode waits for the clients to go.
+_POOL_MODE_ORDER = {"transaction": 0, "statement": 1, "session": 2}
+
+
+def _pool_mode(pgb: PgBouncerConsole, found: DatabaseEntry, playbook: Playbook) -> tuple[str, str]:
+    """The entry's pool mode as PgBouncer decides it for each user that reaches it: the
+    user's own ([users] section), else the entry's, else the global pool_mode."""
+    users = pgb.users()
+    default = pgb.config().get("pool_mode", "session")
+    if found.force_user:
+        reaching = {found.force_user}    # every server connection logs in as it
+    else:
+        clients = {str(c.get("user")) for c in pgb.show("CLIENTS") if c.get("database") == found.name}
+        reaching = set(playbook.app_roles) | clients
+    inherited = ((found.pool_mode, f"the entry's own pool_mode={found.pool_mode}") if found.pool_mode
+                 else (default, f"the global pool_mode = {default}"))
+    modes = [(users[u], f"user {u}'s own pool_mode={users[u]} in [users]") if users.get(u) else inherited
+             for u in sorted(reaching)] or [inherited]
+    return max(modes, key=lambda m: _POOL_MODE_ORDER.get(m[0], 0))
 
 
 def _command_facts(entry: PgBouncerEntry, route, source_dsn: str) -> dict[str, Any]:
@@ -556,17 +660,10 @@ def _config_facts(entry: PgBouncerEntry, path: Path, source_dsn: str) -> dict[st
 
 
 def _routes_to(entry_name: str, value: str, dsn: str) -> bool:
-    """Does a [databases] connection string route to the server and database of dsn?"""
+    """Does a [databases] value route to the server and database of dsn? Read as
+    PgBouncer reads it: its own keys (pool_size, pool_mode, auth_user, ...) are no
+    reason to think it routes elsewhere."""
     try:
-        params = conninfo_to_dict(value)
-    except psycopg.ProgrammingError:
+        return EntryRoute.of(entry_name, value).points_at(dsn)
+    except EntryError:
         return False
-    port = params.get("port") or "5432"
-    route = DatabaseEntry(
-        name=entry_name, host=params.get("host"),
-        port=int(port) if port.isdigit() else None,
-        # PgBouncer's default for a missing dbname is the entry's own name.
-        database=params.get("dbname") or entry_name,
-        paused=False, disabled=False, current_connections=0,
-    )
-    return route.points_at(dsn)

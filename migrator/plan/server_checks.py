@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from migrator import names
-from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes, listing, sides
-from migrator.plan.inspection import Snapshot
+from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes, listing, plural, sides
+from migrator.plan.inspection import FailoverFacts, PgBouncerFacts, Snapshot, StandbyFacts
 from migrator.playbook import Playbook, format_duration, format_size
+from migrator.postgres import replication
+from migrator.postgres.connection import server_addresses
 
 # Logical replication arrived in PostgreSQL 10; the catalogs read here (attgenerated,
 # conparentid, pg_sequence) are those of 12 and later.
@@ -147,6 +149,81 @@ def headroom(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -
                           f"{server.side}: " + ", ".join(enough))
 
 
+# --------------------------------------------------------------------------- failover
+
+
+@codes(("server.standby_slot_sync", "a server's physical standbys keep the move's slots across a failover"))
+def standbys(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    """A physical standby promoted while the move runs has the move's logical slot only
+    if it synchronised it (PostgreSQL 17+: a failover slot, and slot sync set up on the
+    standby); otherwise the slot is gone and the move must be copied again."""
+    for server in sides(snapshot):
+        facts = server.failover
+        if not facts.standbys:
+            continue
+        slot = names.slot(playbook) if server.side == "source" else names.reverse_slot(playbook)
+        when = "while the move replicates" if server.side == "source" else "after the cutover"
+        listed = ", ".join(_standby_name(s) for s in facts.standbys)
+        subject = f"{server.side} standbys"
+        if server.major < 17:
+            yield Finding(
+                WARN, "server.standby_slot_sync", subject,
+                f"the {server.side} has {plural(len(facts.standbys), 'physical standby', 'physical standbys')} "
+                f"({listed}) and runs PostgreSQL {server.major}: logical slots survive a failover only from "
+                f"PostgreSQL 17, so if a standby is promoted {when} the move's slot {slot} is lost and the move "
+                "must be rolled back and copied again",
+                "plan the move for a time no failover is expected, or upgrade the "
+                f"{server.side} to PostgreSQL 17 or newer first",
+            )
+            continue
+        problems = _slot_sync_problems(facts)
+        if not problems:
+            yield Finding(OK, "server.standby_slot_sync", subject,
+                          f"the {server.side}'s standbys ({listed}) synchronise its failover slots")
+            continue
+        slots = [s.slot for s in facts.standbys if s.slot] or ["<its physical slot>"]
+        yield Finding(
+            WARN, "server.standby_slot_sync", subject,
+            f"the {server.side}'s {plural(len(facts.standbys), 'physical standby', 'physical standbys')} "
+            f"({listed}) may not keep the move's failover slot {slot}: " + "; ".join(problems)
+            + f". If such a standby is promoted {when}, the slot is lost (or behind what was applied) and "
+            "the move must be rolled back and copied again",
+            f"on each standby: sync_replication_slots = on, hot_standby_feedback = on, primary_slot_name set, "
+            f"a dbname in primary_conninfo; on the {server.side}: synchronized_standby_slots = "
+            f"'{','.join(slots)}'. Once replication runs, `SELECT slot_name, synced, temporary FROM "
+            f"pg_replication_slots` on a standby must show {slot} synced and not temporary (what a standby has "
+            f"set is not visible from the {server.side})",
+        )
+
+
+def _standby_name(standby: StandbyFacts) -> str:
+    where = f"@{standby.address}" if standby.address else ""
+    return standby.name + where + (f" (slot {standby.slot})" if standby.slot else "")
+
+
+def _slot_sync_problems(facts: FailoverFacts) -> list[str]:
+    problems = []
+    if not facts.readable:
+        problems.append("the DSN role may not read the standbys' details (grant it pg_read_all_stats to check)")
+    no_slot = [s for s in facts.standbys if s.slot is None]
+    if no_slot:
+        problems.append(", ".join(_standby_name(s) for s in no_slot)
+                        + (" streams" if len(no_slot) == 1 else " stream")
+                        + " without a physical slot (no primary_slot_name): slot sync needs one")
+    no_xmin = [s for s in facts.standbys if s.slot is not None and not s.holds_xmin and facts.readable]
+    if no_xmin:
+        problems.append(", ".join(_standby_name(s) for s in no_xmin)
+                        + (" holds" if len(no_xmin) == 1 else " hold") + " no xmin here: hot_standby_feedback looks off")
+    if facts.slotsync_workers < len(facts.standbys):
+        problems.append(f"{facts.slotsync_workers} of {len(facts.standbys)} standbys have a slot sync worker "
+                        "connected (sync_replication_slots = on and a dbname in primary_conninfo on the standby)")
+    unlisted = [s.slot for s in facts.standbys if s.slot and s.slot not in (facts.synchronized_standby_slots or ())]
+    if unlisted:
+        problems.append(f"synchronized_standby_slots does not list {', '.join(unlisted)}: the subscriber may "
+                        "receive changes such a standby does not have yet")
+    return problems
+
+
 # --------------------------------------------------------------------------- rights
 
 
@@ -188,12 +265,39 @@ def app_roles(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
 # --------------------------------------------------------------------------- leftovers and open transactions
 
 
+def lost_slots(snapshot: Snapshot, playbook: Playbook) -> list[tuple[str, str, str]]:
+    """(subscriber side, subscription, slot) of each of the move's subscriptions whose slot
+    is missing on its publisher: a failover of the publisher (the slot was not kept by
+    the standby promoted), or a slot dropped by hand. Replication through it is over."""
+    found = []
+    for subscriber, publisher in ((snapshot.target, snapshot.source), (snapshot.source, snapshot.target)):
+        slots = {o.name for o in publisher.leftovers if o.kind == "slot"}
+        for sub in subscriber.leftovers:
+            if sub.kind == "subscription" and sub.slot and sub.slot not in slots:
+                found.append((subscriber.side, sub.name, sub.slot))
+    return found
+
+
+@codes(("move.slot_lost", "the move's subscriptions still have their slots on the publisher"))
+def slots_lost(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    for side, subscription, slot in lost_slots(snapshot, playbook):
+        publisher = "source" if side == "target" else "target"
+        lost = replication.slot_lost(slot, publisher, after_cutover=publisher == "target")
+        yield Finding(
+            BLOCK, "move.slot_lost", f"{publisher} slot {slot}",
+            f"{lost.message} (subscription {subscription} on the {side} still waits for it)",
+            lost.hint or "",
+        )
+
+
 @codes(
     ("move.leftover_slot", "no replication slot with this move's name exists (orphaned slots retain WAL)"),
     ("move.leftover_publication", "no publication with this move's name exists"),
     ("move.leftover_subscription", "no subscription with this move's name exists"),
 )
 def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if lost_slots(snapshot, playbook):
+        return  # a move in flight whose replication broke (move.slot_lost): not an earlier run's leftovers
     found = False
     for server in sides(snapshot):
         for obj in server.leftovers:
@@ -247,6 +351,8 @@ def long_transactions(snapshot: Snapshot, playbook: Playbook, expected: frozense
     ("pgbouncer.include_missing", "the config %includes the include_file the tool rewrites"),
     ("pgbouncer.config_entry_missing", "every config file holds the entry"),
     ("pgbouncer.config_entry_not_on_source", "the entry in every config file routes to the source"),
+    ("pgbouncer.pool_mode", "the entry pools in transaction mode (or session clients may be closed)"),
+    ("pgbouncer.target_host_list", "the target DSN names one address an entry can route to"),
 )
 def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     if not snapshot.pgbouncers:
@@ -256,6 +362,16 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
             "list every PgBouncer that routes the group under pgbouncers:",
         )
         return
+    hosts = server_addresses(playbook.target.dsn)
+    if len(hosts) > 1:
+        yield Finding(
+            BLOCK, "pgbouncer.target_host_list", "target.dsn",
+            f"the target DSN lists {len(hosts)} hosts ({', '.join(f'{h}:{p}' for h, p in hosts)}): the reroute "
+            "writes the target's address into each PgBouncer entry, and PgBouncer round-robins a host list "
+            "instead of following the primary, so some of the application's connections would reach a standby",
+            "give target.dsn one address that always reaches the target's primary (a DNS name or a virtual IP "
+            "that moves on failover); the source DSN may list several hosts",
+        )
     for bouncer in snapshot.pgbouncers:
         subject = f"pgbouncers[{bouncer.index}] {bouncer.display}"
         entry = bouncer.database
@@ -323,9 +439,45 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"to the source: a RELOAD would send the application elsewhere",
                 "make the file agree with what the PgBouncer routes to now, then plan again",
             )
+        if bouncer.pool_mode is not None and bouncer.pool_mode != "transaction":
+            finding = _pool_mode(bouncer, subject, playbook)
+            bad = bad or finding.level == BLOCK
+            yield finding
         if not bad:
+            mode = f" ({bouncer.pool_mode} pooling)" if bouncer.pool_mode else ""
             yield Finding(
                 OK, "pgbouncer.unreachable", subject,
-                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source; "
+                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source{mode}; "
                 f"{bouncer.config_file} is writable",
             )
+
+
+def _pool_mode(bouncer: PgBouncerFacts, subject: str, playbook: Playbook) -> Finding:
+    entry, mode, why = bouncer.database, bouncer.pool_mode, bouncer.pool_mode_from
+    grace = format_duration(playbook.cutover.grace)
+    if mode == "session" and playbook.cutover.session_clients == "close":
+        return Finding(
+            WARN, "pgbouncer.pool_mode", subject,
+            f"PgBouncer {bouncer.display} pools {entry} in session mode ({why}), and the playbook says "
+            f"cutover.session_clients: close: {grace} (grace) into the pause the entry's client connections "
+            "are closed; each client's open transaction is rolled back and its session state (prepared "
+            "statements, temporary tables, SET, advisory locks, LISTEN) is gone",
+            "the application must reconnect after a lost connection (to the new route) and retry what failed",
+        )
+    if mode == "session":
+        return Finding(
+            BLOCK, "pgbouncer.pool_mode", subject,
+            f"PgBouncer {bouncer.display} pools {entry} in session mode ({why}): PAUSE waits until every client "
+            "of the entry has disconnected, so with clients that keep their connections the cutover waits "
+            "max_pause, aborts, and every later attempt does the same",
+            f"pool {entry} in transaction mode (pool_mode=transaction in its [databases] entry, then RELOAD), "
+            "or, when the application reconnects after a lost connection, set cutover.session_clients: close "
+            "(its clients are disconnected after grace, inside the pause)",
+        )
+    return Finding(
+        BLOCK, "pgbouncer.pool_mode", subject,
+        f"PgBouncer {bouncer.display} pools {entry} in {mode} mode ({why}): the cutover's pause (PAUSE waits "
+        "for the transactions in flight, the app roles' queries are cancelled after grace) is built and "
+        "proven for transaction pooling only",
+        f"pool {entry} in transaction mode (pool_mode=transaction in its [databases] entry, then RELOAD)",
+    )

@@ -23,6 +23,7 @@ import psycopg
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -45,14 +46,16 @@ from migrator.playbook.units import (
     parse_duration,
     parse_size,
 )
-from migrator.postgres.connection import describe
+from migrator.postgres.connection import describe, server_addresses
 
 __all__ = [
+    "SESSION_CLIENTS",
     "CutoverSettings",
     "EntryCommand",
     "IndexSettings",
     "PgBouncerEntry",
     "Playbook",
+    "RestartSettings",
     "Server",
     "load_playbook",
     "parse_playbook",
@@ -82,6 +85,11 @@ def _check_dsn(dsn: str) -> str:
     port = params.get("port")
     if port and not all(p.strip().isdigit() for p in port.split(",")):
         raise ValueError(f"port {port!r} is not a number")
+    try:
+        server_addresses(dsn)
+    except ValueError as exc:
+        # libpq takes one port for every host, or one per host.
+        raise ValueError(f"{exc}: give one port, or one port per host") from None
     return dsn
 
 
@@ -100,9 +108,16 @@ def _duration(value: Any, info: ValidationInfo) -> float:
     return parse_duration(value)
 
 
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {format_duration(value)}")
+    return value
+
+
 Text = Annotated[str, PlainValidator(_text)]
 Dsn = Annotated[str, PlainValidator(lambda value: _check_dsn(_text(value)))]
 Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
@@ -135,14 +150,7 @@ class EntryCommand(_Section):
     prepare: Text
     activate: Text
     show: Text | None = None
-    timeout: Duration = 1.0
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"must be greater than 0, got {format_duration(value)}")
-        return value
+    timeout: PositiveDuration = 1.0
 
 
 def _path_text(value: Any) -> Any:
@@ -193,17 +201,28 @@ class PgBouncerEntry(_Section):
         yield "route", self.route_key
 
 
+# What the cutover does with the clients of an entry PgBouncer pools in session mode
+# (PAUSE waits for them to disconnect): refuse such an entry (plan blocks), or close
+# its client connections after `grace` inside the pause, so they reconnect to the new route.
+SESSION_CLIENTS = ("refuse", "close")
+
+
 class CutoverSettings(_Section):
-    max_pause: Duration = 2.0
+    max_pause: PositiveDuration = 2.0
     grace: Duration = 0.5
     max_lag: Size = 16 * 1024**2
+    session_clients: str = "refuse"
 
-    @field_validator("max_pause")
+    @field_validator("session_clients", mode="before")
     @classmethod
-    def _positive_pause(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"must be greater than 0, got {format_duration(value)}")
+    def _known_session_clients(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {_kind(value)}")
+        if value not in SESSION_CLIENTS:
+            raise ValueError(f"{value!r} is not one of {', '.join(SESSION_CLIENTS)} — close disconnects the "
+                             "session clients of the group's entry after grace inside the pause")
         return value
+
 
     @field_validator("grace")
     @classmethod
@@ -235,6 +254,15 @@ class IndexSettings(_Section):
     defer: StrictBool = True
 
 
+class RestartSettings(_Section):
+    """How long a server or PgBouncer that stops answering (a restart, a failover) is
+    waited for before the command gives up with the cause. `verify` and `status --watch`
+    wait it out; `execute` and `rollback` will (issue 22)."""
+
+    wait: PositiveDuration = 60.0
+
+
+
 class ObjectSettings(_Section):
     """Views and routines to move beyond those detected (a routine whose body builds its
     SQL at run time), or to leave behind though detected."""
@@ -262,6 +290,7 @@ class Playbook(_Section):
     cutover: CutoverSettings = CutoverSettings()
     indexes: IndexSettings = IndexSettings()
     objects: ObjectSettings = ObjectSettings()
+    restarts: RestartSettings = RestartSettings()
     path: Path | None = None
 
     @model_validator(mode="before")
@@ -270,7 +299,7 @@ class Playbook(_Section):
         # `cutover:` with every setting commented out parses as null; treat it like
         # an absent section rather than as a type error.
         if isinstance(data, dict):
-            optional = ("app_roles", "pgbouncers", "cutover", "indexes", "objects")
+            optional = ("app_roles", "pgbouncers", "cutover", "indexes", "objects", "restarts")
             return {k: v for k, v in data.items() if not (k in optional and v is None)}
         return data
 
@@ -304,7 +333,8 @@ class Playbook(_Section):
 # `path` records where the playbook came from; it is not something a user writes.
 _YAML_KEYS = {
     model: [key for key in model.model_fields if key != "path"]
-    for model in (Playbook, Server, PgBouncerEntry, EntryCommand, CutoverSettings, IndexSettings, ObjectSettings)
+    for model in (Playbook, Server, PgBouncerEntry, EntryCommand, CutoverSettings, IndexSettings, ObjectSettings,
+                  RestartSettings)
 }
 
 

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.playbook.tables import TableName
+from migrator.postgres.connection import server_addresses
 
 # ---------------------------------------------------------------------------
 # Rules across fields, on the raw data (anything unparseable was reported already).
@@ -61,13 +62,27 @@ def _duplicate_pgbouncers(entries: Any) -> Iterator[Finding]:
 def _same_database(source: Any, target: Any) -> Iterator[Finding]:
     if not (isinstance(source, dict) and isinstance(target, dict)):
         return
-    source_address = _server_address(source.get("dsn"))
-    if source_address is not None and source_address == _server_address(target.get("dsn")):
-        host, port, dbname = source_address
+    source_dsn, target_dsn = source.get("dsn"), target.get("dsn")
+    source_address, target_address = _server_address(source_dsn), _server_address(target_dsn)
+    if source_address is None or target_address is None or source_address[2] != target_address[2]:
+        return
+    # A DSN may list several hosts (libpq follows the primary among them): one in common
+    # is enough to be the same database.
+    shared = [a for a in _addresses(source_dsn) if a in _addresses(target_dsn)]
+    if shared:
+        (host, port), dbname = shared[0], source_address[2]
         yield ("source.dsn", "target.dsn"), (
             f"target.dsn: is the same database as source.dsn ({host}:{port}/{dbname}) — "
             "the target must be the server and database the tables move to"
         )
+
+
+def _addresses(dsn: str) -> list[tuple[str, str]]:
+    """(host, port) of every host a DSN lists, with libpq's defaults."""
+    try:
+        return [(host, str(port)) for host, port in server_addresses(dsn)]
+    except (psycopg.ProgrammingError, ValueError):
+        return []
 
 
 def _server_address(dsn: Any) -> tuple[str, str, str] | None:

@@ -87,16 +87,51 @@ def timeouts_for(purpose: str) -> Timeouts:
 
 
 def describe(dsn: str) -> str:
-    """A short, secret-free name for a server: user@host:port/dbname."""
+    """A short, secret-free name for a server: user@host:port/dbname; a DSN that lists
+    several hosts (libpq tries them in turn) reads user@host1:port1,host2:port2/dbname."""
     try:
         params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+        where = ",".join(f"{host}:{port}" for host, port in server_addresses(dsn))
+    except (psycopg.ProgrammingError, ValueError):
         return mask_secrets(dsn)
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
     user = params.get("user")
     prefix = f"{user}@" if user else ""
-    return f"{prefix}{host}:{port}/{params.get('dbname', '')}"
+    return f"{prefix}{where}/{params.get('dbname', '')}"
+
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def server_addresses(dsn: str) -> tuple[tuple[str, int], ...]:
+    """Every (host, port) a DSN may connect to, in libpq's order, with its defaults.
+
+    libpq takes a comma-separated list of hosts (and of hostaddrs), and either one port
+    for all of them or one port per host; with `target_session_attrs=read-write` it
+    connects to whichever of them is the primary now. Raises ValueError for a port list
+    that does not match the hosts."""
+    params = conninfo_to_dict(dsn)
+    hosts = (params.get("host") or params.get("hostaddr") or "localhost").split(",")
+    ports = (params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    if len(ports) != len(hosts):
+        raise ValueError(f"{len(hosts)} hosts but {len(ports)} ports")
+    return tuple((host.strip() or "localhost", int(port.strip() or 5432)) for host, port in zip(hosts, ports,
+                                                                                              strict=True))
+
+
+def same_host(a: str, b: str) -> bool:
+    return a == b or (a in LOCAL_HOSTS and b in LOCAL_HOSTS)
+
+
+def same_server(a: str, b: str) -> bool:
+    """Do two DSNs (or connection strings) name a server in common? A DSN that lists
+    several hosts names each of them: a connection to any is to that server's cluster."""
+    try:
+        left, right = server_addresses(a), server_addresses(b)
+    except (psycopg.ProgrammingError, ValueError):
+        return False
+    return any(same_host(h1, h2) and p1 == p2 for h1, p1 in left for h2, p2 in right)
 
 
 def with_options(dsn: str, **params: Any) -> str:
@@ -209,6 +244,32 @@ def connect(
     return conn
 
 
+# SQLSTATEs of a server going away under a session: admin_shutdown (a fast or smart stop,
+# pg_terminate_backend of a walsender's kin), crash_shutdown, cannot_connect_now (starting
+# up, shutting down); class 08 is the connection's own failure.
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Did exc come from a server that stopped answering (a restart, a failover), rather
+    than from what a statement asked for? A lost connection has no SQLSTATE of its own."""
+    if isinstance(exc, ServerUnreachable):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in _GONE
+
+
+def answers(dsn: str, connect_timeout: int = 2) -> bool:
+    """Does the server of dsn accept a connection now?"""
+    try:
+        connect(dsn, purpose="probe", connect_timeout=connect_timeout).close()
+        return True
+    except ServerUnreachable:
+        return False
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, secrets masked."""
     text = str(exc).strip().splitlines()
@@ -230,19 +291,6 @@ def server_hint(exc: BaseException) -> str | None:
     diag = getattr(exc, "diag", None)
     hint = getattr(diag, "message_hint", None) if diag is not None else None
     return mask_secrets(" ".join(hint.split())) if hint else None
-
-
-# SQLSTATEs of a server or connection going away (class 08, and the shutdowns of 57P),
-# as opposed to a statement the server refused on a live connection.
-_LOST_STATES = ("57P01", "57P02", "57P03")
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """Did the server or the connection go away (a refusal on a live connection is not that)?"""
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    state = getattr(exc, "sqlstate", None)
-    return state is None or state.startswith("08") or state in _LOST_STATES
 
 
 def describe_error(exc: BaseException) -> str:

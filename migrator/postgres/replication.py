@@ -122,8 +122,21 @@ def drop_slot(conn: psycopg.Connection, name: str, timeout: float = 10) -> None:
         f"replication slot {name} stays in use; drop it by hand"))
 
 
-def create_slot_statement(name: str) -> sql.Composable:
-    return sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput')").format(sql.Literal(name))
+# From PostgreSQL 17 a logical slot can be marked for failover: a physical standby that
+# synchronises slots (sync_replication_slots, a physical slot, hot_standby_feedback, a
+# dbname in primary_conninfo) keeps a copy of it, and replication goes on from the
+# promoted standby. Without the mark the slot is lost with the primary.
+FAILOVER_SINCE = 170000
+
+
+def slot_failover(publisher_version: int) -> bool:
+    """Are this publisher's logical slots made with failover enabled?"""
+    return publisher_version >= FAILOVER_SINCE
+
+
+def create_slot_statement(name: str, *, failover: bool = False) -> sql.Composable:
+    return sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput'{})").format(
+        sql.Literal(name), sql.SQL(", failover => true" if failover else ""))
 
 
 def drop_slot_statement(name: str) -> sql.Composable:
@@ -132,9 +145,32 @@ def drop_slot_statement(name: str) -> sql.Composable:
 
 def create_slot(conn: psycopg.Connection, name: str) -> None:
     """A pgoutput slot made over an open connection: no walsender start-up, and from
-    its creation on the server keeps every change for whoever subscribes to it."""
+    its creation on the server keeps every change for whoever subscribes to it. On 17+
+    it is a failover slot (slot_failover)."""
     if not slot_exists(conn, name):
-        conn.execute(create_slot_statement(name))
+        conn.execute(create_slot_statement(name, failover=slot_failover(conn.info.server_version)))
+
+
+class SlotLost(OperationFailed):
+    """A subscription's slot is gone from its publisher (a failover of a primary whose
+    standby did not synchronise it): the changes since can never be replicated."""
+
+
+def slot_lost(slot: str, publisher: str, *, after_cutover: bool = False) -> SlotLost:
+    """The words for a slot missing on its publisher (the source, or the target after the
+    cutover), and the only safe way on."""
+    if after_cutover:
+        return SlotLost(
+            f"replication slot {slot} is missing on the {publisher}, probably a failover of the {publisher} "
+            "(its standby did not synchronise the slot): the changes made there since cannot be replicated "
+            "back, so a rollback could not carry them",
+            hint="the group stays where it is served: `migrator complete` ends the move (check the old copy "
+                 "with `migrator verify` first if you may need it)")
+    return SlotLost(
+        f"replication slot {slot} is missing on the {publisher}, probably a failover of the {publisher} "
+        "(its standby did not synchronise the slot): replication is broken and the changes since cannot be "
+        "replicated",
+        hint="`migrator rollback`, then `migrator execute` copies the group again")
 
 
 def tablesync_slots(conn: psycopg.Connection, subscription_oid: int) -> list[str]:
@@ -228,16 +264,19 @@ def runs_as_owner(subscriber_version: int) -> bool:
 
 
 def subscription_statement(name: str, publisher_dsn: str, publication: str, slot: str, *,
-                           copy_data: bool, create_slot: bool = True, run_as_owner: bool = False) -> sql.Composable:
+                           copy_data: bool, create_slot: bool = True, run_as_owner: bool = False,
+                           failover: bool = False) -> sql.Composable:
     """CREATE SUBSCRIPTION; its connection string holds the DSN as given (a Statement's
-    text masks any password in it). run_as_owner: see runs_as_owner."""
+    text masks any password in it). run_as_owner: see runs_as_owner. failover: the slot
+    it creates is a failover slot (publisher and subscriber 17+: see slot_failover)."""
     return sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true{})"
+        "WITH (copy_data = {}, create_slot = {}, slot_name = {}, enabled = true{}{})"
     ).format(
         sql.Identifier(name), sql.Literal(publisher_dsn), sql.Identifier(publication),
         sql.SQL("true" if copy_data else "false"), sql.SQL("true" if create_slot else "false"),
         sql.Literal(slot), sql.SQL(", run_as_owner = true" if run_as_owner else ""),
+        sql.SQL(", failover = true" if failover else ""),
     )
 
 
