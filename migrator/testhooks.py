@@ -11,7 +11,7 @@ SIGUSR1 (carry on) or is killed. Unset, which is always the case outside the tes
 Points: `<step>:start` and `<step>:end` (the step is recorded running; its `do` has
 not started / has finished but `done` is not recorded yet), the same with `undo-`
 for a rollback (`cutover:undo-start`), `replicate:copying` (the subscription exists,
-the initial copy runs) and `cutover:<direction>-<phase>` for each recorded cutover
+the initial copy runs), `rebuild-indexes:lag` (its connections open, before the lag wait) and `cutover:<direction>-<phase>` for each recorded cutover
 phase (`cutover:forward-point_of_no_return`); around the guards: `replicate:guarded-target`,
 `replicate:guarded-source`, `replicate:undo-unguarded-source`, `complete:unguarded`, and
 `ddl:applied-<n>` after a `migrator ddl`'s n-th statement. The cutover's stages each have
@@ -41,12 +41,22 @@ class InjectedFailure(OperationFailed):
     """The failure a test asked for at a named point."""
 
 
+_HELD: set[str] = set()
+
+
 def hold(step: str, point: str) -> None:
-    if os.environ.get(FAIL_AT_ENV) == f"{step}:{point}":
-        raise InjectedFailure(f"injected failure at {step}:{point}")
-    wanted = os.environ.get(PAUSE_AT_ENV)
-    if not wanted or wanted != f"{step}:{point}":
+    """Hold (or fail) at a named point, the first time the process reaches it: a step
+    done again (a server it lost answers again) passes it the second time."""
+    here = f"{step}:{point}"
+    if here in _HELD:
         return
+    if os.environ.get(FAIL_AT_ENV) == here:
+        _HELD.add(here)
+        raise InjectedFailure(f"injected failure at {here}")
+    wanted = os.environ.get(PAUSE_AT_ENV)
+    if not wanted or wanted != here:
+        return
+    _HELD.add(here)
     released: list[int] = []
     try:
         signal.signal(signal.SIGUSR1, lambda *_: released.append(1))

@@ -54,7 +54,8 @@ def ride_out(work: Callable[[], T], *, bound: float, lost: Callable[[BaseExcepti
             name = lost(exc)
             if name is None:
                 raise
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            words = getattr(exc, "message", None) or str(exc)   # the tool's own error: without its hint
+            cause = words.strip().splitlines()[0] if words.strip() else type(exc).__name__
             if attempt == times:
                 raise OperationFailed(f"lost {name} {times + 1} times: {cause}",
                                       hint="check why it keeps restarting, then run the command again") from exc

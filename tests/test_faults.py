@@ -524,7 +524,9 @@ def copy_states(move) -> dict[str, str]:
             "SELECT srrelid::regclass::text, srsubstate FROM pg_subscription_rel").fetchall())
 
 
-def test_target_stops_during_the_initial_copy_then_comes_back(make_move, app_load, tmp_path):
+def test_target_stops_during_the_initial_copy_and_execute_waits_for_it(make_move, app_load, tmp_path):
+    """The target crashes mid-copy and is back a second later: the running `execute`
+    says it waits (restarts.wait), then carries on to the end; no rerun."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=20)
     with app_load(move, clients=4, rate=100):  # the application only uses the source
@@ -533,16 +535,35 @@ def test_target_stops_during_the_initial_copy_then_comes_back(make_move, app_loa
         assert any(state != "r" for state in copy_states(move).values()), copy_states(move)
         move.target.stop(mode="immediate")  # a crash, mid-copy
         tool.release()
-        assert tool.wait() == 1, tool.output
-        # Whichever of its connections noticed first: the one it had, or a new one.
-        assert "error: lost the target" in tool.output or "error: cannot connect to the target" in tool.output, \
-            tool.output
-        assert "run `migrator execute` again" in tool.output
+        wait_for(lambda: "waiting up to 60 s (restarts.wait)" in tool.output, timeout=30,
+                 what="execute to say it waits for the target")
+        assert "the target" in tool.output.split("waiting up to")[0].splitlines()[-1], tool.output
+        move.target.start()
+        assert tool.wait() == 0, tool.output
+        assert "answers again after" in tool.output and "pause window" in tool.output, tool.output
         assert "Traceback" not in tool.output
+        time.sleep(0.3)
+    wait_sides_identical(move)
+    assert_moved(demo)
 
+
+def test_a_target_down_past_restarts_wait_stops_execute_with_the_cause(make_move, app_load, tmp_path):
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=20)
+    doc = move.playbook_doc()
+    doc["restarts"] = {"wait": "2s"}
+    move.write_playbook(demo.path, doc)
+    with app_load(move, clients=4, rate=100):
+        tool = ToolProcess(demo, "execute", hold="replicate:copying")
+        tool.wait_held()
+        move.target.stop(mode="immediate")
+        tool.release()
+        assert tool.wait() == 1, tool.output
+        assert "did not answer again within 2 s (restarts.wait)" in tool.output, tool.output
+        assert "the target" in tool.output and "Traceback" not in tool.output
         status = status_of(demo)
-        assert status["state"].startswith(("replicate failed: lost the target",
-                                           "replicate failed: cannot connect to the target"))
+        assert status["state"].startswith("replicate failed:"), status["state"]
+        assert "restarts.wait" in status["state"]
         assert status["next_command"].startswith(f"migrator execute {demo.path}")
         assert status["routes"][0]["points_to"] == "source"
 
@@ -554,9 +575,10 @@ def test_target_stops_during_the_initial_copy_then_comes_back(make_move, app_loa
     assert_moved(demo)
 
 
-def test_source_restarts_during_replication(make_move, tmp_path):
-    """The source restarts while the move replicates (the tool waiting at the index
-    rebuild): the subscription reconnects by itself and the run goes on to cut over."""
+def test_source_restarts_while_execute_waits_on_it(make_move, tmp_path):
+    """The source restarts under a running `execute` (its connections open, waiting for
+    the lag): it waits for the source to answer, then carries on to the cutover; the
+    subscription reconnects by itself."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=2)
     # PgBouncer retries a failed server login after server_login_retry (15 s by
@@ -566,9 +588,10 @@ def test_source_restarts_during_replication(make_move, tmp_path):
     with PgBouncerConsole(move.pgbouncer.admin_dsn()) as console:
         console.reload()
     with Workload(move.app_dsn(GROUP_ENTRY), clients=8, rate=300) as load:
-        tool = ToolProcess(demo, "execute", hold="rebuild-indexes:start")
+        tool = ToolProcess(demo, "execute", hold="rebuild-indexes:lag")
         tool.wait_held()
         move.source.restart()
+        tool.release()
 
         def served_again() -> bool:
             # A whole second served without a failure: PgBouncer refuses logins for
@@ -579,10 +602,8 @@ def test_source_restarts_during_replication(make_move, tmp_path):
 
         wait_for(served_again, timeout=20, what="the application to be served again after the restart")
         recovered = time.monotonic()
-        status = status_of(demo)  # readable while the tool runs
-        assert step_statuses(status)["replicate"] == "done"
-        tool.release()
         assert tool.wait() == 0, tool.output
+        assert "lost the source" in tool.output and "answers again after" in tool.output, tool.output
         assert "pause window" in tool.output
         time.sleep(0.5)
     seen = load.stop()
@@ -594,9 +615,6 @@ def test_source_restarts_during_replication(make_move, tmp_path):
     assert all("permission denied" not in kind for kind in seen.failure_kinds), seen.failure_kinds
     wait_sides_identical(move)
     assert_moved(demo)
-
-
-# --------------------------------------------------------------------------- 7. and 8. refusals
 
 
 def test_a_second_execute_or_rollback_is_refused_while_one_runs(make_move, app_load, tmp_path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from migrator import waiting
 from migrator.errors import MigratorError, OperationFailed, ServerUnreachable
 from migrator.move.context import Step, UndoPlan
 from migrator.move.samples import SampleRecorder
@@ -166,7 +167,7 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
     hold(name, f"{undo}start")
     started = time.monotonic()
     try:
-        summary = action(ctx)
+        summary = _riding_out_restarts(ctx, name, action)
         hold(name, f"{undo}end")
     except (MigratorError, Exception) as exc:
         seconds = time.monotonic() - started
@@ -188,6 +189,43 @@ def _run(ctx: MoveContext, name: str, action, during: StepStatus, after: StepSta
               step=name, seconds=seconds)
     ctx.reporter.step_finished(name, seconds, summary)
     return summary, seconds
+
+
+def _riding_out_restarts(ctx: MoveContext, name: str, action):
+    """The step, done again from its start (every step is idempotent) when a server or a
+    PgBouncer it lost answers again within restarts.wait: a restart, a failover, a
+    network blip; saying what it waits for. A cutover that aborted is not retried: an
+    abort is an answer, and the person decides when to try again."""
+    def lost(exc: BaseException) -> str | None:
+        if not connection_lost(exc):
+            return None
+        if isinstance(exc, ServerUnreachable):
+            for label, dsn in ((Side.SOURCE, ctx.playbook.source.dsn), (Side.TARGET, ctx.playbook.target.dsn)):
+                if describe(dsn) in exc.message.split(": ", 1)[0]:
+                    return f"the {label} ({describe(dsn)})"
+            return exc.message.split(": ", 1)[0].removeprefix("cannot connect to ")
+        return _lost_server(ctx, exc)
+
+    def say(message: str) -> None:
+        ctx.log(name, message)
+        ctx.reporter.note(f"{name}: {message}")
+
+    return waiting.ride_out(lambda: action(ctx), bound=ctx.playbook.restarts.wait, lost=lost,
+                            back=lambda _: _everything_answers(ctx.playbook), say=say)
+
+
+def _everything_answers(playbook: Playbook) -> bool:
+    """Do both servers and every PgBouncer's console take a connection now?"""
+    from migrator.pgbouncer.console import PgBouncerConsole
+
+    if not (answers(playbook.source.dsn) and answers(playbook.target.dsn)):
+        return False
+    for bouncer in playbook.pgbouncers:
+        try:
+            PgBouncerConsole(bouncer.admin_dsn, connect_timeout=2).close()
+        except ServerUnreachable:
+            return False
+    return True
 
 
 def _server_error(ctx: MoveContext, exc: psycopg.Error, *, undo: bool) -> OperationFailed:

@@ -425,6 +425,7 @@ def rebuild_do(ctx: MoveContext) -> str:
         with ctx.target("refresh") as conn:
             ctx.run(conn, refresh, "rebuild-indexes", "computed on the target")
     with ctx.source("lag") as src, ctx.target("lag") as dst:
+        hold("rebuild-indexes", "lag")
         _wait_for_lag(ctx, src, dst, "rebuild-indexes")
     views = f", refreshed {len(refresh)} materialized view{'' if len(refresh) == 1 else 's'}" if refresh else ""
     return f"rebuilt {len(dropped)} indexes in {built:.1f}s, analyzed the group{views}; lag under max_lag"
