@@ -426,6 +426,9 @@ def test_config_that_cannot_be_written_stops_the_cutover_before_the_pause(make_m
 def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(make_move, app_load, tmp_path):
     move = make_move(pgbouncers=2)
     demo = demo_move(move, tmp_path, scale=2)
+    doc = move.playbook_doc()
+    doc["restarts"] = {"wait": "1s"}   # a PgBouncer that restarts is waited for this long
+    move.write_playbook(demo.path, doc)
     assert demo.cli("execute", "--until", "cutover").exit_code == 0
     first, second = move.pgbouncers
     with app_load(move, pgbouncer=first):  # the other PgBouncer's traffic never notices
@@ -433,6 +436,7 @@ def test_one_of_two_pgbouncers_unreachable_stops_the_cutover_before_the_pause(ma
         result = demo.cli("execute")
         assert result.exit_code == 1, result.output
         assert f"127.0.0.1:{second.port}" in result.output and "unreachable" in result.output
+        assert "did not answer again within 1 s (restarts.wait)" in result.output
         assert "Traceback" not in result.output
         status = status_of(demo)
         assert status["routes"][0]["points_to"] == "source" and not status["routes"][0]["paused"]
@@ -495,13 +499,17 @@ def test_one_of_two_pgbouncers_not_pausing_in_time_aborts(make_move, app_load, t
         assert result.exit_code == 1, result.output
         assert "cutover aborted before the point of no return" in result.output
         assert "did not pause within max_pause" in result.output
+        # It says what it saw there: the idle transaction's server connection.
+        assert "1 server connection of app_files still in a transaction" in result.output, result.output
         assert routes(move) == [("source", False), ("source", False)]
         status = status_of(demo)
         assert status["last_cutover"]["outcome"] == "aborted"
         assert status["last_cutover"]["total"] < pause_bound(1.0), status["last_cutover"]
         assert status["next_command"].startswith(f"migrator execute {demo.path}")
 
-        holder.execute("INSERT INTO public.files (owner_id, name) VALUES (1, 'held through the abort')")
+        # An id below every one the load picks (it edits and deletes ids >= 1): only this
+        # transaction's fate decides whether the row is there at the end.
+        holder.execute("INSERT INTO public.files (id, owner_id, name) VALUES (-1, 1, 'held through the abort')")
         holder.commit()
         holder.close()
         result = demo.cli("execute")

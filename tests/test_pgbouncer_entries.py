@@ -120,3 +120,95 @@ def test_plan_reads_the_entrys_pool_mode_and_blocks_what_cannot_pause(move, tmp_
     assert code == 3
     ((level, message),) = pool_findings(doc)
     assert level == "block" and "in statement mode (user app's own pool_mode=statement in [users])" in message
+
+
+class SessionClients:
+    """Clients that each keep one connection to the entry (session pooling) and commit a
+    row of their own in a loop, recording each one only once its COMMIT returned; a lost
+    connection is reopened, as an application that tolerates it does."""
+
+    def __init__(self, dsn: str, clients: int = 4) -> None:
+        import threading
+
+        self.dsn, self.stop, self.committed, self.lost = dsn, threading.Event(), [], 0
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+    def _run(self, index: int) -> None:
+        import time
+
+        import psycopg
+
+        conn, n = None, 0
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.dsn, prepare_threshold=None, connect_timeout=10)
+                n += 1
+                name = f"session-{index}-{n}"
+                conn.execute("INSERT INTO public.files (owner_id, name) VALUES (1, %s)", (name,))
+                conn.commit()
+                self.committed.append(name)
+            except psycopg.Error:
+                self.lost += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+            time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+
+def names_on(dsn: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM public.files WHERE name LIKE 'session-%'")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_session_pooling_aborts_naming_the_clients_and_with_the_opt_in_cuts_over_losing_no_row(make_move, tmp_path):
+    """An entry PgBouncer pools in session mode, its clients holding their connections:
+    without the opt-in the cutover aborts and says why (session mode, the clients kept);
+    with cutover.session_clients: close it closes their connections after grace, they
+    reconnect to the target, and every row they committed is on both sides."""
+    from migrator.lab.sandbox import APP_DB
+
+    move = make_move()
+    demo = demo_move(move, tmp_path, scale=1, max_pause="1s", grace="300ms")
+    playbook = demo.path.read_text()
+    assert demo.cli("execute", "--until", "cutover").exit_code == 0
+    # Session pooling from here on (the preflight, done, would have refused it).
+    configure(move, entry_options="pool_mode=session", default_mode="transaction")
+    with SessionClients(move.app_dsn(GROUP_ENTRY)) as clients:
+        result = demo.cli("execute")
+        assert result.exit_code == 1, result.output
+        assert "cutover aborted before the point of no return" in result.output
+        assert "pools app_files in session mode" in result.output and "kept their connection" in result.output
+        assert "cutover.session_clients: close" in result.output, result.output
+
+        demo.path.write_text(playbook.replace("max_lag: 16MB", "max_lag: 16MB\n  session_clients: close"))
+        result = demo.cli("execute")
+        assert result.exit_code == 0, result.output
+        assert "session clients' connections" in result.output, result.output
+        import time
+
+        time.sleep(1.0)   # they reconnect and commit on the target
+    assert clients.lost >= 1 and len(clients.committed) > 20, (clients.lost, len(clients.committed))
+    wait_sides_identical(move)
+    committed = set(clients.committed)
+    assert committed <= names_on(move.target.dsn(APP_DB))
+    assert committed <= names_on(move.source.dsn(APP_DB))   # reverse replication carries them back
+    with PgBouncerConsole(move.pgbouncer.admin_dsn()) as console:
+        entry = console.databases()[GROUP_ENTRY]
+    assert entry.port == move.target.port and not entry.paused

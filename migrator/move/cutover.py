@@ -80,6 +80,14 @@ class CutoverAborted(OperationFailed):
     """The cutover stopped before the point of no return; traffic is back on the old side."""
 
 
+class PauseStuck(CutoverAborted):
+    """Some PgBouncers did not pause within max_pause (`late`: their indexes)."""
+
+    def __init__(self, message: str, late: list[int]) -> None:
+        super().__init__(message)
+        self.late = late
+
+
 @dataclass(frozen=True)
 class Direction:
     """Which side serves now and which will serve; named replication objects for both."""
@@ -160,6 +168,10 @@ class CutoverSequence:
     # the pause
     pause: tuple[ConsoleCommand, ...]
     cancel: Statement | None
+    # cutover.session_clients: close: after grace, the server connections the group's
+    # entry holds for its session clients (SHOW SERVERS), ended on the old side.
+    session_servers: tuple[ConsoleCommand, ...]
+    close_sessions: Statement | None
     old_switch: Transaction
     new_switch: Transaction
     marker_applied: Statement
@@ -183,7 +195,7 @@ class CutoverSequence:
         return [
             ("before the pause", some(self.lag_gate, self.warm_up, self.warm_up_applied, *self.prepare_routes,
                                       *self.early_sequences, self.early_grants)),
-            ("pause", some(*self.pause, self.cancel)),
+            ("pause", some(*self.pause, self.cancel, *self.session_servers, self.close_sessions)),
             ("old side's switch", (self.old_switch,)),
             ("catch up", some(self.new_switch, self.marker_applied, *self.sequences)),
             ("replication switch", (self.stop_forward, self.reverse_slot)),
@@ -250,6 +262,7 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
     fence_old, unfence_old = guards.fence(d.old_label, serving=d.new_label), guards.fence(d.old_label, serving=d.old_label)
     fence_new, unfence_new = guards.fence(d.new_label, serving=d.old_label), guards.fence(d.new_label, serving=d.new_label)
     subscriber_version = facts.version(d.old_label)
+    closing = cut.session_clients == "close"
     return CutoverSequence(
         direction=d,
         lag_gate=Statement(old, replication.slot_lag_statement(d.old_slot),
@@ -266,6 +279,15 @@ def cutover_sequence(playbook: Playbook, d: Direction, facts: CutoverFacts) -> C
                                                  _owners(outside, "role.grant")),
                                  inverse=Transaction(new, statements(new, revokes_late))) if grants_early else None,
         pause=console("PAUSE", inverse="RESUME"),
+        session_servers=console("SHOW SERVERS", "after grace, if the PAUSE still waits, on a console of its own: "
+                                "the server connections the entry's session clients hold", entry=False)
+        if closing else (),
+        close_sessions=Statement(
+            old, sql.SQL("SELECT pg_catalog.pg_terminate_backend(p) FROM unnest({}::int[]) AS p").format(
+                RunValue("server_pids")),
+            "cutover.session_clients: close: the session clients lose their connection and reconnect to the new "
+            "route once RESUMEd", needs=(member_of("pg_signal_backend", "role.signal_backend"),))
+        if closing else None,
         cancel=(Statement(old, _cancel_statement(playbook), f"after grace ({format_duration(cut.grace)}), "
                           "if the PAUSE still waits: the app roles' queries on the group",
                           needs=(member_of("pg_signal_backend", "role.signal_backend", level="warn"),))
@@ -404,6 +426,9 @@ class Sessions:
     new_switch: SideConnection     # the new side's fence lifted, while the marker is awaited
     new_sequences: SideConnection  # setval, while the marker is awaited
     consoles: list[PgBouncerConsole] = field(default_factory=list)
+    # cutover.session_clients: close: a second console each, for SHOW SERVERS while the
+    # first one waits for its PAUSE.
+    spare_consoles: list[PgBouncerConsole] = field(default_factory=list)
 
 
 class Cutover:
@@ -554,6 +579,10 @@ class Cutover:
         for outcome in connected:
             if outcome.error is not None:
                 raise outcome.error
+        if self.seq.session_servers:
+            for console in all_or_raise([lambda b=b: PgBouncerConsole(b.admin_dsn) for b in self.playbook.pgbouncers]):
+                s.spare_consoles.append(console)
+                stack.callback(console.close)
         routes = [route_for(b) for b in self.playbook.pgbouncers]
         started = time.monotonic()
         prepared = run_all([lambda r=r, c=c: r.prepare(c.value)
@@ -719,12 +748,19 @@ class Cutover:
         """PAUSE every entry at once; after `grace`, cancel the app's queries on the
         group; past the deadline, give up (the caller aborts)."""
         cancelled: list[int] = []
+        closed: list[int] = []
 
         def after_grace() -> None:
-            if not cancelled and self.seq.cancel is not None and time.monotonic() - start >= self.settings.grace:
-                began = time.monotonic()
+            if cancelled or time.monotonic() - start < self.settings.grace:
+                return
+            began = time.monotonic()
+            if self.seq.cancel is not None:
                 cancelled.append(len(s.old.execute(self.seq.cancel.sql).fetchall()))
                 self._did(self.seq.cancel, time.monotonic() - began, detail=f"cancelled {cancelled[0]} app queries")
+            else:
+                cancelled.append(0)
+            if self.seq.close_sessions is not None:
+                closed.append(self._close_sessions(s))
 
         outcomes = command_all(s.consoles, [c.command for c in self.seq.pause], deadline=deadline,
                                every=after_grace, stop_on_error=True)
@@ -732,19 +768,40 @@ class Cutover:
         for command, outcome in zip(self.seq.pause, outcomes, strict=True):
             self._did(command, seconds, outcome="ran" if outcome.ok else
                       f"failed: {'no answer' if outcome.late else describe_error(outcome.error)}")
-        if self.seq.cancel is not None and not cancelled:
-            self._did(self.seq.cancel, None, outcome="skipped: every PgBouncer paused within grace")
+        if not cancelled:
+            for action in (self.seq.cancel, *self.seq.session_servers, self.seq.close_sessions):
+                if action is not None:
+                    self._did(action, None, outcome="skipped: every PgBouncer paused within grace")
         failed = next((o.error for o in outcomes if o.error is not None), None)
         if failed is not None:
             raise failed  # a failed PAUSE aborts now
-        late = [c.display for c, o in zip(s.consoles, outcomes, strict=True) if o.late]
+        late = [i for i, o in enumerate(outcomes) if o.late]
         if late:
-            raise CutoverAborted(
+            raise PauseStuck(
                 f"PgBouncer did not pause within max_pause ({self.settings.max_pause}s): "
-                f"{', '.join(late)} (a transaction stayed open on the group's entry, "
-                "or the PgBouncer does not answer)")
-        cancel = f", cancelled {cancelled[0]} app queries after grace" if cancelled else ""
-        return f"paused {len(outcomes)} PgBouncer{'' if len(outcomes) == 1 else 's'} in {seconds * 1000:.0f} ms{cancel}"
+                f"{', '.join(s.consoles[i].display for i in late)}", late)
+        cancel = f", cancelled {cancelled[0]} app queries after grace" if cancelled and self.seq.cancel else ""
+        close = f", closed {closed[0]} session clients' connections" if closed else ""
+        return (f"paused {len(outcomes)} PgBouncer{'' if len(outcomes) == 1 else 's'} in {seconds * 1000:.0f} ms"
+                f"{cancel}{close}")
+
+    def _close_sessions(self, s: Sessions) -> int:
+        """cutover.session_clients: close. In session pooling PAUSE waits for the entry's
+        clients to let go of their server connections, which they do only when they
+        disconnect: end those server connections on the old side (PgBouncer then closes
+        their clients, and the PAUSE completes); the clients reconnect, wait for RESUME
+        and reach the new route."""
+        began = time.monotonic()
+        pids = []
+        for console, command, bouncer in zip(s.spare_consoles, self.seq.session_servers, self.playbook.pgbouncers,
+                                             strict=True):
+            pids += [int(r["remote_pid"]) for r in console.show("SERVERS")
+                     if r.get("database") == bouncer.database and r.get("remote_pid")]
+            self._did(command, time.monotonic() - began)
+        with bound({"server_pids": pids}):
+            s.old.execute(self.seq.close_sessions.sql)
+        self._did(self.seq.close_sessions, time.monotonic() - began, detail=f"{len(pids)} server connections")
+        return len(pids)
 
     def _switch_old(self, s: Sessions, deadline: float) -> replication.SyncMarker:
         """Raise the old side's write fence (and revoke the app's table privileges there
@@ -832,6 +889,9 @@ class Cutover:
             consoles=resume_with_fresh_consoles([b.admin_dsn for b in self.playbook.pgbouncers],
                                                 timeout=ABORT_RESUME_WAIT))
         self.window.total = round(time.monotonic() - start, 4)
+        if isinstance(exc, PauseStuck):
+            # Traffic is back: now there is time to ask what held the PAUSE.
+            reason += ": " + "; ".join(self._why_stuck(i) for i in exc.late)
         if undone.unresumed:
             watchdog.take_over(resume_only=True)    # it keeps trying them after this process is gone
         else:
@@ -850,6 +910,25 @@ class Cutover:
             f"(paused {self.window.total * 1000:.0f} ms)",
             hint=f"run `migrator {self.d.verb}` again to retry",
         ) from exc
+
+    def _why_stuck(self, index: int) -> str:
+        """What a PgBouncer that did not pause showed of the group's entry (SHOW POOLS)."""
+        bouncer = self.playbook.pgbouncers[index]
+        try:
+            with PgBouncerConsole(bouncer.admin_dsn, connect_timeout=1) as console:
+                pools = [r for r in console.show("POOLS") if r.get("database") == bouncer.database]
+        except Exception:  # noqa: BLE001 - the cause is what we could not reach
+            return f"{describe(bouncer.admin_dsn)} does not answer its console"
+        clients = sum(int(r.get("cl_active") or 0) for r in pools)
+        servers = sum(int(r.get("sv_active") or 0) for r in pools)
+        modes = sorted({r.get("pool_mode") for r in pools if r.get("pool_mode")})
+        if "session" in modes:
+            return (f"{describe(bouncer.admin_dsn)} pools {bouncer.database} in session mode and {clients} "
+                    f"client{'' if clients == 1 else 's'} kept their connection: PAUSE waits for them to disconnect "
+                    "(cutover.session_clients: close closes them after grace)")
+        return (f"{describe(bouncer.admin_dsn)}: {servers} server connection{'' if servers == 1 else 's'} of "
+                f"{bouncer.database} still in a transaction after grace (a transaction held open longer than "
+                "max_pause, by a role the grace cancel does not reach?)")
 
     # -- after RESUME --------------------------------------------------------------
 
