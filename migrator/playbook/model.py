@@ -256,8 +256,8 @@ class IndexSettings(_Section):
 
 class RestartSettings(_Section):
     """How long a server or PgBouncer that stops answering (a restart, a failover) is
-    waited for before the command gives up with the cause. `verify` and `status --watch`
-    wait it out; `execute` and `rollback` will (issue 22)."""
+    waited for before the command gives up with the cause: `execute` and `rollback` do
+    their step again, `verify` starts over, `status --watch` shows it."""
 
     wait: PositiveDuration = 60.0
 
