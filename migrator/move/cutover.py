@@ -48,14 +48,15 @@ from migrator.move.actions import (
     render,
     run_statement,
 )
+from migrator.move.context import MoveContext
 from migrator.move.guarding import Guards
 from migrator.move.phases import CutoverPhase, DirectionName, PauseOutcome
 from migrator.move.undo import resume_with_fresh_consoles, run_undo
 from migrator.move.watchdog import Watchdog, WatchdogOrders
 from migrator.pgbouncer.config import entry_for_side
-from migrator.pgbouncer.console import PgBouncerConsole, already_resumed, pause_command, resume_command
+from migrator.pgbouncer.console import PgBouncerConsole, already_resumed
 from migrator.pgbouncer.fleet import all_or_raise, command_all, run_all
-from migrator.pgbouncer.route import route_for
+from migrator.pgbouncer.route import original_entries, route_for
 from migrator.playbook import Playbook, TableName, format_duration, format_size
 from migrator.postgres import replication
 from migrator.postgres.catalog import guarded_objects
@@ -387,6 +388,46 @@ def cutover_notes(playbook: Playbook, facts: CutoverFacts) -> list[str]:
         "move finishes forward",
         "a watchdog process resumes PgBouncer if the tool dies or hangs during the pause",
     ]
+
+
+# --------------------------------------------------------------------------- the facts and the record of a running move
+
+
+def server_versions(ctx: MoveContext) -> tuple[int, int]:
+    """(source, target) server_version_num as the preflight recorded them; a move begun
+    by an earlier version asks the servers."""
+    pre = ctx.data("preflight")
+    if pre.source_version and pre.target_version:
+        return pre.source_version, pre.target_version
+    versions = []
+    for dsn, side in ((ctx.playbook.source.dsn, Side.SOURCE), (ctx.playbook.target.dsn, Side.TARGET)):
+        with connect(dsn, side=side, purpose="status") as conn:
+            versions.append(conn.info.server_version)
+    return versions[0], versions[1]
+
+
+def cutover_facts(ctx: MoveContext, *, fenced: bool = True) -> CutoverFacts:
+    """What the cutover's statements depend on, from the checkpoint."""
+    schema = ctx.data("schema")
+    source_version, target_version = server_versions(ctx)
+    return CutoverFacts(
+        app_privileges=tuple(schema.privileges),
+        sequences=tuple(schema.sequence_names),
+        entries=ctx.data("preflight").original_entries or original_entries(ctx.playbook),
+        source_version=source_version,
+        target_version=target_version,
+        fenced=fenced,
+    )
+
+
+def record_action(ctx: MoveContext, d: Direction, who: str = "cutover"):
+    """The event log's record of one action, each of its statements as rendered."""
+    def record(item: Recorded) -> None:
+        what = f"{d.name} {who}: {item.outcome}" + (f" ({item.detail})" if item.detail else "")
+        for statement in item.statements:
+            where = "" if statement.on in ("source", "target") else f" on {statement.on}"
+            ctx.store.log(ctx.move, "sql", what + where, step="cutover", seconds=item.seconds, sql=statement.text)
+    return record
 
 
 # --------------------------------------------------------------------------- the window

@@ -4,59 +4,21 @@ the reverse cutover, rendered for `rollback --dry-run` from the same sequence.""
 
 from __future__ import annotations
 
-from migrator.move.actions import Recorded
 from migrator.move.context import MoveContext, UndoPlan
 from migrator.move.cutover import (
     Cutover,
     CutoverAborted,
-    CutoverFacts,
     CutoverPhase,
     Direction,
+    cutover_facts,
     cutover_sequence,
+    record_action,
 )
 from migrator.move.recovery import reconcile
-from migrator.pgbouncer.route import original_entries
 from migrator.playbook import format_duration
-from migrator.postgres.connection import Side, connect
+from migrator.postgres.connection import Side
 
-__all__ = ["cutover_do", "cutover_facts", "cutover_undo", "cutover_undo_statements", "reconcile"]
-
-
-def server_versions(ctx: MoveContext) -> tuple[int, int]:
-    """(source, target) server_version_num as the preflight recorded them; a move begun
-    by an earlier version asks the servers."""
-    pre = ctx.data("preflight")
-    if pre.source_version and pre.target_version:
-        return pre.source_version, pre.target_version
-    versions = []
-    for dsn, side in ((ctx.playbook.source.dsn, Side.SOURCE), (ctx.playbook.target.dsn, Side.TARGET)):
-        with connect(dsn, side=side, purpose="status") as conn:
-            versions.append(conn.info.server_version)
-    return versions[0], versions[1]
-
-
-def cutover_facts(ctx: MoveContext, *, fenced: bool = True) -> CutoverFacts:
-    """What the cutover's statements depend on, from the checkpoint."""
-    schema = ctx.data("schema")
-    source_version, target_version = server_versions(ctx)
-    return CutoverFacts(
-        app_privileges=tuple(schema.privileges),
-        sequences=tuple(schema.sequence_names),
-        entries=ctx.data("preflight").original_entries or original_entries(ctx.playbook),
-        source_version=source_version,
-        target_version=target_version,
-        fenced=fenced,
-    )
-
-
-def record_action(ctx: MoveContext, d: Direction, who: str = "cutover"):
-    """The event log's record of one action, each of its statements as rendered."""
-    def record(item: Recorded) -> None:
-        what = f"{d.name} {who}: {item.outcome}" + (f" ({item.detail})" if item.detail else "")
-        for statement in item.statements:
-            where = "" if statement.on in ("source", "target") else f" on {statement.on}"
-            ctx.store.log(ctx.move, "sql", what + where, step="cutover", seconds=item.seconds, sql=statement.text)
-    return record
+__all__ = ["cutover_do", "cutover_undo", "cutover_undo_statements", "reconcile"]
 
 
 def _run_cutover(ctx: MoveContext, direction: Direction) -> str:

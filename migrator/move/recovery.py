@@ -16,7 +16,6 @@ run again, so running it after the watchdog, or twice, converges.
 
 from __future__ import annotations
 
-import time
 import enum
 import socket
 import time
@@ -28,7 +27,14 @@ from migrator.errors import OperationFailed
 
 from migrator.move.actions import Recorded
 from migrator.move.context import MoveContext
-from migrator.move.cutover import CutoverSequence, Direction, cutover_sequence, finish_switch
+from migrator.move.cutover import (
+    CutoverSequence,
+    Direction,
+    cutover_facts,
+    cutover_sequence,
+    finish_switch,
+    record_action,
+)
 from migrator.move.phases import CutoverPhase
 from migrator.move.state import process_alive
 from migrator.move.undo import resume_with_fresh_consoles, run_undo
@@ -72,8 +78,6 @@ def recovery_for(phase: CutoverPhase | str | None) -> Recovery:
 
 def reconcile(ctx: MoveContext, facts=None) -> Side:
     """Finish or revert a cutover that a crash interrupted; returns the serving side."""
-    from migrator.move.cutover_step import cutover_facts, record_action
-
     data = ctx.data("cutover")
     recovery = recovery_for(data.phase)
     if recovery == Recovery.NOTHING:

@@ -30,7 +30,6 @@ from migrator.playbook import Playbook
 from migrator.postgres.connection import (
     Side,
     answers,
-    connect,
     connection_lost,
     describe,
     first_line,

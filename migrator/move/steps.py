@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -19,8 +18,8 @@ from psycopg import sql
 from migrator import names, waiting
 from migrator.errors import OperationFailed, PlanBlocked
 from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
-from migrator.move.cutover import CutoverFacts, Direction, cutover_sequence, subscription_needs
-from migrator.move.cutover_step import cutover_do, cutover_facts, cutover_undo, cutover_undo_statements
+from migrator.move.cutover import CutoverFacts, Direction, cutover_facts, cutover_sequence, subscription_needs
+from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
 from migrator.move.guarding import Guards
 from migrator.move.state import SampleKind
 from migrator.pgbouncer.route import original_entries

@@ -17,12 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import sql
 
 from migrator import names
 from migrator.move.cutover import cutover_notes
 from migrator.move.steps import STEP_NAMES, STEPS
-from migrator.pgbouncer.route import route_for
 from migrator.plan.document import (
     objects_created,
     objects_dict,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from migrator.plan import object_checks, privileges, server_checks, table_checks
+from migrator.plan import object_checks, server_checks, table_checks
 from migrator.plan.finding import BLOCK, OK, WARN, Check, Finding, Level
 from migrator.plan.inspection import Snapshot
 from migrator.playbook import Playbook
@@ -30,7 +30,7 @@ CHECKS: tuple[Check, ...] = (
     server_checks.wal_level,
     server_checks.headroom,
     server_checks.standbys,
-    privileges.privileges,
+    server_checks.privileges,
     server_checks.ddl_guard,
     server_checks.app_roles,
     table_checks.tables,

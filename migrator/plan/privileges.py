@@ -4,14 +4,14 @@ Every action of the move says what it needs (migrator.postgres.statement.Privile
 the steps as `plan` renders them, with the undo each one carries, and the reverse
 cutover a rollback runs. `needs_of` gathers them per side; `read_gaps` asks each
 server, with the catalogs' privilege functions and ownership (never by trying), which
-of them its DSN role lacks; `privileges` turns each gap into a finding with the exact
-statement that closes it and the server to run it on. A superuser has them all; an
+of them its DSN role lacks (migrator.plan.server_checks.privileges turns each gap into a
+finding with the exact statement that closes it and the server to run it on). A superuser has them all; an
 object a side does not have yet is the move's to create, so its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -21,7 +21,6 @@ from psycopg.conninfo import conninfo_to_dict
 from migrator.move.actions import needs as action_needs
 from migrator.move.cutover import Direction, cutover_sequence
 from migrator.move.steps import STEPS, MoveFacts
-from migrator.plan.finding import BLOCK, OK, WARN, Finding, codes
 from migrator.playbook import Playbook
 from migrator.postgres.statement import Privilege, Statement
 
@@ -165,75 +164,3 @@ def passwordless_subscriptions(playbook: Playbook, versions: dict[str, int],
                 and not conninfo_to_dict(dsn).get("password"):
             out.append((subscriber, publisher))
     return out
-
-
-# --------------------------------------------------------------------------- the findings
-
-
-_CODES = (
-    ("role.replication", "the DSN roles may open replication connections and make slots (REPLICATION)"),
-    ("role.create_subscription", "the DSN roles may create the subscriptions of both directions "
-                                 "(pg_create_subscription from 16, superuser before)"),
-    ("role.create_objects", "the DSN roles have CREATE on their database (publications, schemas, subscriptions)"),
-    ("role.create_in_schema", "the target's DSN role may create the group's objects in the schemas it has"),
-    ("role.set_owner", "the target's DSN role may give an object to its owner (ALTER ... OWNER TO)"),
-    ("role.table_owner", "the DSN roles have the privileges of the group's owners (publish, fence)"),
-    ("role.sequence", "the DSN roles may read and set every sequence the cutover copies, on both sides"),
-    ("role.grant", "the DSN roles may grant the app roles' privileges on the side that starts serving"),
-    ("role.revoke", "the DSN roles may revoke the app roles' privileges on the side that stops serving"),
-    ("role.signal_backend", "the DSN roles may cancel the app roles' queries at the cutover"),
-    ("subscription.password", "each subscription's connection string carries a password where PostgreSQL "
-                              "requires one (16+, an owner that is not superuser)"),
-)
-
-
-@codes(*_CODES)
-def privileges(snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
-    gaps = list(snapshot.privilege_gaps)
-    for gap in gaps:
-        yield _finding(snapshot, gap)
-    servers = {"source": snapshot.source, "target": snapshot.target}
-    passwordless = passwordless_subscriptions(
-        playbook, {s: f.version_num for s, f in servers.items()}, {s: f.rights.superuser for s, f in servers.items()})
-    for subscriber, publisher in passwordless:
-        role = servers[subscriber].rights.name
-        yield Finding(
-            BLOCK, "subscription.password", f"{publisher} DSN",
-            f"the subscription on the {subscriber} connects to the {publisher} with the {publisher}'s DSN, which "
-            f"carries no password: from PostgreSQL 16 a subscription whose owner ({role}) is not a superuser must "
-            "have the password in its connection string (a passfile or PGPASSWORD is this tool's, not the server's)",
-            f"put the password in the {publisher} DSN from an environment variable, e.g. "
-            f"postgresql://user:${{PASSWORD_VAR}}@host/db (the playbook interpolates it; no secret is stored)")
-    if not gaps and not passwordless:
-        yield Finding(OK, "role.replication", "roles",
-                      f"DSN roles {snapshot.source.rights.name} (source) and {snapshot.target.rights.name} (target) "
-                      "have every privilege the move and its rollback need")
-
-
-def _finding(snapshot, gap: Gap) -> Finding:
-    p = gap.privilege
-    level = WARN if p.level == "warn" else BLOCK
-    subject = f"{gap.side} role {gap.role}" if p.kind in ("attribute", "member") or p.object_type == "DATABASE" \
-        else p.name
-    statement = gap.statement
-    if p.kind == "attribute" and p.name == "SUPERUSER":
-        version = (snapshot.source if gap.side == "source" else snapshot.target).version
-        return Finding(
-            level, p.code, subject,
-            f"the {gap.side} DSN role {gap.role} is not a superuser, and PostgreSQL {version} lets only a superuser "
-            f"create a subscription ({gap.why})",
-            f"use a superuser's DSN for the {gap.side}, or run the {gap.side} on PostgreSQL 16 or newer, where "
-            "pg_create_subscription is enough")
-    if p.kind == "owner":
-        what = {"role.table_owner": "only its owner can publish it and put the write fence on it",
-                "role.grant": "only its owner's GRANT gives the app roles their privileges there",
-                "role.revoke": "a REVOKE by another role takes away only what that role granted, silently: "
-                               "the app roles would keep their privileges on the old copy"}.get(p.code, gap.why)
-        message = (f"{p.name} is owned by {gap.owner}, not by the {gap.side} DSN role {gap.role} nor a role it "
-                   f"has the privileges of: {what} ({gap.why})")
-    elif p.role is not None:
-        message = (f"the role {gap.role} lacks {p.describe()} on the {gap.side}: the move gives it objects there, "
-                   f"and a new owner needs it ({gap.why})")
-    else:
-        message = f"the {gap.side} DSN role {gap.role} lacks {p.describe()} ({gap.why})"
-    return Finding(level, p.code, subject, message, f"run on the {gap.side}: {statement}" if statement else "")
