@@ -30,7 +30,10 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
-def _read_until(fd: int, proc: subprocess.Popen, wanted, timeout: float) -> str:
+def _read_until(fd: int, proc: subprocess.Popen, wanted, timeout: float, raw: bool = False) -> str:
+    """What the child wrote to `fd` until `wanted(text)` holds, it exits, or `timeout` passes;
+    terminal escapes removed unless `raw`."""
+    show = (lambda t: t) if raw else _plain
     seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -40,10 +43,10 @@ def _read_until(fd: int, proc: subprocess.Popen, wanted, timeout: float) -> str:
                 seen += os.read(fd, 65536)
             except OSError:  # the child closed the terminal
                 break
-        text = _plain(seen.decode(errors="replace"))
+        text = show(seen.decode(errors="replace"))
         if wanted(text) or proc.poll() is not None:
             return text
-    return _plain(seen.decode(errors="replace"))
+    return show(seen.decode(errors="replace"))
 
 
 def test_watch_in_a_terminal_shows_the_copy_and_leaves_cleanly_on_sigint(move, tmp_path):
@@ -80,11 +83,14 @@ def test_watch_in_a_terminal_shows_the_copy_and_leaves_cleanly_on_sigint(move, t
         # Not a terminal: plain lines, one per refresh.
         plain = subprocess.Popen(
             [sys.executable, "-m", "migrator", "status", str(demo.path), "--state", demo.state_url, "--watch"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True)
-        time.sleep(2.5)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+        # Two refreshes, however slow the machine is to start the process, then Ctrl-C.
+        early = _read_until(plain.stdout.fileno(), plain,
+                            lambda t: t.count("step rebuild-indexes") >= 2, timeout=30, raw=True)
         plain.send_signal(signal.SIGINT)
-        out, err = plain.communicate(timeout=10)
-        assert plain.returncode == 0, out + err
+        rest, err = plain.communicate(timeout=10)
+        out = early + rest.decode()
+        assert plain.returncode == 0, out + err.decode()
         lines = [line for line in out.splitlines() if "step rebuild-indexes" in line]
         assert len(lines) >= 2 and "copy " in lines[0] and "\x1b[" not in out, out
     finally:
