@@ -81,3 +81,43 @@ def test_what_the_playbook_includes_or_excludes_wins():
     assert found.crossings == ()
     assert [str(r.name) for r in found.routines] == ["public.dyn"]
     assert found.left_behind == (("public.mixed", "objects.exclude"),)
+
+
+# --------------------------------------------------------------------------- PL/pgSQL read whole
+
+def plpgsql(declare: str, body: str, *, header: str = "public.f() RETURNS trigger") -> str:
+    return (f"CREATE OR REPLACE FUNCTION {header}\n LANGUAGE plpgsql\nAS $function$\n"
+            f"DECLARE\n{declare}\nBEGIN\n{body}\nEND $function$\n")
+
+
+def test_an_assignment_is_a_target_and_an_expression_not_a_query():
+    refs = plpgsql_body(plpgsql("n bigint; arr int[]; r record;", """
+        n := (SELECT count(*) FROM billing.lines WHERE invoice = NEW.invoice);
+        arr[1] := (SELECT max(id) FROM billing.invoices);
+        NEW.total = billing.price_of(NEW.id);
+        RETURN NEW;"""))
+    assert refs.parsed, refs.problem
+    assert {("billing", "lines"), ("billing", "invoices")} <= refs.reads
+    assert ("billing", "price_of") in refs.calls and not refs.dynamic
+
+
+def test_variables_arguments_and_results_of_types_the_parser_cannot_know_parse():
+    # Arrays of an extension's or a user's type made PL/pgSQL's parser fail ("pseudo-type _record").
+    refs = plpgsql_body(plpgsql(
+        """h public.hstore[]; m billing.money_amount := ROW('EUR', (SELECT 1 FROM billing.rates))::billing.money_amount;
+           r billing.invoices%ROWTYPE; c billing.lines.cents%TYPE; k CONSTANT "Odd"."Type"(3)[] NOT NULL DEFAULT '{}';
+           cur CURSOR FOR SELECT * FROM billing.archive;""",
+        """h := ARRAY[public.hstore('n', '1')];
+           r.id := 1;
+           RETURN;""",
+        header="billing.f(a public.hstore[], OUT b billing.money_amount[]) RETURNS billing.money_amount[]"))
+    assert refs.parsed, refs.problem
+    assert {("public", "hstore"), ("billing", "money_amount"), ("Odd", "Type")} <= refs.types
+    assert refs.rowtypes == {("billing", "invoices"), ("billing", "lines")}
+    # a default's query is read even where the parser drops it (a variable of an unknown type)
+    assert {("billing", "rates"), ("billing", "archive")} <= refs.reads
+
+
+def test_a_body_that_cannot_be_analysed_says_why():
+    refs = plpgsql_body(plpgsql("x int;", "IF x THEN RETURN 1;"))
+    assert not refs.parsed and refs.problem and "syntax error" in refs.problem
