@@ -227,10 +227,9 @@ used(relid, typid) AS (
     ) AS x(typid)
 )"""
 
-# The used types, kept when not built in or when an extension provides them.
-_TYPES = (
-    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """
-SELECT g.schema_name, g.table_name, tn.nspname, t.typname,
+# A type's facts (`t`, in `tn`, `tr` its relation if any): what CREATE TYPE or CREATE
+# DOMAIN needs, and the types it is made of.
+_TYPE_COLUMNS = """tn.nspname, t.typname,
        -- a composite that is a table's row type is the table, not a type to create
        CASE WHEN t.typtype = 'c' AND tr.relkind <> 'c' THEN 't' ELSE t.typtype END,
        (SELECT e.extname FROM pg_catalog.pg_depend d
@@ -267,14 +266,52 @@ SELECT g.schema_name, g.table_name, tn.nspname, t.typname,
                JOIN pg_catalog.pg_type rt ON rt.oid = CASE WHEN rt0.typcategory = 'A' AND rt0.typelem <> 0
                                                          THEN rt0.typelem ELSE rt0.oid END
                JOIN pg_catalog.pg_namespace rn ON rn.oid = rt.typnamespace),
-       pg_catalog.obj_description(t.oid, 'pg_type')
-FROM used u
+       pg_catalog.obj_description(t.oid, 'pg_type'),
+       pg_catalog.pg_get_userbyid(t.typowner)
+"""
+
+# The used types, kept when not built in or when an extension provides them.
+_TYPES = (
+    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """
+SELECT g.schema_name, g.table_name, """ + _TYPE_COLUMNS + """FROM used u
 JOIN group_tables g ON g.relid = u.relid
 JOIN pg_catalog.pg_type t ON t.oid = u.typid
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
 ORDER BY g.schema_name, g.table_name, tn.nspname, t.typname
 """)
+
+# The same for types named (schemas, names): those routines, views and the playbook
+# name, followed through arrays, domains, ranges and composites, each row keyed by the
+# type named first.
+_NAMED_TYPES = """
+WITH RECURSIVE named(schema_name, type_name, typid) AS (
+    SELECT g.s, g.n, t.oid
+    FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+    JOIN pg_catalog.pg_namespace ns ON ns.nspname = g.s
+    JOIN pg_catalog.pg_type t ON t.typnamespace = ns.oid AND t.typname = g.n
+),
+used(schema_name, type_name, typid) AS (
+    SELECT * FROM named
+    UNION
+    SELECT u.schema_name, u.type_name, x.typid
+    FROM used u
+    JOIN pg_catalog.pg_type t ON t.oid = u.typid
+    CROSS JOIN LATERAL (
+        SELECT t.typelem WHERE t.typelem <> 0
+        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+        UNION ALL SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
+                  WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
+                    AND NOT ca.attisdropped
+    ) AS x(typid)
+)
+SELECT u.schema_name, u.type_name, """ + _TYPE_COLUMNS + """FROM used u
+JOIN pg_catalog.pg_type t ON t.oid = u.typid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
+ORDER BY 1, 2, tn.nspname, t.typname
+"""
 
 
 # Extensions whose members anything of the table depends on: column types (through
@@ -374,41 +411,48 @@ LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid AND c.relname = g.n
 """
 
 
-_ROUTINES = (
+# The routines the group's tables call, each with why: a trigger's function, a
+# function in a column default or generated column, a constraint's or an index's.
+# Built-ins and extension members come with the server or the extension.
+_NEEDED_ROUTINES = (
     "WITH" + _GROUP + """,
-used(fn) AS (
-    SELECT tg.tgfoid FROM pg_catalog.pg_trigger tg
-    WHERE tg.tgrelid IN (SELECT relid FROM group_tables) AND NOT tg.tgisinternal
+used(fn, why, what, schema_name, table_name) AS (
+    SELECT tg.tgfoid, 'trigger', tg.tgname::text, g.schema_name, g.table_name
+    FROM group_tables g JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = g.relid
+    WHERE NOT tg.tgisinternal
     UNION
-    SELECT d.refobjid FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-      AND ad.adrelid IN (SELECT relid FROM group_tables)
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    SELECT d.refobjid, 'default of column', a.attname::text, g.schema_name, g.table_name
+    FROM group_tables g
+    JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = g.relid
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
     UNION
-    SELECT d.refobjid FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_constraint k ON k.oid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
-      AND k.conrelid IN (SELECT relid FROM group_tables)
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    SELECT d.refobjid, 'constraint', k.conname::text, g.schema_name, g.table_name
+    FROM group_tables g
+    JOIN pg_catalog.pg_constraint k ON k.conrelid = g.relid
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
     UNION
-    SELECT d.refobjid FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND i.indrelid IN (SELECT relid FROM group_tables)
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    SELECT d.refobjid, 'index', ic.relname::text, g.schema_name, g.table_name
+    FROM group_tables g
+    JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
+    JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 )
-SELECT n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes),
-       pg_catalog.pg_get_functiondef(p.oid), pg_catalog.obj_description(p.oid, 'pg_proc')
+SELECT n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes), u.why, u.what, u.schema_name, u.table_name
 FROM used u
 JOIN pg_catalog.pg_proc p ON p.oid = u.fn
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
--- built-ins and extension members come with the server or the extension
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind = 'f'
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
                   WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid
                     AND e.deptype = 'e')
-ORDER BY 1, 2, 3
+ORDER BY 1, 2, 3, 4 DESC, 5, 6, 7
 """)
 
 
@@ -502,4 +546,63 @@ JOIN pg_catalog.pg_class c ON c.oid = t.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE t.isleaf
 ORDER BY g.ord, n.nspname, c.relname
+"""
+
+
+# What the group's tables, the database's views and its routines use that the move does
+# not create and that a user made (not built in, not an extension's): operators, casts,
+# operator classes and families, text search configurations and dictionaries,
+# conversions; each with what uses it (kind, schema, name, a routine's argument types).
+# pg_depend has these for indexes, constraints, defaults, a view's query and a
+# SQL-standard body (not for other bodies, which are only text).
+_REQUIRED = (
+    "WITH" + _GROUP + """,
+users(classid, objid, kind, schema_name, object_name, args) AS (
+    -- a group table: its indexes, defaults and constraints
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid, 'table', g.schema_name, g.table_name, NULL::text
+    FROM group_tables g JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
+    UNION ALL
+    SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass, ad.oid, 'table', g.schema_name, g.table_name, NULL
+    FROM group_tables g JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = g.relid
+    UNION ALL
+    SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, co.oid, 'table', g.schema_name, g.table_name, NULL
+    FROM group_tables g JOIN pg_catalog.pg_constraint co ON co.conrelid = g.relid
+    UNION ALL
+    SELECT 'pg_catalog.pg_rewrite'::pg_catalog.regclass, r.oid, 'view', n.nspname::text, v.relname::text, NULL::text
+    FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm')
+    JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+    UNION ALL
+    SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 'routine', n.nspname::text, p.proname::text,
+           pg_catalog.oidvectortypes(p.proargtypes)
+    FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+)
+SELECT u.kind, u.schema_name, u.object_name, u.args, a.type, a.object_names, a.object_args,
+       pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)
+FROM users u
+JOIN pg_catalog.pg_depend d ON d.classid = u.classid AND d.objid = u.objid AND d.deptype = 'n'
+CROSS JOIN LATERAL pg_catalog.pg_identify_object_as_address(d.refclassid, d.refobjid, 0) a
+WHERE d.refclassid IN ('pg_catalog.pg_operator'::pg_catalog.regclass, 'pg_catalog.pg_cast'::pg_catalog.regclass,
+                       'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_opfamily'::pg_catalog.regclass,
+                       'pg_catalog.pg_ts_config'::pg_catalog.regclass, 'pg_catalog.pg_ts_dict'::pg_catalog.regclass,
+                       'pg_catalog.pg_conversion'::pg_catalog.regclass)
+  AND d.refobjid >= 16384
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                  WHERE e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e')
+ORDER BY 1, 2, 3, 4, 8
+""")
+
+
+# Owner and comment of the sequences the group uses, and whether a column owns them
+# (an owned sequence takes its table's owner).
+_SEQUENCE_DETAILS = """
+SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.obj_description(c.oid, 'pg_class'),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+               WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i'))
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+JOIN pg_catalog.pg_namespace n ON n.nspname = g.s
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = g.n
 """
