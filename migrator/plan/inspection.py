@@ -25,7 +25,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator import names
-from migrator.errors import OperationFailed, ServerUnreachable
+from migrator.errors import OperationFailed, PlaybookError, ServerUnreachable
 from migrator.pgbouncer.config import read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.pgbouncer.route import include_problem, route_for
@@ -81,6 +81,7 @@ class RoleRights:
     create_on_database: bool       # CREATE on the database (publications, schemas)
     create_subscription: bool      # superuser, or pg_create_subscription (PostgreSQL 16+)
     signal_backend: bool           # may cancel other roles' queries (pg_signal_backend)
+    bypass_rls: bool = False       # BYPASSRLS: row security does not apply to it
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,12 @@ class Snapshot:
     # this move made them (its marker table is there: the schema step ran, no full
     # rollback or `complete` since); None otherwise.
     drift: tuple[Difference, ...] | None = None
+    # This move is under way: its marker table is on the target (the schema step ran, no
+    # full rollback or `complete` since) or its checkpoint says steps ran. Its
+    # publications, subscriptions, slots and the group's tables on the target are then its
+    # own work, not leftovers. `steps_done`: the checkpoint's finished steps, in order.
+    in_flight: bool = False
+    steps_done: tuple[str, ...] = ()
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -201,13 +208,18 @@ class Snapshot:
 
 
 def inspect_move(
-    playbook: Playbook, *, long_transaction_after: float = LONG_TRANSACTION_AFTER
+    playbook: Playbook, *, long_transaction_after: float = LONG_TRANSACTION_AFTER,
+    steps_done: Iterable[str] = (),
 ) -> Snapshot:
     """Read both servers and every PgBouncer; change nothing.
 
     Raises ServerUnreachable (naming source or target) when a server cannot be read;
     an unreachable PgBouncer is a fact of the snapshot, judged by `findings.check`.
     """
+    if playbook.whole_database and not playbook.group_read:
+        from migrator.move.group import read_schemas
+
+        playbook = read_schemas(playbook)
     objects = sorted(names.all_objects(playbook))
     with _read_only(playbook.source.dsn, "source") as conn:
         source = server_facts(
@@ -215,7 +227,12 @@ def inspect_move(
             object_names=objects, long_transaction_after=long_transaction_after,
         )
         catalog = read_group(conn, playbook.tables, include=playbook.objects.include,
-                             exclude=playbook.objects.exclude)
+                             exclude=playbook.objects.exclude, schemas=playbook.schema_names)
+    if catalog.unmatched:
+        # As a table that does not exist: the playbook names what is not there.
+        raise PlaybookError([f"{where}: {name} is no view, routine, type or domain on the source "
+                             f"{playbook.source.display}" for where, name in catalog.unmatched],
+                            source=str(playbook.path) if playbook.path else None)
     with _read_only(playbook.target.dsn, "target") as conn:
         target = server_facts(
             conn, "target", playbook.target.dsn, app_roles=playbook.app_roles,
@@ -223,7 +240,8 @@ def inspect_move(
         )
         on_target = target_tables(conn, playbook.tables)
         existing = existing_objects(conn, catalog)
-        drift = _drift(conn, playbook, catalog)
+        marker = _has_marker(conn, playbook)
+        drift = _drift(conn, playbook, catalog) if marker else None
     tables = catalog.tables
     schema = group_schema(catalog, existing, playbook.app_roles) if catalog.existing else None
     tables = {
@@ -236,16 +254,19 @@ def inspect_move(
     return Snapshot(
         source=source, target=target, tables=tables, pgbouncers=bouncers,
         shared_sequences=catalog.shared_sequences, catalog=catalog, existing=existing, schema=schema,
-        drift=drift,
+        drift=drift, in_flight=marker or bool(tuple(steps_done)), steps_done=tuple(steps_done),
     )
 
 
-def _drift(conn: psycopg.Connection, playbook: Playbook, source: GroupCatalog) -> tuple[Difference, ...] | None:
-    """The sides compared, when the target's copy of the group is this move's: the schema
-    step creates the move's marker table in the transaction that creates the group there."""
+def _has_marker(conn: psycopg.Connection, playbook: Playbook) -> bool:
+    """Is the target's copy of the group this move's? The schema step creates the move's
+    marker table in the transaction that creates the group there."""
     marker = TableName(*names.sync_marker(playbook)).qualified
-    if not conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (marker,)).fetchone()[0]:
-        return None
+    return bool(conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (marker,)).fetchone()[0])
+
+
+def _drift(conn: psycopg.Connection, playbook: Playbook, source: GroupCatalog) -> tuple[Difference, ...]:
+    """The sides compared, when the target's copy of the group is this move's."""
     return tuple(compare({**source.tables, **source.partitions}, tree_facts(conn, playbook.tables)))
 
 
@@ -313,7 +334,8 @@ SELECT pg_catalog.current_setting('server_version'),
                                     'walwriter', 'startup', 'archiver', 'io worker',
                                     'walsummarizer', 'slotsync worker', 'logger'))::int,
        CASE WHEN pg_catalog.has_table_privilege('pg_catalog.pg_largeobject_metadata', 'SELECT')
-            THEN (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)::int ELSE 0 END
+            THEN (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)::int ELSE 0 END,
+       r.rolbypassrls
 FROM pg_catalog.pg_roles r
 WHERE r.rolname = current_user
 """
@@ -371,7 +393,7 @@ def server_facts(
     assert row is not None, "current_user has no pg_roles row"
     (version, version_num, wal_level, slots, senders, workers, processes, sync, sysid,
      user, superuser, replication, create, subscribe, signal,
-     slots_used, senders_used, workers_used, processes_used, large_objects) = row
+     slots_used, senders_used, workers_used, processes_used, large_objects, bypass_rls) = row
     roles = dict(conn.execute(_APP_ROLES, (list(app_roles),)).fetchall())
     leftovers = tuple(
         LeftoverObject(
@@ -414,6 +436,7 @@ def server_facts(
         rights=RoleRights(
             name=user, superuser=superuser, replication=replication or superuser,
             create_on_database=create, create_subscription=subscribe, signal_backend=signal,
+            bypass_rls=bypass_rls,
         ),
         app_roles=roles,
         leftovers=leftovers,

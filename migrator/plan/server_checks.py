@@ -254,8 +254,12 @@ def app_roles(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
     ("move.leftover_slot", "no replication slot with this move's name exists (orphaned slots retain WAL)"),
     ("move.leftover_publication", "no publication with this move's name exists"),
     ("move.leftover_subscription", "no subscription with this move's name exists"),
+    ("move.in_flight", "this move is under way: its objects are its own, and where it stands is said"),
 )
 def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if snapshot.in_flight:
+        yield _in_flight(snapshot, playbook)
+        return
     found = False
     for server in sides(snapshot):
         for obj in server.leftovers:
@@ -280,6 +284,34 @@ def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
     if not found:
         yield Finding(OK, "move.leftover_slot", "leftovers",
                       f"no publication, subscription or slot named {names.publication(playbook)}* exists")
+
+
+def _in_flight(snapshot: Snapshot, playbook: Playbook) -> Finding:
+    """Where the move stands, from its checkpoint (steps done) and the servers (its
+    replication objects), instead of calling its own objects leftovers of an earlier run."""
+    path = playbook.path or "PLAYBOOK"
+    own = {(server.side, o.kind, o.name) for server in sides(snapshot) for o in server.leftovers}
+    reverse = ("source", "subscription", names.reverse_subscription(playbook)) in own
+    forward = ("target", "subscription", names.subscription(playbook)) in own
+    if reverse:
+        where = ("past the cutover: the target serves the group and reverse replication "
+                 f"({names.reverse_subscription(playbook)} on the source) keeps the old copy current")
+    elif forward:
+        where = (f"replicating to the target ({names.subscription(playbook)}), before the cutover: "
+                 "the source serves the group")
+    else:
+        where = "the group is on the target (its schema step ran); no replication runs now"
+    done = f"; steps done: {', '.join(snapshot.steps_done)}" if snapshot.steps_done else ""
+    objects = sorted(f"{kind} {name} on the {side}" for side, kind, name in own)
+    return Finding(
+        WARN, "move.in_flight", playbook.name,
+        f"move {playbook.name} is in flight, {where}{done}"
+        + (f"; {listing(objects)} are its own" if objects else "")
+        + ": this plan describes a move already under way",
+        f"`migrator status {path}` follows it; `migrator execute {path}` resumes it, "
+        f"`migrator rollback {path}` undoes it, `migrator complete {path}` ends it",
+        noun="move",
+    )
 
 
 @codes(("source.long_transaction", "no long-running transaction on the source (slot creation waits for it)"))
