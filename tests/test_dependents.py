@@ -118,6 +118,13 @@ def test_variables_arguments_and_results_of_types_the_parser_cannot_know_parse()
     assert {("billing", "rates"), ("billing", "archive")} <= refs.reads
 
 
+def test_every_way_of_running_a_string_is_dynamic():
+    for statement in ("RETURN QUERY EXECUTE 'SELECT 1';", "OPEN c FOR EXECUTE 'SELECT 2';",
+                      "FOR r IN EXECUTE 'SELECT 3' LOOP END LOOP;", "EXECUTE 'SELECT 4';"):
+        refs = plpgsql_body(plpgsql("c refcursor; r record;", statement, header="public.f() RETURNS SETOF int"))
+        assert refs.parsed and refs.dynamic, statement
+
+
 def test_a_body_that_cannot_be_analysed_says_why():
     refs = plpgsql_body(plpgsql("x int;", "IF x THEN RETURN 1;"))
     assert not refs.parsed and refs.problem and "syntax error" in refs.problem

@@ -120,3 +120,14 @@ def test_the_store_shows_its_own_url_masked(tmp_path):
         StateStore(f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/state?connect_timeout=1")
     assert SECRET not in str(caught.value)
     assert f"u:{MASK}@127.0.0.1:1" in str(caught.value)
+
+
+def test_a_long_text_is_masked_line_by_line_as_a_short_one_is():
+    # plan --json of a thousand tables is megabytes: masked where a line can hold a secret
+    filler = ("x" * 100 + "\n") * 1000
+    text = filler + "postgresql://u:Secret1@h/db\n" + "host=a password=Secret2 dbname=b\n" + filler
+    masked = mask_secrets(text)
+    assert "Secret1" not in masked and "Secret2" not in masked and masked.count("****") == 2
+    assert masked.replace("****", "") == text.replace("Secret1", "").replace("Secret2", "")
+    # a value on the line after its keyword falls back to the whole text
+    assert mask_secrets(filler + "password =\n Secret3").endswith("password =\n ****")

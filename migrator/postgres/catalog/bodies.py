@@ -21,13 +21,13 @@ still does not parse says why, so the caller can fall back on a name search once
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from pglast import parse_plpgsql, parse_sql
-from pglast.parser import ParseError
-from pglast.visitors import Visitor
+from pglast import parse_plpgsql
+from pglast.parser import ParseError, parse_sql_json
 
 # PL/pgSQL's parse modes (parser.h RawParseMode): a whole statement, a type name, an
 # expression, and the three forms of an assignment's target (`x`, `x.f`, `x.f.g`).
@@ -57,59 +57,53 @@ class BodyReferences:
         return self
 
 
-class _Collector(Visitor):
-    def __init__(self, refs: BodyReferences) -> None:
-        super().__init__()
-        self.refs = refs
-        self.ctes: set[str] = set()
-
-    def visit_CommonTableExpr(self, ancestors, node) -> None:
-        self.ctes.add(node.ctename)
-
-    def visit_RangeVar(self, ancestors, node) -> None:
-        self.refs.reads.add((node.schemaname, node.relname))
-
-    def visit_FuncCall(self, ancestors, node) -> None:
-        names = _strings(node.funcname)
-        if names:
-            self.refs.calls.add((names[0], names[1]) if len(names) == 2 else (None, names[-1]))
-
-    def visit_TypeName(self, ancestors, node) -> None:
-        names = _strings(node.names)
-        if names and names[0] != "pg_catalog" and len(names) <= 2:
-            self.refs.types.add((names[0], names[1]) if len(names) == 2 else (None, names[0]))
-
-    def _wrote(self, relation) -> None:
-        if relation is not None:
-            self.refs.writes.add((relation.schemaname, relation.relname))
-
-    def visit_InsertStmt(self, ancestors, node) -> None:
-        self._wrote(node.relation)
-
-    def visit_UpdateStmt(self, ancestors, node) -> None:
-        self._wrote(node.relation)
-
-    def visit_DeleteStmt(self, ancestors, node) -> None:
-        self._wrote(node.relation)
-
-    def visit_MergeStmt(self, ancestors, node) -> None:
-        self._wrote(node.relation)
-
-    def visit_TruncateStmt(self, ancestors, node) -> None:
-        for relation in node.relations or ():
-            self._wrote(relation)
-
-
-def _strings(nodes) -> list[str]:
-    names = [getattr(n, "sval", None) for n in nodes or ()]
-    return names if names and all(names) else []
+# The statements that write a relation (their `relation`).
+_WRITES = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 
 
 def _collect(statements: str, refs: BodyReferences) -> None:
-    collector = _Collector(refs)
-    collector(parse_sql(statements))
+    """What the statements name, from the parse tree as JSON (pglast's C parser; a walk
+    over plain dicts, much faster than building its Python nodes)."""
+    ctes: set[str] = set()
+    stack: list = [json.loads(parse_sql_json(statements))]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key == "RangeVar":
+                refs.reads.add((value.get("schemaname"), value["relname"]))
+            elif key == "FuncCall":
+                names = _strings(value.get("funcname"))
+                if names:
+                    refs.calls.add((names[0], names[1]) if len(names) == 2 else (None, names[-1]))
+            elif key in ("TypeName", "typeName"):
+                names = _strings(value.get("names"))
+                if names and names[0] != "pg_catalog" and len(names) <= 2:
+                    refs.types.add((names[0], names[1]) if len(names) == 2 else (None, names[0]))
+            elif key == "CommonTableExpr":
+                ctes.add(value["ctename"])
+            elif key in _WRITES and isinstance(value.get("relation"), dict):
+                relation = value["relation"]
+                name = (relation.get("schemaname"), relation["relname"])
+                refs.writes.add(name)
+                refs.reads.add(name)
+            elif key == "TruncateStmt":
+                for relation in value.get("relations") or ():
+                    target = relation.get("RangeVar", relation)
+                    refs.writes.add((target.get("schemaname"), target["relname"]))
+            if isinstance(value, dict | list):
+                stack.append(value)
     # A name a WITH defines is not a table.
-    refs.reads -= {(None, c) for c in collector.ctes}
+    refs.reads -= {(None, c) for c in ctes}
+
+
+def _strings(nodes) -> list[str]:
+    names = [n.get("String", {}).get("sval") if isinstance(n, dict) else None for n in nodes or ()]
+    return names if names and all(names) else []
 
 
 def sql_body(source: str) -> BodyReferences:
@@ -149,7 +143,8 @@ def _expressions(node, dynamic: bool = False) -> Iterable[tuple[int, str, bool]]
     """Every PLpgSQL_expr in the tree: (parse mode, text, inside a dynamic EXECUTE)."""
     if isinstance(node, dict):
         for key, value in node.items():
-            inside = dynamic or key in ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors")
+            # EXECUTE, FOR ... IN EXECUTE, RETURN QUERY EXECUTE, OPEN ... FOR EXECUTE
+            inside = dynamic or key in ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors", "dynquery")
             if key == "PLpgSQL_expr" and isinstance(value, dict) and value.get("query") is not None:
                 yield value.get("parseMode", _STATEMENT_MODE), value["query"], inside
             yield from _expressions(value, inside)

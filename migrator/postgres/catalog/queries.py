@@ -53,21 +53,23 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = su.relid AND a.attnum = su.attnum
 JOIN pg_catalog.pg_class s ON s.oid = su.seqid
 JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
 JOIN pg_catalog.pg_sequence q ON q.seqrelid = su.seqid
-WHERE su.seqid IN (SELECT seqid FROM seq_uses WHERE relid IN (SELECT relid FROM group_tables))
+JOIN (SELECT DISTINCT seqid FROM seq_uses WHERE relid IN (SELECT relid FROM group_tables)) w ON w.seqid = su.seqid
 ORDER BY tn.nspname, t.relname, a.attnum, sn.nspname, s.relname
 """)
 
 
 _INDEXES = (
-    "WITH" + _GROUP + """
+    "WITH" + _GROUP + """,
+-- conindid: a unique/PK/exclusion constraint's own index, and the referenced table's
+-- index of every foreign key (DROP INDEX refuses both); pg_constraint has no index on it
+-- to look it up index by index
+by_index AS (
+    SELECT co.conindid, pg_catalog.array_agg(co.conname::text ORDER BY co.conname) AS names
+    FROM pg_catalog.pg_constraint co WHERE co.conindid <> 0 GROUP BY co.conindid
+)
 SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid),
        i.indisprimary, i.indisreplident, i.indisunique, i.indisvalid,
-       ARRAY(
-           -- conindid: a unique/PK/exclusion constraint's own index, and the
-           -- referenced table's index of every foreign key (DROP INDEX refuses both)
-           SELECT co.conname::text FROM pg_catalog.pg_constraint co
-           WHERE co.conindid = i.indexrelid ORDER BY co.conname
-       ),
+       COALESCE(b.names, '{}'),
        pg_catalog.pg_relation_size(i.indexrelid),
        (SELECT co.conname::text FROM pg_catalog.pg_constraint co
          WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x')),
@@ -84,6 +86,7 @@ SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.ind
 FROM group_tables g
 JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+LEFT JOIN by_index b ON b.conindid = i.indexrelid
 ORDER BY g.schema_name, g.table_name, ic.relname
 """)
 
@@ -167,8 +170,9 @@ SELECT g.schema_name, g.table_name, a.attname,
        -- large object references: oid, or a domain over it such as the lo extension's
        'pg_catalog.oid'::pg_catalog.regtype IN (t.oid, t.typbasetype),
        a.atttypid::int,
-       NULLIF(COALESCE((pg_catalog.to_jsonb(a) ->> 'attstattarget')::int, -1), -1),
-       NULLIF(pg_catalog.to_jsonb(a) ->> 'attcompression', ''),
+       -- nullable from PostgreSQL 17, -1 before: the default either way
+       NULLIF(COALESCE(a.attstattarget::int, -1), -1),
+       /*compression*/ NULLIF(a.attcompression::text, ''),
        CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage::text END,
        a.attislocal
 FROM group_tables g
@@ -178,6 +182,9 @@ LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attn
 ORDER BY g.schema_name, g.table_name, a.attnum
 """)
 
+
+# pg_attribute.attcompression exists from PostgreSQL 14 (reader picks the spelling).
+_NO_COMPRESSION = "/*compression*/ NULL::text"
 
 _CONSTRAINTS = (
     "WITH" + _GROUP + """
@@ -209,14 +216,19 @@ ORDER BY g.schema_name, g.table_name, tg.tgname
 # Every type the columns need, following arrays, domains, ranges and composites down
 # to the built-ins (per group table): the types to create, and the extensions to need.
 _USED_TYPES = """,
-used(relid, typid) AS (
-    SELECT a.attrelid, a.atttypid
+direct(relid, typid) AS (
+    SELECT DISTINCT a.attrelid, a.atttypid
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid IN (SELECT relid FROM group_tables) AND a.attnum > 0 AND NOT a.attisdropped
+),
+-- followed once per distinct column type, not once per table: a thousand tables use a
+-- few dozen types
+closure(root, typid) AS (
+    SELECT DISTINCT typid, typid FROM direct
     UNION
-    SELECT u.relid, x.typid
-    FROM used u
-    JOIN pg_catalog.pg_type t ON t.oid = u.typid
+    SELECT c.root, x.typid
+    FROM closure c
+    JOIN pg_catalog.pg_type t ON t.oid = c.typid
     CROSS JOIN LATERAL (
         SELECT t.typelem WHERE t.typelem <> 0
         UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
@@ -225,6 +237,9 @@ used(relid, typid) AS (
                   WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
                     AND NOT ca.attisdropped
     ) AS x(typid)
+),
+used(relid, typid) AS (
+    SELECT DISTINCT d.relid, c.typid FROM direct d JOIN closure c ON c.root = d.typid
 )"""
 
 # A type's facts (`t`, in `tn`, `tr` its relation if any): what CREATE TYPE or CREATE
@@ -270,15 +285,27 @@ _TYPE_COLUMNS = """tn.nspname, t.typname,
        pg_catalog.pg_get_userbyid(t.typowner)
 """
 
-# The used types, kept when not built in or when an extension provides them.
+# The used types, kept when not built in or when an extension provides them; each
+# type's facts read once, however many tables use it.
 _TYPES = (
-    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """
-SELECT g.schema_name, g.table_name, """ + _TYPE_COLUMNS + """FROM used u
+    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """,
+details(typid, nspname, typname, kind, extension, labels, base, is_array, not_null, default_value, checks,
+        attributes, subtype, depends_on, comment, owner) AS MATERIALIZED (
+    SELECT t.oid, """ + _TYPE_COLUMNS + """FROM (SELECT DISTINCT typid FROM used) k
+    JOIN pg_catalog.pg_type t ON t.oid = k.typid
+    JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+    LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
+    WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema')
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid
+                    AND d.deptype = 'e')
+)
+SELECT g.schema_name, g.table_name, d.nspname, d.typname, d.kind, d.extension, d.labels, d.base, d.is_array,
+       d.not_null, d.default_value, d.checks, d.attributes, d.subtype, d.depends_on, d.comment, d.owner
+FROM used u
 JOIN group_tables g ON g.relid = u.relid
-JOIN pg_catalog.pg_type t ON t.oid = u.typid
-JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
-LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
-ORDER BY g.schema_name, g.table_name, tn.nspname, t.typname
+JOIN details d ON d.typid = u.typid
+ORDER BY g.schema_name, g.table_name, d.nspname, d.typname
 """)
 
 # The same for types named (schemas, names): those routines, views and the playbook

@@ -52,6 +52,7 @@ from migrator.postgres.catalog.queries import (
     _COLLATIONS,
     _COLUMN_GRANTS,
     _COLUMNS,
+    _NO_COMPRESSION,
     _COMMENTS,
     _CONSTRAINTS,
     _EXTENSIONS,
@@ -182,10 +183,10 @@ def table_facts(
             key: {} for key in ("columns", "constraints", "triggers", "types", "extensions")
         }
         for key, query, make in (
-            ("columns", _COLUMNS, _column),
+            ("columns", _columns_query(conn), _column),
             ("constraints", _CONSTRAINTS, _constraint),
             ("triggers", _TRIGGERS, _trigger),
-            ("types", _TYPES, _type),
+            ("types", _TYPES, _types_once()),
             ("extensions", _EXTENSIONS, lambda r: r[2]),
         ):
             for row in conn.execute(query, params):  # type: ignore[arg-type]
@@ -225,12 +226,14 @@ def table_facts(
             continue
         columns = tuple(
             (replace(c, comment=comments.get((name, "column", c.name)),
-                     grants=_grants(column_grants.get((name, c.name)))), is_lo)
+                     grants=_grants(column_grants.get((name, c.name))))
+             if (name, "column", c.name) in comments or (name, c.name) in column_grants else c, is_lo)
             for c, is_lo in by_table["columns"].get(name, ())
         )
 
         def commented(items, kind, name=name):
-            return tuple(replace(i, comment=comments.get((name, kind, i.name))) for i in items)
+            return tuple(replace(i, comment=comments[(name, kind, i.name)]) if (name, kind, i.name) in comments
+                         else i for i in items)
 
         facts[name] = TableFacts(
             name=name,
@@ -310,6 +313,25 @@ _TYPE_KIND = {"e": "enum", "d": "domain", "c": "composite", "r": "range", "b": "
 
 
 _BUILTIN_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+def _columns_query(conn: psycopg.Connection) -> str:
+    if conn.info.server_version >= 140000:
+        return _COLUMNS
+    return _COLUMNS.replace("/*compression*/ NULLIF(a.attcompression::text, '')", _NO_COMPRESSION)
+
+
+def _types_once():
+    """_type, made once per type however many tables use it."""
+    made: dict[tuple[str, str], TypeFacts | None] = {}
+
+    def make(row: tuple) -> TypeFacts | None:
+        key = (row[2], row[3])
+        if key not in made:
+            made[key] = _type(row)
+        return made[key]
+
+    return make
 
 
 def _type(row: tuple) -> TypeFacts | None:
@@ -420,6 +442,12 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName], *,
         )
         routines_moving = dependents.routines
         named, extensions, requirements = _named_types(conn, dependents)
+        if schemas:
+            # A whole database: every extension it has, whatever the analysis saw use it
+            # (a body that builds its SQL at run time may call any of them).
+            for (extension,) in conn.execute("SELECT extname::text FROM pg_catalog.pg_extension "
+                                             "WHERE extname <> 'plpgsql' ORDER BY 1"):
+                extensions = {**extensions, extension: (*extensions.get(extension, ()), "the database (schemas:)")}
         types = _creation_order([*(t for table in everything.values() for t in table.types), *named])
         requirements += _required(conn, params, dependents)
         schema_names = sorted(
