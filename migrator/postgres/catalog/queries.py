@@ -213,6 +213,18 @@ ORDER BY g.schema_name, g.table_name, tg.tgname
 """)
 
 
+# What type `t` is made of, as x(typid): an array's element, a domain's base, a range's
+# subtype, a composite's attribute types.
+_MADE_OF = """
+    CROSS JOIN LATERAL (
+        SELECT t.typelem WHERE t.typelem <> 0
+        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+        UNION ALL SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
+                  WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
+                    AND NOT ca.attisdropped
+    ) AS x(typid)"""
+
 # Every type the columns need, following arrays, domains, ranges and composites down
 # to the built-ins (per group table): the types to create, and the extensions to need.
 _USED_TYPES = """,
@@ -228,15 +240,7 @@ closure(root, typid) AS (
     UNION
     SELECT c.root, x.typid
     FROM closure c
-    JOIN pg_catalog.pg_type t ON t.oid = c.typid
-    CROSS JOIN LATERAL (
-        SELECT t.typelem WHERE t.typelem <> 0
-        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
-        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
-        UNION ALL SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
-                  WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
-                    AND NOT ca.attisdropped
-    ) AS x(typid)
+    JOIN pg_catalog.pg_type t ON t.oid = c.typid""" + _MADE_OF + """
 ),
 used(relid, typid) AS (
     SELECT DISTINCT d.relid, c.typid FROM direct d JOIN closure c ON c.root = d.typid
@@ -323,15 +327,7 @@ used(schema_name, type_name, typid) AS (
     UNION
     SELECT u.schema_name, u.type_name, x.typid
     FROM used u
-    JOIN pg_catalog.pg_type t ON t.oid = u.typid
-    CROSS JOIN LATERAL (
-        SELECT t.typelem WHERE t.typelem <> 0
-        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
-        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
-        UNION ALL SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
-                  WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
-                    AND NOT ca.attisdropped
-    ) AS x(typid)
+    JOIN pg_catalog.pg_type t ON t.oid = u.typid""" + _MADE_OF + """
 )
 SELECT u.schema_name, u.type_name, """ + _TYPE_COLUMNS + """FROM used u
 JOIN pg_catalog.pg_type t ON t.oid = u.typid
@@ -362,7 +358,7 @@ objects(relid, classid, objid) AS (
     FROM pg_catalog.pg_trigger tg
     WHERE tg.tgrelid IN (SELECT relid FROM group_tables) AND NOT tg.tgisinternal
 ),
-refs(relid, classid, objid) AS (
+refs(relid, classid, objid) AS MATERIALIZED (
     SELECT o.relid, d.refclassid, d.refobjid
     FROM objects o
     JOIN pg_catalog.pg_depend d ON d.classid = o.classid AND d.objid = o.objid
