@@ -22,10 +22,11 @@ _STARTED = (StepStatus.RUNNING, StepStatus.DONE, StepStatus.FAILED, StepStatus.U
 
 
 def in_flight(store: StateStore, move: str) -> bool:
-    """Has this move done something that a full rollback or `complete` has not ended?"""
+    """Has this move done something that a full rollback or `complete` has not ended?
+    (The preflight changes nothing on the servers: a move stopped there has not started.)"""
     if store.move_status(move) != MoveStatus.ACTIVE:
         return False
-    return any(record.status in _STARTED for record in store.steps(move).values())
+    return any(record.status in _STARTED for step, record in store.steps(move).items() if step != "preflight")
 
 
 def resolve_group(playbook: Playbook, store: StateStore | None = None, *, pin: bool = False) -> Playbook:

@@ -368,6 +368,8 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"PgBouncer {bouncer.display} has no [databases] entry {entry} (SHOW DATABASES)",
                 f"add {entry} to its config file and RELOAD, or fix pgbouncers[{bouncer.index}].database",
             )
+        elif snapshot.in_flight and bouncer.entry_points_at_target:
+            pass  # past this move's cutover: the target serves (move.in_flight says so)
         elif not bouncer.entry_points_at_source:
             bad = True
             now = f"{bouncer.entry.host}:{bouncer.entry.port}/{bouncer.entry.database}"
@@ -409,6 +411,8 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"config file {bouncer.config_file} has no {entry} entry under [databases]",
                 "point config_file at the file this PgBouncer was started with",
             )
+        elif snapshot.in_flight and _config_on_target(bouncer, playbook):
+            pass
         elif not bouncer.config_points_at_source:
             bad = True
             yield Finding(
@@ -418,8 +422,16 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 "make the file agree with what the PgBouncer routes to now, then plan again",
             )
         if not bad:
+            side = "target" if snapshot.in_flight and bouncer.entry_points_at_target else "source"
             yield Finding(
                 OK, "pgbouncer.unreachable", subject,
-                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source; "
+                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the {side}; "
                 f"{bouncer.config_file} is writable",
             )
+
+
+def _config_on_target(bouncer, playbook: Playbook) -> bool:
+    from migrator.plan.inspection import _routes_to
+
+    return bouncer.config_entry is not None and _routes_to(bouncer.database, bouncer.config_entry,
+                                                           playbook.target.dsn)
