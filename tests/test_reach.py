@@ -16,10 +16,14 @@ PgBouncer) has its own.
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 from catalogkit import catalog_move, module_topology, query_both, run_cli, wait_rows_identical, writer
+from click.testing import CliRunner
 
+from migrator.cli import cli
 from migrator.lab.sandbox import APP_DB, GROUP_ENTRY
 from migrator.playbook import TableName
 
@@ -111,13 +115,14 @@ GROUP = ["billing.invoices", "billing.lines"]
 
 
 def plan_doc(move, directory, tables=None, *, name="shapes", **extra) -> tuple[int, dict, str]:
+    """`migrator plan --json` in this process (the plan-only shapes need no subprocess)."""
     doc = move.playbook_doc(tables or [], name=name)
     if tables is None:
         del doc["tables"]
     doc.update(extra)
     path = move.write_playbook(directory / f"{name}.yaml", doc)
-    ran = run_cli("plan", str(path), "--json")
-    return ran.code, ran.json() if ran.code in (0, 3) else {}, ran.output
+    ran = CliRunner().invoke(cli, ["plan", str(path), "--json"])
+    return ran.exit_code, json.loads(ran.stdout) if ran.exit_code in (0, 3) else {}, ran.output
 
 
 def by_code(doc: dict, code: str) -> list[dict]:
@@ -204,7 +209,7 @@ def test_a_whole_database_move_takes_what_nothing_uses_and_names_what_stays(shap
     assert behind["table audit.logs"] == "schema audit is not in schemas:"
     assert_nothing_both_inside_and_outside(doc)
     # (9) grouped findings say what their subjects are: two extensions the tables need
-    text = run_cli("plan", str(tmp_path / "whole.yaml")).output
+    text = CliRunner().invoke(cli, ["plan", str(tmp_path / "whole.yaml")], terminal_width=250).output
     assert "2 extensions: citext, pgcrypto" in text, text
 
 
