@@ -175,6 +175,13 @@ def table_facts(
     conn: psycopg.Connection, tables: Iterable[TableName]
 ) -> dict[TableName, TableFacts]:
     """Everything about each table of the group on this server, in playbook order."""
+    return _table_facts(conn, tables)[0]
+
+
+def _table_facts(
+    conn: psycopg.Connection, tables: Iterable[TableName]
+) -> tuple[dict[TableName, TableFacts], list[tuple]]:
+    """table_facts, and the uses of the group's sequences by tables outside it."""
     tables = list(tables)
     params = _group_params(tables)
     with _qualified_names(conn):
@@ -197,10 +204,13 @@ def table_facts(
         for index in _index_rows(conn, tables):
             indexes.setdefault(index.table, []).append(index)
         sequences: dict[TableName, list[SequenceUse]] = {}
+        outside: list[tuple] = []
         for row in _sequence_rows(conn, tables):
             if row[15]:
                 use = _sequence_use(row)
                 sequences.setdefault(use.table, []).append(use)
+            else:
+                outside.append(row)
         comments: dict[tuple[TableName, str, str | None], str] = {
             (_name(r[0], r[1]), r[2], r[3]): r[4]
             for r in conn.execute(_COMMENTS, params)  # type: ignore[arg-type]
@@ -267,7 +277,7 @@ def table_facts(
             large_object_columns=tuple(c.name for c, is_lo in columns if is_lo),
             comment=comments.get((name, "table", None)),
         )
-    return facts
+    return facts, outside
 
 
 def _foreign_key_rows(conn: psycopg.Connection, params: dict) -> list[ForeignKey]:
@@ -390,9 +400,14 @@ def tree_facts(conn: psycopg.Connection, tables: Iterable[TableName]) -> dict[Ta
     """`table_facts` of the tables and of every partition under them, at every level
     (parents before children): a partitioned table comes with its whole tree, whose
     partitions are created, copied, granted and compared like the tables named."""
+    return _tree_facts(conn, tables)[0]
+
+
+def _tree_facts(conn: psycopg.Connection, tables: Iterable[TableName]
+                ) -> tuple[dict[TableName, TableFacts], list[tuple]]:
     tables = list(tables)
     tree = [_name(r[0], r[1]) for r in conn.execute(_PARTITION_TREE, _group_params(tables))]  # type: ignore[arg-type]
-    return table_facts(conn, tables + [t for t in tree if t not in tables])
+    return _table_facts(conn, tables + [t for t in tree if t not in tables])
 
 
 def schema_tables(conn: psycopg.Connection, schemas: Iterable[str] | None) -> list[TableName]:
@@ -415,7 +430,7 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName], *,
     `include`/`exclude`: views, routines and types to move, or leave, beyond what is
     detected; `schemas`: whole-database mode, everything of these schemas moves."""
     tables, schemas = list(tables), list(schemas)
-    everything = tree_facts(conn, tables)
+    everything, outside = _tree_facts(conn, tables)
     facts = {t: everything[t] for t in tables}
     partitions = {t: f for t, f in everything.items() if t not in facts}
     existing = [n for n, t in everything.items() if t.exists]
@@ -425,9 +440,8 @@ def read_group(conn: psycopg.Connection, tables: Iterable[TableName], *,
     with _qualified_names(conn):
         needed = [((_name(r[0], r[1]), r[2]), _reason(r)) for r in conn.execute(_NEEDED_ROUTINES, params)]  # type: ignore[arg-type]
         shared: dict[TableName, set[TableName]] = {}
-        for row in _sequence_rows(conn, existing):
-            if not row[15]:
-                shared.setdefault(_name(row[3], row[4]), set()).add(_name(row[0], row[1]))
+        for row in outside:   # the group's sequences, used by tables outside it too
+            shared.setdefault(_name(row[3], row[4]), set()).add(_name(row[0], row[1]))
         sequences = _sequences(everything) + _schema_sequences(conn, schemas, everything)
         sequences = _sequence_details(conn, sequences)
         group_names = set(existing) | {s.name for s in sequences}
