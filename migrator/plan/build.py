@@ -481,7 +481,8 @@ def _objects_notes(snapshot: Snapshot) -> list[str]:
     notes = ["besides the tables it creates " + "; ".join(created)] if created else []
     catalog = snapshot.catalog
     if catalog is not None and catalog.left_behind:
-        notes.append("left on the source: " + "; ".join(f"{name} ({why})" for name, why in catalog.left_behind))
+        notes.append("left on the source (plan --json lists each): "
+                     + _short_list([f"{name} ({why})" for name, why in catalog.left_behind], limit=8))
     return notes
 
 
