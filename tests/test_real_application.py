@@ -31,7 +31,7 @@ import pytest
 from catalogkit import CatalogMove, on_both, run_cli, wait_rows_identical, writer
 
 from migrator.lab.binaries import postgres_bindir
-from migrator.lab.sandbox import APP_DB, APP_ROLE, GROUP_ENTRY
+from migrator.lab.sandbox import APP_DB, APP_ROLE
 from migrator.playbook import TableName
 
 PAGILA = (Path(__file__).parent / "data" / "pagila-schema.sql").read_text()
