@@ -192,7 +192,8 @@ def test_whole_database_mode_moves_what_nothing_uses():
     cat = RoutineSource(RoutineFacts(T("billing.cat"), "text, text", "..."), "sql", "SELECT $1 || $2", (),
                         ("public",))
     other = RoutineSource(RoutineFacts(T("audit.trim"), "text", "..."), "sql", "SELECT $1", (), ("public",))
-    found = resolve({INVOICES}, [], [], [cat, other], BILLING, types={T("billing.percent"): TypeName("d")},
-                    schemas=["billing"])
+    types = {T("billing.percent"): TypeName("d"), T("billing.pair"): TypeName("c", "c"), INVOICES: TypeName("c", "r")}
+    found = resolve({INVOICES}, [], [], [cat, other], BILLING, types=types, schemas=["billing"])
     assert [str(r.name) for r in found.routines] == ["billing.cat"]
-    assert found.types == {T("billing.percent"): ("schema billing",)}
+    # a composite type is made; a table's row type comes with the table
+    assert found.types == {T("billing.pair"): ("schema billing",), T("billing.percent"): ("schema billing",)}

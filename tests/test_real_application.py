@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -141,10 +142,10 @@ def run_under_load(demo: CatalogMove, app: TheApplication, verb: str, *args: str
     with writer(demo.move, app, max_iterations=100_000, interval=0.005) as load:
         ran = demo.run(verb, *args, timeout=150)
         assert ran.code == 0, ran.why()
-        after = app.mark()
-        deadline = load.done + 15
-        while load.done < deadline and not load.failures:
-            load._stop.wait(0.05)
+        after, wanted, deadline = app.mark(), load.done + 15, time.monotonic() + 30
+        while load.done < wanted and not load.failures:
+            assert time.monotonic() < deadline, f"the application stalled after {verb}"
+            time.sleep(0.05)
     assert load.failures == [], load.failures[:5]
     assert app.since(after) == {serving_port}, f"after {verb} the application ran on {app.since(after)}"
 

@@ -323,8 +323,8 @@ def resolve(group: set[TableName], needed: Iterable[tuple[RoutineKey, str]], vie
         for e in view.extensions:
             needs_extension.setdefault(e, []).append(user)
     for name, facts in types.items():
-        if facts.extension or facts.relkind:
-            continue
+        if facts.extension or facts.relkind in _RELATION_ROWS:
+            continue      # comes with its extension, or is a relation's row
         if name in include_set:
             needs_type.setdefault(name, []).append("objects.include")
         elif name.schema in schemas and name not in exclude_set:
