@@ -29,7 +29,8 @@ def finding_groups(findings) -> list[tuple[str, str, list]]:
 # What the subjects of a code's findings are, by the code's family.
 _NOUNS = {"table": "table", "fk": "table", "index": "index", "sequence": "sequence", "role": "role",
           "server": "server", "pgbouncer": "PgBouncer", "view": "view", "routine": "routine",
-          "target": "table", "owner": "role", "move": "object", "source": "transaction"}
+          "target": "table", "owner": "role", "move": "object", "source": "transaction",
+          "guard": "role", "schema": "table"}
 _PLURALS = {"index": "indexes", "chain": "chains"}
 
 
