@@ -93,7 +93,6 @@ class TheApplication:
 
     def __call__(self, conn: psycopg.Connection, i: int) -> None:
         film, customer, store = 1 + i % 200, 1 + i % 200, 1 + i % 2
-        port = conn.execute("SELECT pg_catalog.current_setting('port')::int").fetchone()[0]
         conn.execute("SELECT * FROM film_list WHERE fid = %s", (film,)).fetchall()
         conn.execute("SELECT count(*) FROM film_in_stock(%s, %s)", (film, store)).fetchone()
         conn.execute("SELECT inventory_held_by_customer(%s)", (1 + i % 800,)).fetchone()
@@ -110,6 +109,8 @@ class TheApplication:
             conn.execute("SELECT * FROM customer_list WHERE id = %s", (customer,)).fetchall()
             conn.execute("SELECT * FROM actor_info WHERE actor_id = %s", (1 + i % 100,)).fetchall()
             conn.execute("SELECT last_day(now()), count(*) FROM rewards_report(1, 0.01)").fetchone()
+        # asked last: the server that ran the iteration's last statement
+        port = conn.execute("SELECT pg_catalog.current_setting('port')::int").fetchone()[0]
         with self.lock:
             self.ports.append(port)
 
