@@ -257,13 +257,18 @@ def app_roles(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
     ("move.in_flight", "this move is under way: its objects are its own, and where it stands is said"),
 )
 def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    orphans: set[tuple[str, str]] = set()
     if snapshot.in_flight:
         yield _in_flight(snapshot, playbook)
-        return
+        # Its objects are its own; a slot whose subscription is gone is still one that
+        # retains WAL (a rollback or an execute stopped half way): said as before.
+        orphans = _orphaned_slots(snapshot, playbook)
+        if not orphans:
+            return
     found = False
     for server in sides(snapshot):
         for obj in server.leftovers:
-            if obj.name in expected:
+            if obj.name in expected and (server.side, obj.name) not in orphans:
                 continue
             found = True
             retained = (
@@ -278,12 +283,23 @@ def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
             yield Finding(
                 BLOCK, f"move.leftover_{obj.kind}", f"{server.side} {obj.kind} {obj.name}",
                 f"{obj.kind} {obj.name} already exists on the {server.side} ({obj.detail}{retained}): "
-                "left by an earlier run of this move",
+                + ("this move's, and no subscription uses it any more (a rollback or execute stopped half way)"
+                   if (server.side, obj.name) in orphans else "left by an earlier run of this move"),
                 f"if that run is abandoned, `migrator rollback` it or {drop} on the {server.side}",
             )
     if not found:
         yield Finding(OK, "move.leftover_slot", "leftovers",
                       f"no publication, subscription or slot named {names.publication(playbook)}* exists")
+
+
+def _orphaned_slots(snapshot: Snapshot, playbook: Playbook) -> set[tuple[str, str]]:
+    """(side, slot) of this move's slots no subscription of it uses any more."""
+    present = {(server.side, o.kind, o.name) for server in sides(snapshot) for o in server.leftovers}
+    subscriber = {("source", names.slot(playbook)): ("target", "subscription", names.subscription(playbook)),
+                  ("target", names.reverse_slot(playbook)): ("source", "subscription",
+                                                             names.reverse_subscription(playbook))}
+    return {(side, name) for side, kind, name in present
+            if kind == "slot" and (side, name) in subscriber and subscriber[(side, name)] not in present}
 
 
 def _in_flight(snapshot: Snapshot, playbook: Playbook) -> Finding:
