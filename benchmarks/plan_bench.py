@@ -19,7 +19,9 @@ about 5 MB) --runs times each, for two playbooks:
   listing of what stays behind).
 
 Each plan reads both servers (catalogs, sizes, the closure of views, routines and types
-with every body parsed), PgBouncer, and builds every step's SQL. Prints a table and
+with every body parsed), PgBouncer, and builds every step's SQL. Besides the wall time,
+the CPU seconds of the plan process and of both servers during it (on a shared machine
+these say what the wall time would be with the cores to ourselves). Prints a table and
 writes benchmarks/results/plan.json. Goal (issue 19): under 5 s (each median).
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,7 +39,16 @@ import time
 from pathlib import Path
 
 import psycopg
-from benchlib import RESULTS_DIR, machine_header, ok, one_line, print_header, rerun_command, write_json
+from benchlib import (
+    RESULTS_DIR,
+    cluster_cpu_seconds,
+    machine_header,
+    ok,
+    one_line,
+    print_header,
+    rerun_command,
+    write_json,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -111,15 +123,23 @@ ANALYZE;""")
     return "\n".join(out)
 
 
-def timed_plan(path: Path, *options: str) -> tuple[float, int]:
+def timed_plan(path: Path, *options: str, servers=()) -> tuple[float, int, float, float]:
+    """(wall seconds, exit code, CPU seconds of the plan process, CPU seconds the servers
+    spent meanwhile): on a shared machine the CPU seconds say what the wall time would be
+    with the cores to ourselves."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    servers_before = sum(cluster_cpu_seconds(s) for s in servers)
     started = time.monotonic()
     ran = subprocess.run([sys.executable, "-m", "migrator", "plan", str(path), *options], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = sum(cluster_cpu_seconds(s) for s in servers) - servers_before
     if ran.returncode not in (0, 3):
         raise SystemExit(f"plan failed ({ran.returncode}): {ran.stderr.strip()[-500:]}")
-    return seconds, ran.returncode
+    client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, ran.returncode, client_cpu, server_cpu
 
 
 def main() -> None:
@@ -163,13 +183,18 @@ def main() -> None:
             timed_plan(path)      # warm the servers' caches once, as a second plan would be
             for options in ((), ("--json",)):
                 command = " ".join(["migrator plan", *options])
-                times, code = [], None
+                times, client, server, code = [], [], [], None
                 for number in range(1, args.runs + 1):
                     with console.status(f"{label}: {command} {number}/{args.runs}"):
-                        seconds, code = timed_plan(path, *options)
+                        seconds, code, client_cpu, server_cpu = timed_plan(
+                            path, *options, servers=(move.source, move.target))
                     times.append(seconds)
+                    client.append(client_cpu)
+                    server.append(server_cpu)
                 rows.append({"playbook": label, "command": command, "runs_s": [round(t, 2) for t in times],
                              "median_s": round(statistics.median(times), 2), "max_s": round(max(times), 2),
+                             "client_cpu_s": round(statistics.median(client), 2),
+                             "servers_cpu_s": round(statistics.median(server), 2),
                              "exit_code": code, "load_average_after": round(os.getloadavg()[0], 2)})
     finally:
         move.topology.stop()
@@ -184,12 +209,13 @@ def main() -> None:
     table = Table(title=f"migrator plan: {counts[0]:,} tables, {counts[1]} routines, {counts[2]} views "
                         f"({one_line(machine)})", title_justify="left")
     for column, justify in (("playbook", "left"), ("command", "left"), ("runs s", "right"), ("median s", "right"),
-                            ("max s", "right"), ("load after", "right"), ("exit", "right")):
+                            ("max s", "right"), ("plan CPU s", "right"), ("servers CPU s", "right"),
+                            ("load after", "right"), ("exit", "right")):
         table.add_column(column, justify=justify)
     for r in rows:
         table.add_row(r["playbook"], r["command"], ", ".join(f"{t:.2f}" for t in r["runs_s"]),
-                      f"{r['median_s']:.2f}", f"{r['max_s']:.2f}", f"{r['load_average_after']:.2f}",
-                      str(r["exit_code"]))
+                      f"{r['median_s']:.2f}", f"{r['max_s']:.2f}", f"{r['client_cpu_s']:.2f}",
+                      f"{r['servers_cpu_s']:.2f}", f"{r['load_average_after']:.2f}", str(r["exit_code"]))
     console.print(table)
     console.print(f"goal: every median under {GOAL_SECONDS:g} s: {ok(met)} (seeding took {result['seed_seconds']} s); "
                   f"wrote {RESULTS}")

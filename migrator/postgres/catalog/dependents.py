@@ -160,8 +160,8 @@ class _Resolver:
                 return [], extension
         return [], None
 
-    def uses(self, r: RoutineSource) -> _Uses:
-        body = r.body()
+    def uses(self, r: RoutineSource, body: BodyReferences | None = None) -> _Uses:
+        body = body if body is not None else r.body()
         path = r.search_path
         reads = {self.relation(n, path) for n in body.reads | body.rowtypes} - {None}
         writes = {self.relation(n, path) for n in body.writes} - {None}
@@ -191,11 +191,12 @@ def resolve(group: set[TableName], needed: Iterable[tuple[RoutineKey, str]], vie
             types: Mapping[TableName, TypeName] | None = None,
             extension_routines: Mapping[TableName, str] | None = None,
             include: Iterable[TableName] = (), exclude: Iterable[TableName] = (),
-            schemas: Iterable[str] = ()) -> Dependents:
+            schemas: Iterable[str] = (), bodies: Mapping[RoutineKey, BodyReferences] | None = None) -> Dependents:
     """Decide, from what was read, what moves, what crosses and what else is needed.
     `group` holds the group's tables, partitions and sequences; `relations` every
     relation of the database; `needed` the routines the group's tables call, each with
-    why (`trigger t on public.a`); `schemas` the playbook's whole-database schemas."""
+    why (`trigger t on public.a`); `schemas` the playbook's whole-database schemas;
+    `bodies` the routines' bodies already parsed (else they are parsed here)."""
     types = types or {}
     include, exclude, schemas = list(include), list(exclude), set(schemas)
     all_views = {v.name: v for v in views}
@@ -237,7 +238,7 @@ def resolve(group: set[TableName], needed: Iterable[tuple[RoutineKey, str]], vie
     ]
 
     # Routines: what each body uses, resolved against the database.
-    uses = {r.key: resolver.uses(r) for r in kept}
+    uses = {r.key: resolver.uses(r, (bodies or {}).get(r.key)) for r in kept}
     allowed = group | moving
     index = {r.key: r for r in kept}
     chains: dict[RoutineKey, tuple[str, ...]] = {}
