@@ -266,8 +266,8 @@ def analyze_cmd(out: Output, playbook: Path | None, source_dsn: str | None, pgbo
         if playbook is not None:
             from migrator.move.group import resolve_group
 
-            report = analyze_playbook(resolve_group(load_playbook(playbook)), duration=duration, interval=interval,
-                                      progress=progress)
+            book = resolve_group(load_playbook(playbook))
+            report = analyze_playbook(book, duration=duration, interval=interval, progress=progress)
         else:
             report = analyze_source(source_dsn, pgbouncers=pgbouncers, duration=duration,
                                     interval=interval, progress=progress)
