@@ -280,6 +280,9 @@ def _read_only(dsn: str, side: str) -> Iterator[psycopg.Connection]:
     try:
         # Session default too, so not even a statement outside the block could write.
         conn.execute("SET default_transaction_read_only = on")
+        # Catalog queries over a large database pass jit_above_cost; compiling them costs
+        # more than running them (see the catalog reader).
+        conn.execute("SET jit = off")
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction(force_rollback=True):

@@ -89,16 +89,23 @@ _IDENTITY = {"d": "default", "n": "nothing", "f": "full", "i": "index"}
 
 @contextmanager
 def _qualified_names(conn: psycopg.Connection) -> Iterator[None]:
-    """Empty search_path for the block, so pg_get_*def and format_type qualify names.
+    """Empty search_path for the block, so pg_get_*def and format_type qualify names;
+    and no JIT: the planner's cost estimates of catalog queries over a thousand tables
+    pass jit_above_cost, and compiling them took longer than running them (0.3 s against
+    0.02 s for one query).
 
     set_config(..., is_local => true) inside a transaction (or savepoint): an error
-    rolls it back with the block, and on success the caller's value is put back.
+    rolls it back with the block, and on success the caller's values are put back.
     """
     with conn.transaction():
-        old = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
-        conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+        old = conn.execute("SELECT pg_catalog.current_setting('search_path'), "
+                           "pg_catalog.current_setting('jit', true)").fetchone()
+        conn.execute("SELECT pg_catalog.set_config('search_path', '', true), "
+                     "pg_catalog.set_config('jit', 'off', true)")
         yield
-        conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (old,))
+        conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (old[0],))
+        if old[1] is not None:
+            conn.execute("SELECT pg_catalog.set_config('jit', %s, true)", (old[1],))
 
 
 def _group_params(tables: Iterable[TableName]) -> dict[str, list[str]]:
