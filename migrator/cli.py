@@ -144,6 +144,13 @@ def sandbox_status_cmd(out: Output, directory: Path) -> None:
     out.sandbox_info(sandbox_status(directory), verb="status")
 
 
+_state_option = click.option(
+    "--state", "state_url", envvar="MIGRATOR_STATE", default=None, metavar="URL",
+    help="SQLAlchemy URL of the checkpoint store [env MIGRATOR_STATE; default: "
+    "a SQLite file .migrator/state.db beside the playbook].",
+)
+
+
 # --------------------------------------------------------------------------- plan
 
 
@@ -178,8 +185,10 @@ def _copy_rate(ctx: click.Context, param: click.Parameter, value: str) -> int:
               help="Also watch the live traffic this long (as `analyze` does) and add its findings.")
 @click.option("--sql", "show_sql", is_flag=True,
               help="Print every statement of every step, with its notes (--json always has them).")
+@_state_option
 @json_option
-def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None, show_sql: bool) -> None:
+def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None, show_sql: bool,
+             state_url: str | None) -> None:
     """Inspect both servers and every PgBouncer, then print the verdict, the findings
     by code and the steps (with --sql, every statement each will run). Read-only:
     changes nothing anywhere.
@@ -195,13 +204,16 @@ def plan_cmd(out: Output, playbook: Path, copy_rate: int, observe: float | None,
       migrator plan playbook.yaml --observe 60s
     """
     from migrator.errors import PlanBlocked
+    from migrator.move.group import resolve_group
     from migrator.plan.build import make_plan
     from migrator.playbook import load_playbook
 
     book = load_playbook(playbook)
+    store = _existing_store(playbook, state_url)
     with out.status("inspecting the source, the target and PgBouncer (read-only)"
                     + (", watching the traffic" if observe else "")):
-        result = make_plan(book, copy_rate_bytes_per_s=copy_rate, observe=observe)
+        book = resolve_group(book, store)
+        result = make_plan(book, copy_rate_bytes_per_s=copy_rate, observe=observe, store=store)
     out.plan(result, sql=show_sql)
     if result.blocking:
         if out.json_mode:
@@ -252,8 +264,10 @@ def analyze_cmd(out: Output, playbook: Path | None, source_dsn: str | None, pgbo
         raise PlaybookError("--pgbouncer goes with --source; a playbook lists its PgBouncers")
     with out.analyze_progress() as progress:
         if playbook is not None:
-            report = analyze_playbook(load_playbook(playbook), duration=duration, interval=interval,
-                                      progress=progress)
+            from migrator.move.group import resolve_group
+
+            book = resolve_group(load_playbook(playbook))
+            report = analyze_playbook(book, duration=duration, interval=interval, progress=progress)
         else:
             report = analyze_source(source_dsn, pgbouncers=pgbouncers, duration=duration,
                                     interval=interval, progress=progress)
@@ -274,19 +288,28 @@ def analyze_cmd(out: Output, playbook: Path | None, source_dsn: str | None, pgbo
 # --------------------------------------------------------------------------- the move
 
 _playbook_argument = click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
-_state_option = click.option(
-    "--state", "state_url", envvar="MIGRATOR_STATE", default=None, metavar="URL",
-    help="SQLAlchemy URL of the checkpoint store [env MIGRATOR_STATE; default: "
-    "a SQLite file .migrator/state.db beside the playbook].",
-)
 
 
-def _open(playbook_path: Path, state_url: str | None):
+def _open(playbook_path: Path, state_url: str | None, *, pin: bool = False, read_group: bool = True):
+    """The playbook and its checkpoint store; in whole-database mode with the group's
+    tables read (the move's recorded ones once it runs; `pin` records them)."""
+    from migrator.move.group import resolve_group
     from migrator.move.state import StateStore, default_url
     from migrator.playbook import load_playbook
 
     playbook = load_playbook(playbook_path)
-    return playbook, StateStore(state_url or default_url(playbook_path))
+    store = StateStore(state_url or default_url(playbook_path))
+    return (resolve_group(playbook, store, pin=pin) if read_group else playbook), store
+
+
+def _existing_store(playbook_path: Path, state_url: str | None):
+    """The checkpoint store if there is one (a read-only command does not make one)."""
+    from migrator.move.state import StateStore, default_url
+
+    url = state_url or default_url(playbook_path)
+    if state_url is None and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    return StateStore(url)
 
 
 @cli.command()
@@ -310,7 +333,7 @@ def execute(out: Output, playbook: Path, until: str | None, state_url: str | Non
     from migrator.plan.build import preflight_checks
     from migrator.move.status import move_report
 
-    book, store = _open(playbook, state_url)
+    book, store = _open(playbook, state_url, pin=True)
     result = run_execute(book, store, checks=preflight_checks, until=until, reporter=out.step_reporter())
     out.run_result(result, verb="execute", report=move_report(book, store))
 
@@ -391,7 +414,7 @@ def report(out: Output, playbook: Path, html_file: Path | None, state_url: str |
     """
     from migrator.move.record import move_record
 
-    book, store = _open(playbook, state_url)
+    book, store = _open(playbook, state_url, read_group=False)
     out.move_record(move_record(book, store), html_file=html_file)
 
 
@@ -417,10 +440,11 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int, state_url: str | No
       migrator verify ./sandbox/playbook.yaml
       migrator verify playbook.yaml --json | jq '.tables[] | select(.identical | not)'
     """
+    from migrator.move.group import resolve_group
     from migrator.playbook import load_playbook
     from migrator.verify.compare import verify
 
-    book = load_playbook(playbook)
+    book = resolve_group(load_playbook(playbook), _existing_store(playbook, state_url))
     with out.verify_progress() as progress:
         report = verify(book, chunk_rows=chunk_rows, progress=progress, waiting=out.waiting)
     _record_verify(book, playbook, state_url, report)

@@ -21,6 +21,7 @@ SMOKE = {
     "analyze_bench": ["--seconds", "0.5", "--rounds", "1", "--scale", "1", "--loads", "standard"],
     "copy_bench": ["--scale", "1", "--runs", "defer,floor", "--repeat", "1", "--no-warmup"],
     "cutover_bench": ["--rounds", "1", "--scale", "1", "--settle", "0.3", "--clients", "4", "--rate", "100"],
+    "plan_bench": ["--tables", "20", "--routines", "6", "--runs", "1"],
     "pause_bench": ["--pgbouncers", "1", "--tables", "3", "--rounds", "1", "--scale", "1", "--settle", "0.3",
                     "--clients", "4", "--rate", "100"],
     "verify_bench": ["--scale", "1", "--runs", "1"],

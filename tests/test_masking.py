@@ -127,3 +127,14 @@ def test_a_dsn_listing_several_hosts_is_masked_whole():
     assert mask_secrets(text) == f"postgresql://app:{MASK}@db-1:5432,db-2:5433/app?target_session_attrs=read-write"
     assert mask_secrets(f"host=db-1,db-2 port=5432,5433 password={SECRET}") == \
         f"host=db-1,db-2 port=5432,5433 password={MASK}"
+
+
+def test_a_long_text_is_masked_line_by_line_as_a_short_one_is():
+    # plan --json of a thousand tables is megabytes: masked where a line can hold a secret
+    filler = ("x" * 100 + "\n") * 1000
+    text = filler + "postgresql://u:Secret1@h/db\n" + "host=a password=Secret2 dbname=b\n" + filler
+    masked = mask_secrets(text)
+    assert "Secret1" not in masked and "Secret2" not in masked and masked.count("****") == 2
+    assert masked.replace("****", "") == text.replace("Secret1", "").replace("Secret2", "")
+    # a value on the line after its keyword falls back to the whole text
+    assert mask_secrets(filler + "password =\n Secret3").endswith("password =\n ****")

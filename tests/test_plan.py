@@ -24,7 +24,7 @@ PLAN_KEYS = {
     "ok", "playbook", "source", "target", "findings", "blocking", "tables", "pgbouncers",
     "steps", "estimate", "objects", "inspected_at",
 }
-FINDING_KEYS = {"level", "code", "subject", "message", "hint"}
+FINDING_KEYS = {"level", "code", "subject", "message", "hint", "noun"}
 STEP_KEYS = {"name", "title", "statements", "notes"}
 STATEMENT_KEYS = {"on", "sql", "note"}
 ESTIMATE_KEYS = {

@@ -36,14 +36,14 @@ def test_playbook_reference_lists_every_key_with_its_default():
     keys = {f"`{k}`" for k in ("name", "source.dsn", "target.dsn", "tables", "app_roles",
                                 "pgbouncers[].admin_dsn", "pgbouncers[].database",
                                 "pgbouncers[].config_file", "indexes.defer", "objects.include",
-                                "objects.exclude", "restarts.wait")}
+                                "objects.exclude", "restarts.wait", "schemas")}
     keys |= {f"`cutover.{k}`" for k in CutoverSettings.model_fields}
     table = README[README.index("| key | required | default | meaning |"):]
     for key in keys:
         assert re.search(rf"^\| {re.escape(key)} \|", table, re.M), f"{key} missing from the playbook reference"
-    assert set(Playbook.model_fields) - {"path"} == {
-        "name", "source", "target", "tables", "app_roles", "pgbouncers", "cutover", "indexes", "objects",
-        "restarts"}
+    assert set(Playbook.model_fields) - {"path", "group_read"} == {
+        "name", "source", "target", "tables", "schemas", "app_roles", "pgbouncers", "cutover", "indexes",
+        "objects", "restarts"}
     defaults = CutoverSettings()
     assert f"| `cutover.max_pause` | no | `{defaults.max_pause:g}s` |" in table
     assert f"| `cutover.grace` | no | `{defaults.grace * 1000:g}ms` |" in table

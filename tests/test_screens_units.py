@@ -60,3 +60,13 @@ def test_plurals_and_statement_counts():
                   Statement("pgbouncers[0] x@y:6432/pgbouncer", "PAUSE app"), Statement("/etc/pgb.ini", "[databases]")]
     assert statement_counts(statements) == "1 on source, 2 on target, 1 on PgBouncer, 1 config file"
     assert statement_counts([]) == "no statement"
+
+
+def test_a_grouped_finding_says_what_its_subjects_are():
+    from migrator.output.plan import subjects_text
+
+    # issue 19: "3 tables: citext, pg_trgm, pgcrypto" were extensions
+    assert subjects_text("table.extension_missing", ["citext", "pg_trgm", "pgcrypto"], "extension") == \
+        "3 extensions: citext, pg_trgm, pgcrypto"
+    assert subjects_text("table.triggers", ["a.b", "a.c"]) == "2 tables: a.b, a.c"
+    assert subjects_text("guard.ddl_unavailable", ["source role x", "target role x"]).startswith("2 roles")

@@ -203,6 +203,20 @@ class StateStore:
                     move=move, status=MoveStatus.ACTIVE.value, created_at=time.time(), data="{}"))
         self._known_moves.add(move)
 
+    def move_data(self, move: str) -> dict:
+        """The move's own data (not a step's): the whole-database group it works on."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(moves.c.data).where(moves.c.move == move)).first()
+        return json.loads(row.data or "{}") if row else {}
+
+    def update_move_data(self, move: str, **data: Any) -> dict:
+        self.ensure_move(move)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(moves.c.data).where(moves.c.move == move)).first()
+            merged = {**json.loads(row.data or "{}"), **data}
+            conn.execute(moves.update().where(moves.c.move == move).values(data=json.dumps(merged)))
+        return merged
+
     def set_move_status(self, move: str, status: MoveStatus) -> None:
         self.ensure_move(move)
         with self.engine.begin() as conn:

@@ -138,7 +138,7 @@ def read_schema(src: psycopg.Connection, dst: psycopg.Connection, playbook: Play
     """The catalog model's reading of the source, and what the target has of it."""
     with src.transaction():
         group = read_group(src, playbook.tables, include=playbook.objects.include,
-                           exclude=playbook.objects.exclude)
+                           exclude=playbook.objects.exclude, schemas=playbook.schema_names)
     return group_schema(group, existing_objects(dst, group), playbook.app_roles)
 
 

@@ -29,13 +29,15 @@ def finding_groups(findings) -> list[tuple[str, str, list]]:
 # What the subjects of a code's findings are, by the code's family.
 _NOUNS = {"table": "table", "fk": "table", "index": "index", "sequence": "sequence", "role": "role",
           "server": "server", "pgbouncer": "PgBouncer", "view": "view", "routine": "routine",
-          "target": "table", "owner": "role", "move": "object", "source": "transaction"}
-_PLURALS = {"index": "indexes"}
+          "target": "table", "owner": "role", "move": "object", "source": "transaction",
+          "guard": "role", "schema": "table"}
+_PLURALS = {"index": "indexes", "chain": "chains"}
 
 
-def subjects_text(code: str, subjects: list[str]) -> str:
-    """'40 tables: shop.a, shop.b, ... and 34 more'."""
-    noun = _NOUNS.get(code.split(".")[0], "object")
+def subjects_text(code: str, subjects: list[str], noun: str = "") -> str:
+    """'40 tables: shop.a, shop.b, ... and 34 more'; `noun` says what the subjects are
+    when the code's family does not (a table check about extensions)."""
+    noun = noun or _NOUNS.get(code.split(".")[0], "object")
     return f"{plural(len(subjects), noun, _PLURALS.get(noun))}: {listing(subjects)}"
 
 
@@ -102,7 +104,7 @@ class PlanScreens:
             if len(fs) == 1:
                 text = fs[0].message
             else:
-                text = subjects_text(code, subjects or [f.message for f in fs])
+                text = subjects_text(code, subjects or [f.message for f in fs], fs[0].noun)
             self.prose(f"{LEVEL_STYLE[level]}{' ' * (6 - len(level))}[dim]{code:<{width}}[/]"
                        f"{escape(mask_secrets(text))}", hang=6 + width)
             hints = list(dict.fromkeys(f.hint for f in fs if f.hint))

@@ -198,7 +198,7 @@ def report_html(record) -> str:
         parts.append("<table><tr><th>level</th><th>code</th><th>finding</th></tr>")
         for level, code, fs in finding_groups(findings):
             subjects = list(dict.fromkeys(f.subject for f in fs if f.subject))
-            text = fs[0].message if len(fs) == 1 else subjects_text(code, subjects or [f.message for f in fs])
+            text = fs[0].message if len(fs) == 1 else subjects_text(code, subjects or [f.message for f in fs], fs[0].noun)
             hint = f"<br><span class=dim>→ {h(fs[0].hint)}</span>" if fs[0].hint and level != "ok" else ""
             parts.append(f"<tr><td class={level}>{level}</td><td><code>{h(code)}</code></td>"
                          f"<td>{h(text)}{hint}</td></tr>")

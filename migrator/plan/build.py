@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-
 from migrator import names
 from migrator.move.cutover import cutover_notes
+from migrator.move.group import in_flight, resolve_group
+from migrator.move.state import StateStore, StepStatus
 from migrator.move.steps import STEP_NAMES, STEPS
 from migrator.plan.document import (
     objects_created,
@@ -155,12 +156,21 @@ def make_plan(
     expected_objects: Iterable[str] = frozenset(),
     long_transaction_after: float = LONG_TRANSACTION_AFTER,
     observe: float | None = None,
+    store: StateStore | None = None,
 ) -> Plan:
     """Inspect both servers and every PgBouncer (read-only), judge, and plan the move.
 
     observe: also watch the live traffic for that many seconds (`migrator analyze`)
-    and add its routing and isolation findings."""
-    snapshot = inspect_move(playbook, long_transaction_after=long_transaction_after)
+    and add its routing and isolation findings. store: the checkpoint store, to say
+    where this move stands when it is under way."""
+    playbook = resolve_group(playbook, store)
+    steps_done: tuple[str, ...] = ()
+    if store is not None and in_flight(store, playbook.name):
+        done = store.steps(playbook.name)
+        steps_done = tuple(s for s in STEP_NAMES if s in done and done[s].status == StepStatus.DONE)
+    snapshot = inspect_move(playbook, long_transaction_after=long_transaction_after, steps_done=steps_done)
+    if snapshot.in_flight:
+        expected_objects = {*expected_objects, *names.all_objects(playbook), *(str(t) for t in playbook.tables)}
     findings = check(snapshot, playbook, expected_objects=expected_objects)
     if observe:
         from migrator.analyze.observe import analyze_playbook
@@ -316,7 +326,8 @@ def _objects_notes(snapshot: Snapshot) -> list[str]:
     notes = ["besides the tables it creates " + "; ".join(created)] if created else []
     catalog = snapshot.catalog
     if catalog is not None and catalog.left_behind:
-        notes.append("left on the source: " + "; ".join(f"{name} ({why})" for name, why in catalog.left_behind))
+        notes.append("left on the source (plan --json lists each): "
+                     + _short_list([f"{name} ({why})" for name, why in catalog.left_behind], limit=8))
     return notes
 
 

@@ -44,8 +44,13 @@ def objects_dict(snapshot: Snapshot) -> dict[str, Any]:
         "creates": objects_created(snapshot),
         "left_behind": [{"object": name, "why": why} for name, why in (catalog.left_behind if catalog else ())],
         "crossing": [{"kind": c.kind, "name": c.name, "inside": [str(t) for t in c.inside],
-                      "outside": [str(t) for t in c.outside], "writes_outside": c.writes_outside}
+                      "outside": [str(t) for t in c.outside], "writes_outside": c.writes_outside,
+                      "chain": list(c.chain), "moves": c.moves}
                      for c in (catalog.crossings if catalog else ())],
+        "extensions": {e: list(users) for e, users in (catalog.extensions.items() if catalog else ())},
+        "unparsed": [{"routine": name, "why": why} for name, why in (catalog.unparsed if catalog else ())],
+        "requirements": [{"kind": r.kind, "name": r.name, "needed_by": list(r.chain)}
+                         for r in (catalog.requirements if catalog else ())],
     }
 
 
@@ -56,6 +61,7 @@ def playbook_dict(playbook: Playbook) -> dict[str, Any]:
         "source": playbook.source.display,
         "target": playbook.target.display,
         "tables": [str(t) for t in playbook.tables],
+        "schemas": list(playbook.schema_names) if playbook.whole_database else None,
         "app_roles": list(playbook.app_roles),
         "pgbouncers": [
             {"admin": describe(b.admin_dsn), "database": b.database, "config_file": route_for(b).where}

@@ -26,11 +26,12 @@ class Finding:
     subject: str
     message: str
     hint: str = ""
+    noun: str = ""                 # what the subject is ('extension', 'routine'), when not the code's family
 
     def to_dict(self) -> dict[str, str]:
         return {
             "level": self.level, "code": self.code, "subject": self.subject,
-            "message": self.message, "hint": self.hint,
+            "message": self.message, "hint": self.hint, "noun": self.noun,
         }
 
     def __str__(self) -> str:

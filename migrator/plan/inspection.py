@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from migrator import names
-from migrator.errors import OperationFailed, ServerUnreachable
+from migrator.errors import OperationFailed, PlaybookError, ServerUnreachable
 from migrator.move.cutover import CutoverFacts
 from migrator.move.steps import MoveFacts
 from migrator.pgbouncer.config import EntryError, EntryRoute, read_entry
@@ -86,6 +86,7 @@ class RoleRights:
     create_on_database: bool       # CREATE on the database (publications, schemas)
     create_subscription: bool      # superuser, or pg_create_subscription (PostgreSQL 16+)
     signal_backend: bool           # may cancel other roles' queries (pg_signal_backend)
+    bypass_rls: bool = False       # BYPASSRLS: row security does not apply to it
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class PgBouncerFacts:
     config_problem: str | None = None      # why it is not readable/writable, in words
     config_entry: str | None = None        # the entry's connection string in the file
     config_points_at_source: bool = False
+    config_points_at_target: bool = False  # (a move in flight past its reroute)
     include_problem: str | None = None     # include_file: the main config does not %include it
     # How the entry pools its clients' server connections (session / transaction /
     # statement) for the users that reach it (the app roles, the clients connected now, or
@@ -220,6 +222,12 @@ class Snapshot:
     guarded: tuple[tuple[TableName, ...], tuple[TableName, ...]] = ((), ())
     # What the move's actions need and the DSN roles lack (migrator.plan.privileges).
     privilege_gaps: tuple[Gap, ...] = ()
+    # This move is under way: its marker table is on the target (the schema step ran, no
+    # full rollback or `complete` since) or its checkpoint says steps ran. Its
+    # publications, subscriptions, slots and the group's tables on the target are then its
+    # own work, not leftovers. `steps_done`: the checkpoint's finished steps, in order.
+    in_flight: bool = False
+    steps_done: tuple[str, ...] = ()
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -244,13 +252,19 @@ class Snapshot:
 
 
 def inspect_move(
-    playbook: Playbook, *, long_transaction_after: float = LONG_TRANSACTION_AFTER
+    playbook: Playbook, *, long_transaction_after: float = LONG_TRANSACTION_AFTER,
+    steps_done: Iterable[str] = (),
 ) -> Snapshot:
     """Read both servers and every PgBouncer; change nothing.
 
     Raises ServerUnreachable (naming source or target) when a server cannot be read;
     an unreachable PgBouncer is a fact of the snapshot, judged by `findings.check`.
     """
+    if playbook.whole_database and not playbook.group_read:
+        from migrator.move.group import read_schemas
+
+        playbook = read_schemas(playbook)
+    steps_done = tuple(steps_done)
     objects = sorted(names.all_objects(playbook))
     with _read_only(playbook.source.dsn, "source") as conn:
         source = server_facts(
@@ -258,9 +272,14 @@ def inspect_move(
             object_names=objects, long_transaction_after=long_transaction_after,
         )
         catalog = read_group(conn, playbook.tables, include=playbook.objects.include,
-                             exclude=playbook.objects.exclude)
+                             exclude=playbook.objects.exclude, schemas=playbook.schema_names)
         present = {t.name for t in catalog.existing}
         relations, indexes = guarded_objects(conn, [t for t in playbook.tables if t in present])
+    if catalog.unmatched:
+        # As a table that does not exist: the playbook names what is not there.
+        raise PlaybookError([f"{where}: {name} is no view, routine, type or domain on the source "
+                             f"{playbook.source.display}" for where, name in catalog.unmatched],
+                            source=str(playbook.path) if playbook.path else None)
     with _read_only(playbook.target.dsn, "target") as conn:
         target = server_facts(
             conn, "target", playbook.target.dsn, app_roles=playbook.app_roles,
@@ -268,7 +287,8 @@ def inspect_move(
         )
         on_target = target_tables(conn, playbook.tables)
         existing = existing_objects(conn, catalog)
-        drift = _drift(conn, playbook, catalog)
+        marker = _has_marker(conn, playbook)
+        drift = _drift(conn, playbook, catalog) if marker else None
     tables = catalog.tables
     schema = group_schema(catalog, existing, playbook.app_roles) if catalog.existing else None
     tables = {
@@ -282,6 +302,7 @@ def inspect_move(
         source=source, target=target, tables=tables, pgbouncers=bouncers,
         shared_sequences=catalog.shared_sequences, catalog=catalog, existing=existing, schema=schema,
         drift=drift, guarded=(tuple(relations), tuple(indexes)),
+        in_flight=marker or bool(steps_done), steps_done=steps_done,
     )
     return replace(snapshot, privilege_gaps=tuple(_privilege_gaps(playbook, snapshot)))
 
@@ -326,12 +347,15 @@ def _current_entry(snapshot: Snapshot, bouncer) -> str | None:
     return None
 
 
-def _drift(conn: psycopg.Connection, playbook: Playbook, source: GroupCatalog) -> tuple[Difference, ...] | None:
-    """The sides compared, when the target's copy of the group is this move's: the schema
-    step creates the move's marker table in the transaction that creates the group there."""
+def _has_marker(conn: psycopg.Connection, playbook: Playbook) -> bool:
+    """Is the target's copy of the group this move's? The schema step creates the move's
+    marker table in the transaction that creates the group there."""
     marker = TableName(*names.sync_marker(playbook)).qualified
-    if not conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (marker,)).fetchone()[0]:
-        return None
+    return bool(conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (marker,)).fetchone()[0])
+
+
+def _drift(conn: psycopg.Connection, playbook: Playbook, source: GroupCatalog) -> tuple[Difference, ...]:
+    """The sides compared, when the target's copy of the group is this move's."""
     return tuple(compare({**source.tables, **source.partitions}, tree_facts(conn, playbook.tables)))
 
 
@@ -345,6 +369,9 @@ def _read_only(dsn: str, side: str) -> Iterator[psycopg.Connection]:
     try:
         # Session default too, so not even a statement outside the block could write.
         conn.execute("SET default_transaction_read_only = on")
+        # Catalog queries over a large database pass jit_above_cost; compiling them costs
+        # more than running them (see the catalog reader).
+        conn.execute("SET jit = off")
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction(force_rollback=True):
@@ -399,7 +426,8 @@ SELECT pg_catalog.current_setting('server_version'),
                                     'walwriter', 'startup', 'archiver', 'io worker',
                                     'walsummarizer', 'slotsync worker', 'logger'))::int,
        CASE WHEN pg_catalog.has_table_privilege('pg_catalog.pg_largeobject_metadata', 'SELECT')
-            THEN (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)::int ELSE 0 END
+            THEN (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)::int ELSE 0 END,
+       r.rolbypassrls
 FROM pg_catalog.pg_roles r
 WHERE r.rolname = current_user
 """
@@ -502,7 +530,7 @@ def server_facts(
     assert row is not None, "current_user has no pg_roles row"
     (version, version_num, wal_level, slots, senders, workers, processes, sync, sysid,
      user, superuser, replication, create, subscribe, signal,
-     slots_used, senders_used, workers_used, processes_used, large_objects) = row
+     slots_used, senders_used, workers_used, processes_used, large_objects, bypass_rls) = row
     roles = dict(conn.execute(_APP_ROLES, (list(app_roles),)).fetchall())
     leftovers = tuple(
         LeftoverObject(
@@ -545,6 +573,7 @@ def server_facts(
         rights=RoleRights(
             name=user, superuser=superuser, replication=replication or superuser,
             create_on_database=create, create_subscription=subscribe, signal_backend=signal,
+            bypass_rls=bypass_rls,
         ),
         app_roles=roles,
         leftovers=leftovers,
@@ -582,9 +611,9 @@ def pgbouncer_facts(entry: PgBouncerEntry, playbook: Playbook, *, index: int = 0
         console["error"] = exc.message
     route = route_for(entry)
     if entry.command is not None:
-        config = _command_facts(entry, route, playbook.source.dsn)
+        config = _command_facts(entry, route, playbook)
     else:
-        config = _config_facts(entry, Path(route.where), playbook.source.dsn)
+        config = _config_facts(entry, Path(route.where), playbook)
         if entry.include_file is not None and entry.config_file is not None:
             config["include_problem"] = include_problem(entry.config_file, entry.include_file)
     return PgBouncerFacts(
@@ -614,7 +643,7 @@ def _pool_mode(pgb: PgBouncerConsole, found: DatabaseEntry, playbook: Playbook) 
     return max(modes, key=lambda m: _POOL_MODE_ORDER.get(m[0], 0))
 
 
-def _command_facts(entry: PgBouncerEntry, route, source_dsn: str) -> dict[str, Any]:
+def _command_facts(entry: PgBouncerEntry, route, playbook: Playbook) -> dict[str, Any]:
     """A command-rerouted entry: its current value from `show` (or the console). Whether
     `prepare` works is proven before the pause, where a failure still pauses nothing."""
     facts: dict[str, Any] = {"config_exists": True, "config_readable": True, "config_writable": True}
@@ -622,12 +651,10 @@ def _command_facts(entry: PgBouncerEntry, route, source_dsn: str) -> dict[str, A
         value = route.read()
     except OperationFailed as exc:
         return {**facts, "config_readable": False, "config_problem": f"cannot be read: {exc.message}"}
-    facts["config_entry"] = value
-    facts["config_points_at_source"] = value is not None and _routes_to(entry.database, value, source_dsn)
-    return facts
+    return {**facts, **_config_route(entry, value, playbook)}
 
 
-def _config_facts(entry: PgBouncerEntry, path: Path, source_dsn: str) -> dict[str, Any]:
+def _config_facts(entry: PgBouncerEntry, path: Path, playbook: Playbook) -> dict[str, Any]:
     facts: dict[str, Any] = {"config_exists": path.is_file()}
     if not path.exists():
         facts["config_problem"] = "does not exist"
@@ -652,11 +679,15 @@ def _config_facts(entry: PgBouncerEntry, path: Path, source_dsn: str) -> dict[st
         except (OSError, UnicodeDecodeError) as exc:
             facts["config_problem"] = f"cannot be read: {exc}"
             return facts
-        facts["config_entry"] = value
-        facts["config_points_at_source"] = value is not None and _routes_to(
-            entry.database, value, source_dsn
-        )
+        facts.update(_config_route(entry, value, playbook))
     return facts
+
+
+def _config_route(entry: PgBouncerEntry, value: str | None, playbook: Playbook) -> dict[str, Any]:
+    """The entry's value where the reroute writes it, and which side it routes to."""
+    return {"config_entry": value,
+            "config_points_at_source": value is not None and _routes_to(entry.database, value, playbook.source.dsn),
+            "config_points_at_target": value is not None and _routes_to(entry.database, value, playbook.target.dsn)}
 
 
 def _routes_to(entry_name: str, value: str, dsn: str) -> bool:

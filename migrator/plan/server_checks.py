@@ -364,14 +364,24 @@ def slots_lost(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
     ("move.leftover_slot", "no replication slot with this move's name exists (orphaned slots retain WAL)"),
     ("move.leftover_publication", "no publication with this move's name exists"),
     ("move.leftover_subscription", "no subscription with this move's name exists"),
+    ("move.in_flight", "this move is under way: its objects are its own, and where it stands is said"),
 )
 def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
+    if snapshot.in_flight:
+        yield _in_flight(snapshot, playbook)
     if lost_slots(snapshot, playbook):
         return  # a move in flight whose replication broke (move.slot_lost): not an earlier run's leftovers
+    orphans: set[tuple[str, str]] = set()
+    if snapshot.in_flight:
+        # Its objects are its own; a slot whose subscription is gone is still one that
+        # retains WAL (a rollback or an execute stopped half way): said as before.
+        orphans = _orphaned_slots(snapshot, playbook)
+        if not orphans:
+            return
     found = False
     for server in sides(snapshot):
         for obj in server.leftovers:
-            if obj.name in expected:
+            if obj.name in expected and (server.side, obj.name) not in orphans:
                 continue
             found = True
             retained = (
@@ -386,12 +396,51 @@ def leftovers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) 
             yield Finding(
                 BLOCK, f"move.leftover_{obj.kind}", f"{server.side} {obj.kind} {obj.name}",
                 f"{obj.kind} {obj.name} already exists on the {server.side} ({obj.detail}{retained}): "
-                "left by an earlier run of this move",
+                + ("this move's, and no subscription uses it any more (a rollback or execute stopped half way)"
+                   if (server.side, obj.name) in orphans else "left by an earlier run of this move"),
                 f"if that run is abandoned, `migrator rollback` it or {drop} on the {server.side}",
             )
     if not found:
         yield Finding(OK, "move.leftover_slot", "leftovers",
                       f"no publication, subscription or slot named {names.publication(playbook)}* exists")
+
+
+def _orphaned_slots(snapshot: Snapshot, playbook: Playbook) -> set[tuple[str, str]]:
+    """(side, slot) of this move's slots no subscription of it uses any more."""
+    present = {(server.side, o.kind, o.name) for server in sides(snapshot) for o in server.leftovers}
+    subscriber = {("source", names.slot(playbook)): ("target", "subscription", names.subscription(playbook)),
+                  ("target", names.reverse_slot(playbook)): ("source", "subscription",
+                                                             names.reverse_subscription(playbook))}
+    return {(side, name) for side, kind, name in present
+            if kind == "slot" and (side, name) in subscriber and subscriber[(side, name)] not in present}
+
+
+def _in_flight(snapshot: Snapshot, playbook: Playbook) -> Finding:
+    """Where the move stands, from its checkpoint (steps done) and the servers (its
+    replication objects), instead of calling its own objects leftovers of an earlier run."""
+    path = playbook.path or "PLAYBOOK"
+    own = {(server.side, o.kind, o.name) for server in sides(snapshot) for o in server.leftovers}
+    reverse = ("source", "subscription", names.reverse_subscription(playbook)) in own
+    forward = ("target", "subscription", names.subscription(playbook)) in own
+    if reverse:
+        where = ("past the cutover: the target serves the group and reverse replication "
+                 f"({names.reverse_subscription(playbook)} on the source) keeps the old copy current")
+    elif forward:
+        where = (f"replicating to the target ({names.subscription(playbook)}), before the cutover: "
+                 "the source serves the group")
+    else:
+        where = "the group is on the target (its schema step ran); no replication runs now"
+    done = f"; steps done: {', '.join(snapshot.steps_done)}" if snapshot.steps_done else ""
+    objects = sorted(f"{kind} {name} on the {side}" for side, kind, name in own)
+    return Finding(
+        WARN, "move.in_flight", playbook.name,
+        f"move {playbook.name} is in flight, {where}{done}"
+        + (f"; {listing(objects)} are its own" if objects else "")
+        + ": this plan describes a move already under way",
+        f"`migrator status {path}` follows it; `migrator execute {path}` resumes it, "
+        f"`migrator rollback {path}` undoes it, `migrator complete {path}` ends it",
+        noun="move",
+    )
 
 
 @codes(("source.long_transaction", "no long-running transaction on the source (slot creation waits for it)"))
@@ -460,6 +509,8 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"PgBouncer {bouncer.display} has no [databases] entry {entry} (SHOW DATABASES)",
                 f"add {entry} to its config file and RELOAD, or fix pgbouncers[{bouncer.index}].database",
             )
+        elif snapshot.in_flight and bouncer.entry_points_at_target:
+            pass  # past this move's cutover: the target serves (move.in_flight says so)
         elif not bouncer.entry_points_at_source:
             bad = True
             now = f"{bouncer.entry.host}:{bouncer.entry.port}/{bouncer.entry.database}"
@@ -501,6 +552,8 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
                 f"config file {bouncer.config_file} has no {entry} entry under [databases]",
                 "point config_file at the file this PgBouncer was started with",
             )
+        elif snapshot.in_flight and bouncer.config_points_at_target:
+            pass
         elif not bouncer.config_points_at_source:
             bad = True
             yield Finding(
@@ -515,9 +568,10 @@ def pgbouncers(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str])
             yield finding
         if not bad:
             mode = f" ({bouncer.pool_mode} pooling)" if bouncer.pool_mode else ""
+            side = "target" if snapshot.in_flight and bouncer.entry_points_at_target else "source"
             yield Finding(
                 OK, "pgbouncer.unreachable", subject,
-                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the source{mode}; "
+                f"PgBouncer {bouncer.display} ({bouncer.version}) routes {entry} to the {side}{mode}; "
                 f"{bouncer.config_file} is writable",
             )
 

@@ -149,6 +149,8 @@ def table_contents(snapshot: Snapshot, playbook: Playbook, expected: frozenset[s
         if extension in target.extensions:
             continue
         available = extension in target.available_extensions
+        others = list(snapshot.catalog.extensions.get(extension, ())) if snapshot.catalog else []
+        users = [*users, *others]
         yield Finding(
             BLOCK, "table.extension_missing", extension,
             f"{listing(users)} need{'s' if len(users) == 1 else ''} extension {extension}, "
@@ -156,6 +158,7 @@ def table_contents(snapshot: Snapshot, playbook: Playbook, expected: frozenset[s
             f'CREATE EXTENSION "{extension}" in the target database'
             if available else f"install the {extension} extension's package on the target server, "
             f'then CREATE EXTENSION "{extension}"',
+            noun="extension",
         )
     for table in _existing(snapshot):
         name = str(table.name)
@@ -189,16 +192,39 @@ def table_contents(snapshot: Snapshot, playbook: Playbook, expected: frozenset[s
                 f"{name} has triggers {listing(t.name for t in active)}: they are created on the "
                 "target but do not fire for replicated rows (only after the cutover, for the "
                 "application's own writes)",
-                "check that they write only to tables of the group; their functions must exist on "
-                "the target",
+                "nothing to do: their functions move with them, and what those write outside the "
+                "group is a routine.crosses_group finding",
             )
         if table.row_security:
-            yield Finding(
-                WARN, "table.row_security", name,
-                f"{name} has row-level security enabled: the target's apply worker writes as the "
-                "subscription's owner, which must bypass it",
-                "run the move with a superuser or BYPASSRLS DSN role on the target",
-            )
+            subject_to = _row_security_applies(snapshot, table)
+            if subject_to:
+                yield Finding(
+                    WARN, "table.row_security", name,
+                    f"{name} has row-level security {'forced' if table.row_security_forced else 'enabled'}: "
+                    f"replication writes it on the {' and the '.join(subject_to)} as the DSN role, which "
+                    "is neither a superuser, nor BYPASSRLS, nor its owner there, so its policies filter "
+                    "the rows replication writes",
+                    f"run the move with a superuser or BYPASSRLS DSN role on the {' and the '.join(subject_to)}",
+                )
+
+
+def _row_security_applies(snapshot: Snapshot, table: TableFacts) -> list[str]:
+    """The sides where replication's writes to a table with row security are filtered by
+    it: the apply worker writes as the subscription's owner (the DSN role of the side it
+    writes), and a superuser, a BYPASSRLS role or the table's owner (unless FORCE ROW LEVEL
+    SECURITY) is not subject to it. On the target the table is owned by the source's
+    owner where that role exists, else by the DSN role that creates it."""
+    existing = snapshot.existing
+    owner_on_target = (table.owner if existing is not None and table.owner in existing.roles
+                       else snapshot.target.rights.name)
+    sides = []
+    for server, owner in ((snapshot.target, owner_on_target), (snapshot.source, table.owner)):
+        rights = server.rights
+        if rights.superuser or rights.bypass_rls:
+            continue
+        if table.row_security_forced or owner != rights.name:
+            sides.append(server.side)
+    return sides
 
 
 @codes(
@@ -258,8 +284,8 @@ def indexes(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) ->
 def target_tables(snapshot: Snapshot, playbook: Playbook, expected: frozenset[str]) -> Iterator[Finding]:
     for table in snapshot.tables.values():
         name = str(table.name)
-        if name in expected:
-            continue  # made by the run being resumed
+        if name in expected or snapshot.in_flight:
+            continue  # made by the run being resumed, or by this move, which is under way
         if table.on_target == "has rows":
             yield Finding(
                 BLOCK, "target.table_not_empty", name,

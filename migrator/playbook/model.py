@@ -262,16 +262,46 @@ class RestartSettings(_Section):
     wait: PositiveDuration = 60.0
 
 
-
 class ObjectSettings(_Section):
-    """Views and routines to move beyond those detected (a routine whose body builds its
-    SQL at run time), or to leave behind though detected."""
+    """Views, routines, types and domains to move beyond those detected (a routine whose
+    body builds its SQL at run time), or to leave behind though detected. A name that
+    matches none of them on the source is a playbook error, found by `plan`."""
 
     include: tuple[Annotated[TableName, PlainValidator(_table_name)], ...] = ()
     exclude: tuple[Annotated[TableName, PlainValidator(_table_name)], ...] = ()
 
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+ALL_SCHEMAS = "all"
+
+
+def _schemas(value: Any) -> tuple[str, ...] | str | None:
+    """`schemas: [public, billing]` or `schemas: all` (every schema a user made)."""
+    if value is None or value == ALL_SCHEMAS:
+        return value
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of schema names or 'all', got {_kind(value)}")
+    if not value:
+        raise ValueError("the list is empty — name at least one schema, or write schemas: all")
+    names: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"[{index}]: expected a schema name, got {_kind(item)}")
+        name = _schema_name(item.strip())
+        if name in names:
+            raise ValueError(f"[{index}]: schema {item} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def _schema_name(text: str) -> str:
+    """A schema name as Postgres reads it: folded to lower case unless double-quoted."""
+    if len(text) > 1 and text.startswith('"') and text.endswith('"'):
+        return text[1:-1].replace('""', '"')
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", text):
+        raise ValueError(f"{text!r} is not a schema name — a name with other characters must be "
+                         """double-quoted, and in YAML the quotes need quoting: '"My Schema"'""")
+    return text.lower()
 
 
 class Playbook(_Section):
@@ -284,7 +314,11 @@ class Playbook(_Section):
     name: str
     source: Server
     target: Server
-    tables: tuple[Annotated[TableName, PlainValidator(_table_name)], ...]
+    tables: tuple[Annotated[TableName, PlainValidator(_table_name)], ...] = ()
+    # Whole-database mode: every table, view, routine, type and sequence of these schemas
+    # moves ('all': every schema a user made). `tables` then lists the schemas' tables once
+    # the source has been read (migrator.move.group), `group_read` says it has.
+    schemas: Annotated[tuple[str, ...] | str | None, BeforeValidator(_schemas)] = None
     app_roles: tuple[Text, ...] = ()
     pgbouncers: tuple[PgBouncerEntry, ...] = ()
     cutover: CutoverSettings = CutoverSettings()
@@ -292,6 +326,30 @@ class Playbook(_Section):
     objects: ObjectSettings = ObjectSettings()
     restarts: RestartSettings = RestartSettings()
     path: Path | None = None
+    group_read: bool = False
+
+    @model_validator(mode="after")
+    def _tables_or_schemas(self) -> Playbook:
+        if not self.tables and self.schemas is None:
+            raise ValueError("tables: field required — name the tables to move, or move whole schemas "
+                             "with schemas: [public, ...] (or schemas: all)")
+        return self
+
+    @property
+    def whole_database(self) -> bool:
+        """Whole-database mode: the playbook names schemas, everything in them moves."""
+        return self.schemas is not None
+
+    @property
+    def schema_names(self) -> tuple[str, ...]:
+        """The whole-database mode's schemas, once read ('all' resolved); () otherwise."""
+        return self.schemas if isinstance(self.schemas, tuple) else ()
+
+    def with_group(self, tables: list[TableName], schemas: list[str]) -> Playbook:
+        """This playbook with its whole-database group read from the source."""
+        listed = list(self.tables)
+        return self.model_copy(update={"tables": tuple(listed + [t for t in tables if t not in listed]),
+                                       "schemas": tuple(schemas), "group_read": True})
 
     @model_validator(mode="before")
     @classmethod
@@ -299,7 +357,7 @@ class Playbook(_Section):
         # `cutover:` with every setting commented out parses as null; treat it like
         # an absent section rather than as a type error.
         if isinstance(data, dict):
-            optional = ("app_roles", "pgbouncers", "cutover", "indexes", "objects", "restarts")
+            optional = ("app_roles", "pgbouncers", "cutover", "indexes", "objects", "restarts", "schemas")
             return {k: v for k, v in data.items() if not (k in optional and v is None)}
         return data
 
@@ -317,10 +375,10 @@ class Playbook(_Section):
             )
         return value
 
-    @field_validator("tables")
+    @field_validator("tables", mode="before")
     @classmethod
-    def _some_tables(cls, value: tuple[TableName, ...]) -> tuple[TableName, ...]:
-        if not value:
+    def _some_tables(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and not value:
             raise ValueError("the list is empty — name at least one table, e.g. public.files")
         return value
 
@@ -330,9 +388,11 @@ class Playbook(_Section):
         return self.name.replace("-", "_")
 
 
-# `path` records where the playbook came from; it is not something a user writes.
+# `path` records where the playbook came from, `group_read` that its whole-database
+# group was read; neither is something a user writes.
+_INTERNAL = ("path", "group_read")
 _YAML_KEYS = {
-    model: [key for key in model.model_fields if key != "path"]
+    model: [key for key in model.model_fields if key not in _INTERNAL]
     for model in (Playbook, Server, PgBouncerEntry, EntryCommand, CutoverSettings, IndexSettings, ObjectSettings,
                   RestartSettings)
 }
@@ -378,9 +438,10 @@ def _build(text: str, *, source: str, env: Mapping[str, str] | None, path: Path 
     unresolved: dict[str, str] = {}
     data = _interpolate(data, (), env, unresolved)
     problems = list(unresolved.values())
-    if "path" in data:
-        problems.append(_unknown_key((), "path"))
-        data = {k: v for k, v in data.items() if k != "path"}
+    for key in _INTERNAL:
+        if key in data:
+            problems.append(_unknown_key((), key))
+            data = {k: v for k, v in data.items() if k != key}
 
     playbook = None
     try:

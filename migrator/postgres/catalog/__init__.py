@@ -29,6 +29,7 @@ from migrator.postgres.catalog.facts import (
     GroupCatalog,
     IndexFacts,
     PolicyFacts,
+    Requirement,
     RoutineFacts,
     SchemaFacts,
     SequenceFacts,
@@ -45,12 +46,14 @@ from migrator.postgres.catalog.reader import (
     guarded_objects,
     leaf_tables,
     read_group,
+    schema_tables,
     secondary_indexes,
     sequences_used,
     table_facts,
     table_relations,
     target_tables,
     tree_facts,
+    user_schemas,
 )
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "GroupCatalog",
     "IndexFacts",
     "PolicyFacts",
+    "Requirement",
     "RoutineFacts",
     "SchemaFacts",
     "SequenceFacts",
@@ -79,10 +83,12 @@ __all__ = [
     "guarded_objects",
     "leaf_tables",
     "read_group",
+    "schema_tables",
     "secondary_indexes",
     "sequences_used",
     "table_facts",
     "table_relations",
     "target_tables",
     "tree_facts",
+    "user_schemas",
 ]

@@ -57,6 +57,7 @@ class TypeFacts:
     subtype: str | None = None     # a range's subtype
     depends_on: tuple[TableName, ...] = ()     # the listed types this one is made of
     comment: str | None = None
+    owner: str | None = None
 
     @property
     def identity(self) -> TableName:
@@ -261,6 +262,10 @@ class RoutineFacts:
     sql_body: bool = False         # BEGIN ATOMIC: parsed at creation, so after what it uses
     aggregate: AggregateParts | None = None
     why: str = ""                  # why it moves, in words
+    owner: str | None = None
+    # The relations whose row types its signature uses (RETURNS SETOF a table): it is
+    # created after them, as pg_dump orders it.
+    after: tuple[TableName, ...] = ()
 
     @property
     def signature(self) -> str:
@@ -296,18 +301,43 @@ class ViewFacts:
     owner: str | None = None
     grants: tuple[Grant, ...] = ()
     indexes: tuple[str, ...] = ()  # a materialized view's (pg_get_indexdef)
+    types: tuple[TableName, ...] = ()    # the types its query names (casts, a composite's fields)
+    extensions: tuple[str, ...] = ()     # extensions whose members its query uses
 
 
 @dataclass(frozen=True)
 class Crossing:
     """A view or routine that uses group tables and objects outside the group: after the
-    move it works on neither side."""
+    move it works on neither side. `chain` says how the group reaches it, from the group's
+    side (`trigger t on a`, `function f`): a trigger function reaches its table through
+    NEW and OLD and may name no group table at all."""
 
     kind: str                      # 'view' | 'routine'
     name: str                      # as a person reads it (a routine with its arguments)
     inside: tuple[TableName, ...]
     outside: tuple[TableName, ...]
     writes_outside: bool = False
+    chain: tuple[str, ...] = ()    # from the group to it: ('trigger t on public.a', 'function public.f()')
+    moves: bool = False            # it moves all the same (the group needs it)
+
+    @property
+    def path(self) -> str:
+        """'trigger t on a → function f → writes b (outside the group)'."""
+        verb = "writes" if self.writes_outside else "reads"
+        what = ", ".join(str(t) for t in self.outside)
+        return " → ".join([*self.chain, f"{verb} {what} (outside the group)"])
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Something an object that moves needs and that does not move with it: an operator,
+    cast or operator class a user made, a type or routine the playbook excludes. The
+    target must have it already, or `plan` blocks naming the chain."""
+
+    kind: str                      # pg_identify_object_as_address's type: 'operator', 'cast', 'type', ...
+    name: str                      # as a person reads it (pg_describe_object)
+    address: tuple[str, tuple[str, ...], tuple[str, ...]]   # (type, object_names, object_args)
+    chain: tuple[str, ...] = ()    # what needs it: ('view public.v',)
 
 
 @dataclass(frozen=True)
@@ -329,6 +359,8 @@ class SchemaFacts:
     name: str
     grants: tuple[Grant, ...] = ()
     comment: str | None = None
+    owner: str | None = None
+    listed: bool = False           # named in the playbook's `schemas:` (its owner, ACL and comment move)
 
 
 @dataclass(frozen=True)
@@ -346,6 +378,8 @@ class SequenceFacts:
     identity: bool                        # an identity column's: its table makes it
     owned_by: tuple[TableName, str] | None  # (table, column) of OWNED BY (serial)
     grants: tuple[Grant, ...] = ()
+    owner: str | None = None                # set for a sequence no table owns
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -366,6 +400,15 @@ class GroupCatalog:
     crossings: tuple[Crossing, ...] = ()            # views and routines that use both sides
     name_searched: tuple[str, ...] = ()             # routines only a name search could read
     left_behind: tuple[tuple[str, str], ...] = ()   # (object, why) it stays on the source
+    # Routines the closure reaches whose body could not be analysed: (routine, why).
+    unparsed: tuple[tuple[str, str], ...] = ()
+    # Extensions what moves needs besides the tables' own (TableFacts.extensions):
+    # extension -> the routines, views and types that need it.
+    extensions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    requirements: tuple[Requirement, ...] = ()     # what moving objects need that does not move
+    # Names in objects.include / objects.exclude that match no view, routine or type:
+    # ('objects.include[1]', name).
+    unmatched: tuple[tuple[str, TableName], ...] = ()
 
     @property
     def existing(self) -> list[TableFacts]:
@@ -399,3 +442,4 @@ class ExistingObjects:
     collations: frozenset[TableName] = frozenset()
     roles: frozenset[str] = frozenset()          # the owners the other side has
     current_user: str | None = None
+    requirements: frozenset[str] = frozenset()   # the Requirement names it has

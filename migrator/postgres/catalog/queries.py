@@ -53,21 +53,23 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = su.relid AND a.attnum = su.attnum
 JOIN pg_catalog.pg_class s ON s.oid = su.seqid
 JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
 JOIN pg_catalog.pg_sequence q ON q.seqrelid = su.seqid
-WHERE su.seqid IN (SELECT seqid FROM seq_uses WHERE relid IN (SELECT relid FROM group_tables))
+JOIN (SELECT DISTINCT seqid FROM seq_uses WHERE relid IN (SELECT relid FROM group_tables)) w ON w.seqid = su.seqid
 ORDER BY tn.nspname, t.relname, a.attnum, sn.nspname, s.relname
 """)
 
 
 _INDEXES = (
-    "WITH" + _GROUP + """
+    "WITH" + _GROUP + """,
+-- conindid: a unique/PK/exclusion constraint's own index, and the referenced table's
+-- index of every foreign key (DROP INDEX refuses both); pg_constraint has no index on it
+-- to look it up index by index
+by_index AS (
+    SELECT co.conindid, pg_catalog.array_agg(co.conname::text ORDER BY co.conname) AS names
+    FROM pg_catalog.pg_constraint co WHERE co.conindid <> 0 GROUP BY co.conindid
+)
 SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid),
        i.indisprimary, i.indisreplident, i.indisunique, i.indisvalid,
-       ARRAY(
-           -- conindid: a unique/PK/exclusion constraint's own index, and the
-           -- referenced table's index of every foreign key (DROP INDEX refuses both)
-           SELECT co.conname::text FROM pg_catalog.pg_constraint co
-           WHERE co.conindid = i.indexrelid ORDER BY co.conname
-       ),
+       COALESCE(b.names, '{}'),
        pg_catalog.pg_relation_size(i.indexrelid),
        (SELECT co.conname::text FROM pg_catalog.pg_constraint co
          WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x')),
@@ -84,6 +86,7 @@ SELECT g.schema_name, g.table_name, ic.relname, pg_catalog.pg_get_indexdef(i.ind
 FROM group_tables g
 JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+LEFT JOIN by_index b ON b.conindid = i.indexrelid
 ORDER BY g.schema_name, g.table_name, ic.relname
 """)
 
@@ -167,8 +170,9 @@ SELECT g.schema_name, g.table_name, a.attname,
        -- large object references: oid, or a domain over it such as the lo extension's
        'pg_catalog.oid'::pg_catalog.regtype IN (t.oid, t.typbasetype),
        a.atttypid::int,
-       NULLIF(COALESCE((pg_catalog.to_jsonb(a) ->> 'attstattarget')::int, -1), -1),
-       NULLIF(pg_catalog.to_jsonb(a) ->> 'attcompression', ''),
+       -- nullable from PostgreSQL 17, -1 before: the default either way
+       NULLIF(COALESCE(a.attstattarget::int, -1), -1),
+       /*compression*/ NULLIF(a.attcompression::text, ''),
        CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage::text END,
        a.attislocal
 FROM group_tables g
@@ -178,6 +182,9 @@ LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attn
 ORDER BY g.schema_name, g.table_name, a.attnum
 """)
 
+
+# pg_attribute.attcompression exists from PostgreSQL 14 (reader picks the spelling).
+_NO_COMPRESSION = "/*compression*/ NULL::text"
 
 _CONSTRAINTS = (
     "WITH" + _GROUP + """
@@ -206,17 +213,9 @@ ORDER BY g.schema_name, g.table_name, tg.tgname
 """)
 
 
-# Every type the columns need, following arrays, domains, ranges and composites down
-# to the built-ins (per group table): the types to create, and the extensions to need.
-_USED_TYPES = """,
-used(relid, typid) AS (
-    SELECT a.attrelid, a.atttypid
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid IN (SELECT relid FROM group_tables) AND a.attnum > 0 AND NOT a.attisdropped
-    UNION
-    SELECT u.relid, x.typid
-    FROM used u
-    JOIN pg_catalog.pg_type t ON t.oid = u.typid
+# What type `t` is made of, as x(typid): an array's element, a domain's base, a range's
+# subtype, a composite's attribute types.
+_MADE_OF = """
     CROSS JOIN LATERAL (
         SELECT t.typelem WHERE t.typelem <> 0
         UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
@@ -224,13 +223,32 @@ used(relid, typid) AS (
         UNION ALL SELECT ca.atttypid FROM pg_catalog.pg_attribute ca
                   WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid AND ca.attnum > 0
                     AND NOT ca.attisdropped
-    ) AS x(typid)
+    ) AS x(typid)"""
+
+# Every type the columns need, following arrays, domains, ranges and composites down
+# to the built-ins (per group table): the types to create, and the extensions to need.
+_USED_TYPES = """,
+direct(relid, typid) AS (
+    SELECT DISTINCT a.attrelid, a.atttypid
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid IN (SELECT relid FROM group_tables) AND a.attnum > 0 AND NOT a.attisdropped
+),
+-- followed once per distinct column type, not once per table: a thousand tables use a
+-- few dozen types
+closure(root, typid) AS (
+    SELECT DISTINCT typid, typid FROM direct
+    UNION
+    SELECT c.root, x.typid
+    FROM closure c
+    JOIN pg_catalog.pg_type t ON t.oid = c.typid""" + _MADE_OF + """
+),
+used(relid, typid) AS (
+    SELECT DISTINCT d.relid, c.typid FROM direct d JOIN closure c ON c.root = d.typid
 )"""
 
-# The used types, kept when not built in or when an extension provides them.
-_TYPES = (
-    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """
-SELECT g.schema_name, g.table_name, tn.nspname, t.typname,
+# A type's facts (`t`, in `tn`, `tr` its relation if any): what CREATE TYPE or CREATE
+# DOMAIN needs, and the types it is made of.
+_TYPE_COLUMNS = """tn.nspname, t.typname,
        -- a composite that is a table's row type is the table, not a type to create
        CASE WHEN t.typtype = 'c' AND tr.relkind <> 'c' THEN 't' ELSE t.typtype END,
        (SELECT e.extname FROM pg_catalog.pg_depend d
@@ -267,14 +285,56 @@ SELECT g.schema_name, g.table_name, tn.nspname, t.typname,
                JOIN pg_catalog.pg_type rt ON rt.oid = CASE WHEN rt0.typcategory = 'A' AND rt0.typelem <> 0
                                                          THEN rt0.typelem ELSE rt0.oid END
                JOIN pg_catalog.pg_namespace rn ON rn.oid = rt.typnamespace),
-       pg_catalog.obj_description(t.oid, 'pg_type')
+       pg_catalog.obj_description(t.oid, 'pg_type'),
+       pg_catalog.pg_get_userbyid(t.typowner)
+"""
+
+# The used types, kept when not built in or when an extension provides them; each
+# type's facts read once, however many tables use it.
+_TYPES = (
+    "WITH RECURSIVE" + _GROUP + _USED_TYPES + """,
+details(typid, nspname, typname, kind, extension, labels, base, is_array, not_null, default_value, checks,
+        attributes, subtype, depends_on, comment, owner) AS MATERIALIZED (
+    SELECT t.oid, """ + _TYPE_COLUMNS + """FROM (SELECT DISTINCT typid FROM used) k
+    JOIN pg_catalog.pg_type t ON t.oid = k.typid
+    JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+    LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
+    WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema')
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid
+                    AND d.deptype = 'e')
+)
+SELECT g.schema_name, g.table_name, d.nspname, d.typname, d.kind, d.extension, d.labels, d.base, d.is_array,
+       d.not_null, d.default_value, d.checks, d.attributes, d.subtype, d.depends_on, d.comment, d.owner
 FROM used u
 JOIN group_tables g ON g.relid = u.relid
+JOIN details d ON d.typid = u.typid
+ORDER BY g.schema_name, g.table_name, d.nspname, d.typname
+""")
+
+# The same for types named (schemas, names): those routines, views and the playbook
+# name, followed through arrays, domains, ranges and composites, each row keyed by the
+# type named first.
+_NAMED_TYPES = """
+WITH RECURSIVE named(schema_name, type_name, typid) AS (
+    SELECT g.s, g.n, t.oid
+    FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+    JOIN pg_catalog.pg_namespace ns ON ns.nspname = g.s
+    JOIN pg_catalog.pg_type t ON t.typnamespace = ns.oid AND t.typname = g.n
+),
+used(schema_name, type_name, typid) AS (
+    SELECT * FROM named
+    UNION
+    SELECT u.schema_name, u.type_name, x.typid
+    FROM used u
+    JOIN pg_catalog.pg_type t ON t.oid = u.typid""" + _MADE_OF + """
+)
+SELECT u.schema_name, u.type_name, """ + _TYPE_COLUMNS + """FROM used u
 JOIN pg_catalog.pg_type t ON t.oid = u.typid
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 LEFT JOIN pg_catalog.pg_class tr ON tr.oid = t.typrelid
-ORDER BY g.schema_name, g.table_name, tn.nspname, t.typname
-""")
+ORDER BY 1, 2, tn.nspname, t.typname
+"""
 
 
 # Extensions whose members anything of the table depends on: column types (through
@@ -298,7 +358,7 @@ objects(relid, classid, objid) AS (
     FROM pg_catalog.pg_trigger tg
     WHERE tg.tgrelid IN (SELECT relid FROM group_tables) AND NOT tg.tgisinternal
 ),
-refs(relid, classid, objid) AS (
+refs(relid, classid, objid) AS MATERIALIZED (
     SELECT o.relid, d.refclassid, d.refobjid
     FROM objects o
     JOIN pg_catalog.pg_depend d ON d.classid = o.classid AND d.objid = o.objid
@@ -374,41 +434,48 @@ LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid AND c.relname = g.n
 """
 
 
-_ROUTINES = (
+# The routines the group's tables call, each with why: a trigger's function, a
+# function in a column default or generated column, a constraint's or an index's.
+# Built-ins and extension members come with the server or the extension.
+_NEEDED_ROUTINES = (
     "WITH" + _GROUP + """,
-used(fn) AS (
-    SELECT tg.tgfoid FROM pg_catalog.pg_trigger tg
-    WHERE tg.tgrelid IN (SELECT relid FROM group_tables) AND NOT tg.tgisinternal
+used(fn, why, what, schema_name, table_name) AS (
+    SELECT tg.tgfoid, 'trigger', tg.tgname::text, g.schema_name, g.table_name
+    FROM group_tables g JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = g.relid
+    WHERE NOT tg.tgisinternal
     UNION
-    SELECT d.refobjid FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-      AND ad.adrelid IN (SELECT relid FROM group_tables)
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    SELECT d.refobjid, 'default of column', a.attname::text, g.schema_name, g.table_name
+    FROM group_tables g
+    JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = g.relid
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
     UNION
-    SELECT d.refobjid FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_constraint k ON k.oid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
-      AND k.conrelid IN (SELECT relid FROM group_tables)
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    SELECT d.refobjid, 'constraint', k.conname::text, g.schema_name, g.table_name
+    FROM group_tables g
+    JOIN pg_catalog.pg_constraint k ON k.conrelid = g.relid
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = k.oid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
     UNION
-    SELECT d.refobjid FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND i.indrelid IN (SELECT relid FROM group_tables)
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    SELECT d.refobjid, 'index', ic.relname::text, g.schema_name, g.table_name
+    FROM group_tables g
+    JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
+    JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = i.indexrelid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 )
-SELECT n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes),
-       pg_catalog.pg_get_functiondef(p.oid), pg_catalog.obj_description(p.oid, 'pg_proc')
+SELECT n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes), u.why, u.what, u.schema_name, u.table_name
 FROM used u
 JOIN pg_catalog.pg_proc p ON p.oid = u.fn
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
--- built-ins and extension members come with the server or the extension
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind = 'f'
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
                   WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid
                     AND e.deptype = 'e')
-ORDER BY 1, 2, 3
+ORDER BY 1, 2, 3, 4 DESC, 5, 6, 7
 """)
 
 
@@ -502,4 +569,63 @@ JOIN pg_catalog.pg_class c ON c.oid = t.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE t.isleaf
 ORDER BY g.ord, n.nspname, c.relname
+"""
+
+
+# What the group's tables, the database's views and its routines use that the move does
+# not create and that a user made (not built in, not an extension's): operators, casts,
+# operator classes and families, text search configurations and dictionaries,
+# conversions; each with what uses it (kind, schema, name, a routine's argument types).
+# pg_depend has these for indexes, constraints, defaults, a view's query and a
+# SQL-standard body (not for other bodies, which are only text).
+_REQUIRED = (
+    "WITH" + _GROUP + """,
+users(classid, objid, kind, schema_name, object_name, args) AS (
+    -- a group table: its indexes, defaults and constraints
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid, 'table', g.schema_name, g.table_name, NULL::text
+    FROM group_tables g JOIN pg_catalog.pg_index i ON i.indrelid = g.relid
+    UNION ALL
+    SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass, ad.oid, 'table', g.schema_name, g.table_name, NULL
+    FROM group_tables g JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = g.relid
+    UNION ALL
+    SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, co.oid, 'table', g.schema_name, g.table_name, NULL
+    FROM group_tables g JOIN pg_catalog.pg_constraint co ON co.conrelid = g.relid
+    UNION ALL
+    SELECT 'pg_catalog.pg_rewrite'::pg_catalog.regclass, r.oid, 'view', n.nspname::text, v.relname::text, NULL::text
+    FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm')
+    JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+    UNION ALL
+    SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 'routine', n.nspname::text, p.proname::text,
+           pg_catalog.oidvectortypes(p.proargtypes)
+    FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+)
+SELECT u.kind, u.schema_name, u.object_name, u.args, a.type, a.object_names, a.object_args,
+       pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)
+FROM users u
+JOIN pg_catalog.pg_depend d ON d.classid = u.classid AND d.objid = u.objid AND d.deptype = 'n'
+CROSS JOIN LATERAL pg_catalog.pg_identify_object_as_address(d.refclassid, d.refobjid, 0) a
+WHERE d.refclassid IN ('pg_catalog.pg_operator'::pg_catalog.regclass, 'pg_catalog.pg_cast'::pg_catalog.regclass,
+                       'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_opfamily'::pg_catalog.regclass,
+                       'pg_catalog.pg_ts_config'::pg_catalog.regclass, 'pg_catalog.pg_ts_dict'::pg_catalog.regclass,
+                       'pg_catalog.pg_conversion'::pg_catalog.regclass)
+  AND d.refobjid >= 16384
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                  WHERE e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e')
+ORDER BY 1, 2, 3, 4, 8
+""")
+
+
+# Owner and comment of the sequences the group uses, and whether a column owns them
+# (an owned sequence takes its table's owner).
+_SEQUENCE_DETAILS = """
+SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.obj_description(c.oid, 'pg_class'),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+               WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i'))
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS g(s, n)
+JOIN pg_catalog.pg_namespace n ON n.nspname = g.s
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = g.n
 """

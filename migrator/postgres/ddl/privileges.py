@@ -36,6 +36,9 @@ def grantee(role: str) -> sql.Composable:
 
 def grant_statements(grants: Iterable[Grant], kind: sql.Composable, target: sql.Composable, *,
                       column: str | None = None) -> list[sql.Composable]:
+    grants = list(grants)
+    if not grants:
+        return []     # most columns have none: nothing composed for them
     out: list[sql.Composable] = []
     columns = sql.SQL(" ({})").format(sql.Identifier(column)) if column else sql.SQL("")
     for g in grants:

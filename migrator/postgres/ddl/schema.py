@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -61,21 +62,29 @@ class GroupSchema:
     existing: ExistingObjects = field(default_factory=ExistingObjects)   # what the target had
     app_roles: frozenset[str] = frozenset()
     app_privileges: tuple[AppPrivilege, ...] = field(default=())
+    # Whole-database mode: the playbook's schemas the target has already (public): their
+    # owner, privileges and comment become the source's.
+    listed_schemas: tuple[SchemaFacts, ...] = ()
 
     def statements(self) -> list[sql.Composable]:
         """In an order where every object exists before what needs it (pg_dump's)."""
         out: list[sql.Composable] = []
         for schema in self.schemas:
             out.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema.name)))
+        for schema in (*self.schemas, *self.listed_schemas):
+            if self._owned(schema.owner):
+                out.append(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(
+                    sql.Identifier(schema.name), sql.Identifier(schema.owner)))
             out += grant_statements(schema.grants, sql.SQL("SCHEMA"), sql.Identifier(schema.name))
         out += [create_collation(c) for c in self.collations]
         out += [create_type(t) for t in self.types]
         out += [create_sequence(s) for s in self.sequences if not s.identity]
         if self.routines:
             # As pg_dump: a body may use tables and views made below (a SQL-standard body
-            # is parsed at creation: it is made after them).
+            # is parsed at creation, a signature over a table's row type needs the table:
+            # those are made after them).
             out.append(sql.SQL("SET LOCAL check_function_bodies = false"))
-        out += [create_routine(r) for r in self.routines if not r.sql_body]
+        out += [create_routine(r) for r in self.routines if not _late(r)]
         in_group = {t.name for t in self.tables}
         out += [create_table(t) for t in self.tables]
         for table in self.tables:
@@ -105,9 +114,8 @@ class GroupSchema:
                 s.name.identifier, sql.Identifier(s.owned_by[0].schema, s.owned_by[0].name, s.owned_by[1]))
             for s in self.sequences if s.owned_by is not None and not s.identity
         ]
-        for view in self.views:
-            out += create_view(view)
-        out += [create_routine(r) for r in self.routines if r.sql_body]
+        for item in _views_and_late_routines(self.views, [r for r in self.routines if _late(r)]):
+            out += create_view(item) if isinstance(item, ViewFacts) else [create_routine(item)]
         out += self._owners()
         out += self._grants()
         out += self._comments()
@@ -132,15 +140,31 @@ class GroupSchema:
         creates the objects there (a missing one is a plan finding)."""
         kinds = {t.name: "TABLE" for t in self.tables}
         kinds |= {v.name: "MATERIALIZED VIEW" if v.materialized else "VIEW" for v in self.views}
-        return [sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[name]), name.identifier, sql.Identifier(role))
-                for name, role in self.owners.items() if name in kinds]
+        out = [sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[name]), name.identifier, sql.Identifier(role))
+               for name, role in self.owners.items() if name in kinds]
+        out += [sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(s.name.identifier, sql.Identifier(s.owner))
+                for s in self.sequences if not s.identity and s.owned_by is None and self._owned(s.owner)]
+        out += [sql.SQL("ALTER {} {} OWNER TO {}").format(
+                    sql.SQL("DOMAIN" if t.kind == "domain" else "TYPE"), t.identity.identifier, sql.Identifier(t.owner))
+                for t in self.types if self._owned(t.owner)]
+        out += [sql.SQL("ALTER {} {}({}) OWNER TO {}").format(
+                    sql.SQL(_ROUTINE_KEYWORD.get(r.kind, "FUNCTION")), r.name.identifier, sql.SQL(r.arguments),
+                    sql.Identifier(r.owner))
+                for r in self.routines if self._owned(r.owner)]
+        return out
+
+    def _owned(self, owner: str | None) -> bool:
+        """Set this owner on the target? It exists there and is not the role that creates."""
+        return bool(owner) and owner != self.existing.current_user and owner in self.existing.roles
 
     def _not_app(self, grants: Iterable[Grant]) -> list[Grant]:
         return [g for g in grants if g.grantee not in self.app_roles]
 
     def _comments(self) -> list[sql.Composable]:
         out: list[sql.Composable] = [comment_statement("SCHEMA", sql.Identifier(s.name), s.comment)
-                                     for s in self.schemas if s.comment is not None]
+                                     for s in (*self.schemas, *self.listed_schemas) if s.comment is not None]
+        out += [comment_statement("SEQUENCE", s.name.identifier, s.comment)
+                for s in self.sequences if s.comment is not None and not s.identity]
         for t in self.types:
             if t.comment is not None:
                 out.append(comment_statement("DOMAIN" if t.kind == "domain" else "TYPE", t.identity.identifier, t.comment))
@@ -207,6 +231,30 @@ class GroupSchema:
 _ROUTINE_KEYWORD = {"procedure": "PROCEDURE", "aggregate": "AGGREGATE"}
 
 
+def _late(r: RoutineFacts) -> bool:
+    """Made after the tables: a SQL-standard body (parsed at creation) or a signature
+    over a relation's row type."""
+    return r.sql_body or bool(r.after)
+
+
+def _views_and_late_routines(views: Iterable[ViewFacts], routines: Iterable[RoutineFacts]
+                             ) -> list[ViewFacts | RoutineFacts]:
+    """Views and late routines in one order, each after what it needs: a view after the
+    views it reads and the late routines it calls, a routine after the views its
+    signature or SQL-standard body uses (pg_dump sorts them the same way)."""
+    views, routines = list(views), list(routines)
+    view_names = {v.name for v in views}
+    routine_keys = {(r.name, r.arguments) for r in routines}
+    nodes: dict[object, ViewFacts | RoutineFacts] = {v.name: v for v in views}
+    nodes |= {(r.name, r.arguments): r for r in routines}
+    graph = graphlib.TopologicalSorter()
+    for v in views:
+        graph.add(v.name, *[r for r in v.reads if r in view_names], *[k for k in v.routines if k in routine_keys])
+    for r in routines:
+        graph.add((r.name, r.arguments), *[a for a in r.after if a in view_names])
+    return [nodes[n] for n in graph.static_order() if n in nodes]
+
+
 def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iterable[str]) -> GroupSchema:
     """What the target must get, given what it has (a schema, type, sequence or function
     it has already is not ours to create, grant on or drop)."""
@@ -236,6 +284,7 @@ def group_schema(group: GroupCatalog, existing: ExistingObjects, app_roles: Iter
                                for p in g.privileges]
     return GroupSchema(
         schemas=tuple(s for s in group.schemas if s.name not in existing.schemas),
+        listed_schemas=tuple(s for s in group.schemas if s.name in existing.schemas and s.listed),
         types=tuple(t for t in group.types if t.movable and t.identity not in existing.types),
         sequences=tuple(s for s in group.sequences if s.identity or s.name not in existing.sequences),
         routines=tuple(r for r in group.routines if r.signature not in existing.routines),

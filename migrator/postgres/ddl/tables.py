@@ -47,6 +47,8 @@ _COMPRESSION = {"p": "pglz", "l": "lz4"}
 def column_options(table: TableFacts) -> list[sql.Composable]:
     out: list[sql.Composable] = []
     for c in table.columns:
+        if c.statistics is None and c.storage not in _STORAGE and c.compression not in _COMPRESSION:
+            continue
         column = sql.SQL("ALTER TABLE {} ALTER COLUMN {} ").format(_only(table), sql.Identifier(c.name))
         if c.statistics is not None:
             out.append(column + sql.SQL("SET STATISTICS {}").format(sql.Literal(c.statistics)))
