@@ -63,6 +63,13 @@ class Ran:
         head = f"`migrator {' '.join(self.args[:1] + self.args[2:])}` "
         head += (f"did not finish in {self.seconds:.0f}s (killed)" if self.timed_out
                  else f"exited {self.code} after {self.seconds:.1f}s")
+        try:  # a JSON document (plan --json): its blocking findings, not its last lines
+            blocking = json.loads(self.stdout).get("blocking")
+        except (ValueError, AttributeError):
+            blocking = None
+        if blocking:
+            return f"{head}, blocking:\n" + "\n".join(
+                f"{b['code']} {b['subject']}: {b['message']}" for b in blocking)
         tail = "\n".join(self.output.strip().splitlines()[-15:])
         return f"{head}:\n{tail}"
 

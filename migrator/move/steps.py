@@ -166,12 +166,16 @@ def _schema_needs(schema: GroupSchema) -> tuple[Privilege, ...]:
             | {v.name.schema for v in schema.views})
     needs = [may("CREATE", "DATABASE", "", "role.create_objects")] if made else []
     needs += [may("CREATE", "SCHEMA", name, "role.create_in_schema") for name in sorted(used - made)]
-    # ALTER ... OWNER TO r: the tool must have r's privileges, and r CREATE on the schema.
-    for role in sorted(set(schema.owners.values())):
+    # ALTER ... OWNER TO r: the tool must have r's privileges, and r CREATE on the object's
+    # schema (for a schema: the tool CREATE on the database), as PostgreSQL checks them.
+    handed = schema.new_owners()
+    for role in sorted({r for _, r in handed}):
         needs.append(member_of(role, "role.set_owner"))
         needs += [may("CREATE", "SCHEMA", s, "role.set_owner", role=role)
-                  for s in sorted({name.schema for name, owner in schema.owners.items() if owner == role})]
-    return tuple(needs)
+                  for s in sorted({s for s, r in handed if r == role and s is not None})]
+    if any(s is None for s, _ in handed):
+        needs.append(may("CREATE", "DATABASE", "", "role.set_owner"))
+    return tuple(dict.fromkeys(needs))
 
 
 def schema_do(ctx: MoveContext) -> str:

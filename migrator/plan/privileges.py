@@ -95,7 +95,8 @@ def _statements(action) -> list[Statement]:
     return list(getattr(action, "statements", ()))
 
 
-# One row per privilege asked; a superuser has them all. An object the server does not
+# One row per privilege asked; a superuser has them all, and a superuser DSN role skips
+# the checks on a new owner (PostgreSQL's ALTER ... OWNER TO does). An object the server does not
 # have yet is the move's to create (and own); pg_has_role is asked only about a role
 # that exists.
 _GAPS = """
@@ -106,7 +107,9 @@ FROM unnest(%(i)s::int[], %(kind)s::text[], %(type)s::text[], %(name)s::text[], 
             %(role)s::text[]) AS c(i, kind, type, name, privilege, role)
 CROSS JOIN pg_catalog.pg_roles r
 WHERE r.rolname = COALESCE(c.role, current_user)
-  AND NOT r.rolsuper AND NOT CASE c.kind
+  AND NOT r.rolsuper
+  AND NOT (SELECT t.rolsuper FROM pg_catalog.pg_roles t WHERE t.rolname = current_user)
+  AND NOT CASE c.kind
     WHEN 'attribute' THEN CASE c.name WHEN 'REPLICATION' THEN r.rolreplication
                                       WHEN 'BYPASSRLS' THEN r.rolbypassrls ELSE false END
     WHEN 'member' THEN CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles m WHERE m.rolname = c.name)

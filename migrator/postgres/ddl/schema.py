@@ -153,6 +153,21 @@ class GroupSchema:
                 for r in self.routines if self._owned(r.owner)]
         return out
 
+    def new_owners(self) -> list[tuple[str | None, str]]:
+        """(the schema an object is in, or None for a schema itself; the role it is handed
+        to) of each ALTER ... OWNER TO the statements make: what those need of the tool's
+        role (membership in the role; for a schema, CREATE on the database) and of the new
+        owner (CREATE on the object's schema)."""
+        kinds = {t.name for t in self.tables} | {v.name for v in self.views}
+        out: list[tuple[str | None, str]] = [(None, s.owner) for s in (*self.schemas, *self.listed_schemas)
+                                             if self._owned(s.owner)]
+        out += [(name.schema, role) for name, role in self.owners.items() if name in kinds]
+        out += [(s.name.schema, s.owner) for s in self.sequences
+                if not s.identity and s.owned_by is None and self._owned(s.owner)]
+        out += [(t.schema, t.owner) for t in self.types if self._owned(t.owner)]
+        out += [(r.name.schema, r.owner) for r in self.routines if self._owned(r.owner)]
+        return list(dict.fromkeys(out))
+
     def _owned(self, owner: str | None) -> bool:
         """Set this owner on the target? It exists there and is not the role that creates."""
         return bool(owner) and owner != self.existing.current_user and owner in self.existing.roles
