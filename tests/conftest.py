@@ -147,7 +147,10 @@ def pytest_report_header(config):
 
 def pytest_sessionfinish(session, exitstatus):
     """No reaper on testcontainers: whatever this session's containers left (a test
-    killed by its timeout mid-setup) goes now."""
+    killed by its timeout mid-setup) goes now; under pytest-xdist, once every worker is
+    done (in the controller), not when the first worker ends."""
+    if hasattr(session.config, "workerinput"):
+        return
     if _choice.cache_info().currsize and backend_name() == "testcontainers":
         engine.remove_containers()
 

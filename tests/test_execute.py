@@ -276,6 +276,9 @@ def test_no_password_in_output_state_or_event_log(make_move, tmp_path):
     """DESIGN 7: secrets never appear in output, logs, state or errors."""
     move = make_move()
     demo = demo_move(move, tmp_path, scale=0)
+    doc = move.playbook_doc()
+    doc["restarts"] = {"wait": "2s"}   # the stopped target below is given up on after 2 s, not 60
+    move.write_playbook(demo.path, doc)
     secret = move.source.password
     assert secret in demo.path.read_text()  # the playbook's DSNs carry it (URL form)
     outputs = [demo.cli("execute"), demo.cli("status"), demo.cli("status", "--json"),
