@@ -21,7 +21,7 @@ from migrator import names
 from migrator.move.cutover import cutover_notes
 from migrator.move.group import in_flight, resolve_group
 from migrator.move.state import StateStore, StepStatus
-from migrator.move.steps import STEP_NAMES, STEPS
+from migrator.move.steps import STEP_NAMES
 from migrator.plan.document import (
     objects_created,
     objects_dict,
@@ -194,7 +194,7 @@ def build_plan(
     findings = tuple(findings)
     tables = [t for t in snapshot.tables.values() if t.exists]
     facts = move_facts(playbook, snapshot)
-    described = {step.name: tuple(step.describe(playbook, facts)) for step in STEPS}
+    described = snapshot.described
     steps = (
         _preflight(findings),
         _schema(playbook, snapshot, described["schema"]),

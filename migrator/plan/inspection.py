@@ -26,7 +26,8 @@ import psycopg
 from migrator import names
 from migrator.errors import OperationFailed, PlaybookError, ServerUnreachable
 from migrator.move.cutover import CutoverFacts
-from migrator.move.steps import MoveFacts
+from migrator.move.steps import STEPS, MoveFacts
+from migrator.postgres.statement import Statement
 from migrator.pgbouncer.config import EntryError, EntryRoute, read_entry
 from migrator.pgbouncer.console import DatabaseEntry, PgBouncerConsole
 from migrator.pgbouncer.route import include_problem, route_for
@@ -220,6 +221,9 @@ class Snapshot:
     # What the guards will protect (relations, their indexes), as the replicate step
     # reads it (catalog.guarded_objects): the statements plan shows are the ones it runs.
     guarded: tuple[tuple[TableName, ...], tuple[TableName, ...]] = ((), ())
+    # Each step's statements (by step name), described from these facts once: what plan
+    # shows and what the privileges are derived from.
+    described: dict[str, tuple[Statement, ...]] = field(default_factory=dict)
     # What the move's actions need and the DSN roles lack (migrator.plan.privileges).
     privilege_gaps: tuple[Gap, ...] = ()
     # This move is under way: its marker table is on the target (the schema step ran, no
@@ -304,13 +308,16 @@ def inspect_move(
         drift=drift, guarded=(tuple(relations), tuple(indexes)),
         in_flight=marker or bool(steps_done), steps_done=steps_done,
     )
-    return replace(snapshot, privilege_gaps=tuple(_privilege_gaps(playbook, snapshot)))
+    facts = move_facts(playbook, snapshot)
+    described = {step.name: tuple(step.describe(playbook, facts)) for step in STEPS}
+    return replace(snapshot, described=described,
+                   privilege_gaps=tuple(_privilege_gaps(playbook, facts, described)))
 
 
-def _privilege_gaps(playbook: Playbook, snapshot: Snapshot) -> list[Gap]:
+def _privilege_gaps(playbook: Playbook, facts: MoveFacts, described: dict[str, tuple[Statement, ...]]) -> list[Gap]:
     """What the move's actions, and its rollback's, need that the DSN roles lack: asked of
     each server once the statements are known (they depend on both sides' catalogs)."""
-    needs = needs_of(playbook, move_facts(playbook, snapshot))
+    needs = needs_of(playbook, facts, described)
     gaps = []
     for side, dsn in (("source", playbook.source.dsn), ("target", playbook.target.dsn)):
         with _read_only(dsn, side) as conn:

@@ -69,21 +69,24 @@ def _why(step: str, statement: Statement) -> str:
     return f"{step}: {text[:90]}{'...' if len(text) > 90 else ''}"
 
 
-def needs_of(playbook: Playbook, facts: MoveFacts) -> list[Need]:
+def needs_of(playbook: Playbook, facts: MoveFacts, described: dict[str, tuple[Statement, ...]]) -> list[Need]:
     """Every privilege the move and its rollback need, per side, once each, with the
-    first action that needs it: each step's statements (and their inverses), then the
-    reverse cutover."""
+    first action that needs it: each step's statements as `described` (by name, from
+    `facts`; and their inverses), then the reverse cutover."""
     seen: dict[tuple[str, Privilege], Need] = {}
 
     def add(step: str, statements: Iterable[Statement]) -> None:
         for statement in statements:
+            why = None   # rendered once per statement, and only when it is a first: one
+            #              statement can fence a thousand tables, each an owner's need
             for side, privilege in action_needs([statement]):
                 where = privilege.on or side
-                if where in SIDES:
-                    seen.setdefault((where, privilege), Need(where, privilege, _why(step, statement)))
+                if where in SIDES and (where, privilege) not in seen:
+                    why = why or _why(step, statement)
+                    seen[(where, privilege)] = Need(where, privilege, why)
 
     for step in STEPS:
-        add(step.name, step.describe(playbook, facts))
+        add(step.name, described[step.name])
     reverse = cutover_sequence(playbook, Direction.reverse(playbook), facts.cutover)
     add("rollback (the reverse cutover)", [s for a in reverse.actions() for s in _statements(a)])
     return list(seen.values())
