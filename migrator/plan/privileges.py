@@ -31,7 +31,15 @@ SIDES = ("source", "target")
 class Need:
     side: str
     privilege: Privilege
-    why: str                      # the first action that needs it, as a person reads it
+    step: str                     # the first action that needs it: its step and statement
+    statement: Statement
+
+    @property
+    def why(self) -> str:
+        """That action, as a person reads it (rendered only for a gap: one statement can
+        fence a thousand tables)."""
+        text = " ".join(self.statement.text.split())
+        return f"{self.step}: {text[:90]}{'...' if len(text) > 90 else ''}"
 
 
 @dataclass(frozen=True)
@@ -64,11 +72,6 @@ class Gap:
         return None
 
 
-def _why(step: str, statement: Statement) -> str:
-    text = " ".join(statement.text.split())
-    return f"{step}: {text[:90]}{'...' if len(text) > 90 else ''}"
-
-
 def needs_of(playbook: Playbook, facts: MoveFacts, described: dict[str, tuple[Statement, ...]]) -> list[Need]:
     """Every privilege the move and its rollback need, per side, once each, with the
     first action that needs it: each step's statements as `described` (by name, from
@@ -77,13 +80,10 @@ def needs_of(playbook: Playbook, facts: MoveFacts, described: dict[str, tuple[St
 
     def add(step: str, statements: Iterable[Statement]) -> None:
         for statement in statements:
-            why = None   # rendered once per statement, and only when it is a first: one
-            #              statement can fence a thousand tables, each an owner's need
             for side, privilege in action_needs([statement]):
                 where = privilege.on or side
-                if where in SIDES and (where, privilege) not in seen:
-                    why = why or _why(step, statement)
-                    seen[(where, privilege)] = Need(where, privilege, why)
+                if where in SIDES:
+                    seen.setdefault((where, privilege), Need(where, privilege, step, statement))
 
     for step in STEPS:
         add(step.name, described[step.name])
