@@ -138,35 +138,34 @@ class GroupSchema:
     def _owners(self) -> list[sql.Composable]:
         """The source's owners, where they exist on the target and are not the role that
         creates the objects there (a missing one is a plan finding)."""
-        kinds = {t.name: "TABLE" for t in self.tables}
-        kinds |= {v.name: "MATERIALIZED VIEW" if v.materialized else "VIEW" for v in self.views}
-        out = [sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kinds[name]), name.identifier, sql.Identifier(role))
-               for name, role in self.owners.items() if name in kinds]
-        out += [sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(s.name.identifier, sql.Identifier(s.owner))
-                for s in self.sequences if not s.identity and s.owned_by is None and self._owned(s.owner)]
-        out += [sql.SQL("ALTER {} {} OWNER TO {}").format(
-                    sql.SQL("DOMAIN" if t.kind == "domain" else "TYPE"), t.identity.identifier, sql.Identifier(t.owner))
-                for t in self.types if self._owned(t.owner)]
-        out += [sql.SQL("ALTER {} {}({}) OWNER TO {}").format(
-                    sql.SQL(_ROUTINE_KEYWORD.get(r.kind, "FUNCTION")), r.name.identifier, sql.SQL(r.arguments),
-                    sql.Identifier(r.owner))
-                for r in self.routines if self._owned(r.owner)]
-        return out
+        return [sql.SQL("ALTER {} {}{} OWNER TO {}").format(
+                    sql.SQL(keyword), name.identifier, sql.SQL(f"({arguments})" if arguments is not None else ""),
+                    sql.Identifier(role))
+                for keyword, name, arguments, role in self._handed_over()]
 
     def new_owners(self) -> list[tuple[str | None, str]]:
         """(the schema an object is in, or None for a schema itself; the role it is handed
         to) of each ALTER ... OWNER TO the statements make: what those need of the tool's
         role (membership in the role; for a schema, CREATE on the database) and of the new
         owner (CREATE on the object's schema)."""
-        kinds = {t.name for t in self.tables} | {v.name for v in self.views}
-        out: list[tuple[str | None, str]] = [(None, s.owner) for s in (*self.schemas, *self.listed_schemas)
-                                             if self._owned(s.owner)]
-        out += [(name.schema, role) for name, role in self.owners.items() if name in kinds]
-        out += [(s.name.schema, s.owner) for s in self.sequences
-                if not s.identity and s.owned_by is None and self._owned(s.owner)]
-        out += [(t.schema, t.owner) for t in self.types if self._owned(t.owner)]
-        out += [(r.name.schema, r.owner) for r in self.routines if self._owned(r.owner)]
-        return list(dict.fromkeys(out))
+        handed = [(None, s.owner) for s in (*self.schemas, *self.listed_schemas) if self._owned(s.owner)]
+        handed += [(name.schema, role) for _, name, _, role in self._handed_over()]
+        return list(dict.fromkeys(handed))
+
+    def _handed_over(self) -> list[tuple[str, TableName, str | None, str]]:
+        """(ALTER's object keyword, the object, a routine's arguments, the new owner) of
+        every object handed to its source owner, but the schemas themselves (statements()
+        hands those over first)."""
+        kinds = {t.name: "TABLE" for t in self.tables}
+        kinds |= {v.name: "MATERIALIZED VIEW" if v.materialized else "VIEW" for v in self.views}
+        out = [(kinds[name], name, None, role) for name, role in self.owners.items() if name in kinds]
+        out += [("SEQUENCE", s.name, None, s.owner)
+                for s in self.sequences if not s.identity and s.owned_by is None and self._owned(s.owner)]
+        out += [("DOMAIN" if t.kind == "domain" else "TYPE", t.identity, None, t.owner)
+                for t in self.types if self._owned(t.owner)]
+        out += [(_ROUTINE_KEYWORD.get(r.kind, "FUNCTION"), r.name, r.arguments, r.owner)
+                for r in self.routines if self._owned(r.owner)]
+        return out
 
     def _owned(self, owner: str | None) -> bool:
         """Set this owner on the target? It exists there and is not the role that creates."""
