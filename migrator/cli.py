@@ -294,7 +294,8 @@ def _open(playbook_path: Path, state_url: str | None, *, pin: bool = False, read
     """The playbook and its checkpoint store; in whole-database mode with the group's
     tables read (the move's recorded ones once it runs; `pin` records them)."""
     from migrator.move.group import resolve_group
-    from migrator.move.state import StateStore, default_url
+    from migrator.move.state import StateStore
+    from migrator.move.statuses import default_url
     from migrator.playbook import load_playbook
 
     playbook = load_playbook(playbook_path)
@@ -304,11 +305,13 @@ def _open(playbook_path: Path, state_url: str | None, *, pin: bool = False, read
 
 def _existing_store(playbook_path: Path, state_url: str | None):
     """The checkpoint store if there is one (a read-only command does not make one)."""
-    from migrator.move.state import StateStore, default_url
+    from migrator.move.statuses import default_url
 
     url = state_url or default_url(playbook_path)
     if state_url is None and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return None
+    from migrator.move.state import StateStore
+
     return StateStore(url)
 
 
@@ -455,7 +458,8 @@ def verify_cmd(out: Output, playbook: Path, chunk_rows: int, state_url: str | No
 
 def _record_verify(book, playbook: Path, state_url: str | None, report) -> None:
     """The result goes to the move's record (for `report`) when the move has one."""
-    from migrator.move.state import SampleKind, StateStore, default_url
+    from migrator.move.state import StateStore
+    from migrator.move.statuses import SampleKind, default_url
 
     url = state_url or default_url(playbook)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():

@@ -301,7 +301,8 @@ tables: [public.files]
 
 def test_drift_is_compared_only_while_the_group_on_the_target_is_the_moves():
     from migrator.move.drift import in_flight
-    from migrator.move.state import MoveStatus, StepRecord, StepStatus
+    from migrator.move.state import StepRecord
+    from migrator.move.statuses import MoveStatus, StepStatus
 
     def schema(status):
         return StepRecord("schema", status, None, None, None, {})
@@ -316,7 +317,8 @@ def test_drift_is_compared_only_while_the_group_on_the_target_is_the_moves():
 
 def test_a_side_that_cannot_be_read_is_said_not_raised(tmp_path):
     from migrator.move.drift import read_drift, report_drift
-    from migrator.move.state import MoveStatus, StepRecord, StepStatus
+    from migrator.move.state import StepRecord
+    from migrator.move.statuses import MoveStatus, StepStatus
 
     playbook = _playbook(tmp_path)
     reading = read_drift(playbook)

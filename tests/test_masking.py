@@ -98,7 +98,7 @@ def test_the_event_log_and_step_errors_keep_no_password(tmp_path):
         store.log("m", "sql", f"connected to postgresql://app:{SECRET}@h/app", step="schema",
                   sql=f"CREATE SUBSCRIPTION s CONNECTION 'host=h password={SECRET}' PUBLICATION p")
         store.update_data("m", "cutover", event=f"watchdog: host=h password='{SECRET} 2'", phase="pausing")
-        from migrator.move.state import StepStatus
+        from migrator.move.statuses import StepStatus
 
         store.set_step("m", "replicate", StepStatus.FAILED, error=f"lost postgresql://u:{SECRET}@h/db")
         events = store.events("m")

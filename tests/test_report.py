@@ -14,7 +14,8 @@ import pytest
 from conftest import PASSWORD
 from movekit import demo_move
 
-from migrator.move.state import SAMPLES_KEPT, SampleKind, StateStore
+from migrator.move.state import SAMPLES_KEPT, StateStore
+from migrator.move.statuses import SampleKind
 from migrator.move.status import live_view
 
 ROOT = Path(__file__).resolve().parent.parent

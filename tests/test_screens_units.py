@@ -70,3 +70,15 @@ def test_a_grouped_finding_says_what_its_subjects_are():
         "3 extensions: citext, pg_trgm, pgcrypto"
     assert subjects_text("table.triggers", ["a.b", "a.c"]) == "2 tables: a.b, a.c"
     assert subjects_text("guard.ddl_unavailable", ["source role x", "target role x"]).startswith("2 roles")
+
+
+def test_plan_does_not_import_the_state_store_without_a_store():
+    """SQLAlchemy takes a quarter of a second to import: `plan` on a playbook without a
+    checkpoint store never needs it (benchmarks/plan_bench.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, migrator.cli, migrator.plan.build, migrator.output.plan; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy' or m == 'migrator.move.state'))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert shown.stdout.strip() == "[]"

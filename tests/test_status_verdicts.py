@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from migrator.move.checkpoint import CutoverData
-from migrator.move.state import MoveStatus
+from migrator.move.statuses import MoveStatus
 from migrator.move.status import Replication, _config_side, _verdict
 from migrator.plan.build import STEP_NAMES
 from migrator.playbook import load_playbook

@@ -20,7 +20,8 @@ from migrator.lab.sandbox import (
     sandbox_down,
     sandbox_up,
 )
-from migrator.move.state import StateStore, default_url
+from migrator.move.state import StateStore
+from migrator.move.statuses import default_url
 from migrator.output import Output
 from migrator.playbook import load_playbook
 

@@ -15,7 +15,8 @@ from psycopg import sql
 
 from migrator import names
 from migrator.errors import OperationFailed
-from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.state import StateStore
+from migrator.move.statuses import MoveStatus, StepStatus
 from migrator.playbook import Playbook
 from migrator.move.guarding import Guards
 from migrator.postgres import replication

@@ -7,15 +7,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from migrator.move.state import StateStore
 from migrator.playbook import Playbook, TableName
 from migrator.postgres.connection import Side, SideConnection, connect
 from migrator.postgres.statement import Statement
+
+if TYPE_CHECKING:
+    from migrator.move.state import StateStore  # SQLAlchemy: plan imports it only when a store exists
 
 
 class Reporter:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import psycopg
 
 from migrator.errors import OperationFailed
-from migrator.move.state import MoveStatus, StepRecord, StepStatus
+from migrator.move.state import StepRecord
+from migrator.move.statuses import MoveStatus, StepStatus
 from migrator.playbook import Playbook, TableName
 from migrator.postgres.catalog import TableFacts, tree_facts
 from migrator.postgres.catalog.drift import Difference, compare

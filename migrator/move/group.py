@@ -11,12 +11,17 @@ the source each time.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from migrator.errors import PlaybookError
-from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.statuses import MoveStatus, StepStatus
 from migrator.playbook import Playbook, TableName
 from migrator.playbook.model import ALL_SCHEMAS
 from migrator.postgres.catalog import schema_tables, user_schemas
 from migrator.postgres.connection import connect
+
+if TYPE_CHECKING:
+    from migrator.move.state import StateStore
 
 _STARTED = (StepStatus.RUNNING, StepStatus.DONE, StepStatus.FAILED, StepStatus.UNDOING)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from migrator.move.state import SampleKind, StateStore, StepStatus
+from migrator.move.state import StateStore
+from migrator.move.statuses import SampleKind, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.playbook import Playbook
 

@@ -36,7 +36,6 @@ from migrator.move.cutover import (
     record_action,
 )
 from migrator.move.phases import CutoverPhase
-from migrator.move.state import process_alive
 from migrator.move.undo import resume_with_fresh_consoles, run_undo
 from migrator.move.watchdog import RESUME_RETRY_WINDOW
 from migrator.pgbouncer.console import PgBouncerConsole
@@ -122,6 +121,8 @@ def _wait_for_the_watchdog(ctx: MoveContext, watchdog: dict | None) -> None:
     """A watchdog of the interrupted attempt may still be at work (retrying a PgBouncer
     that came back late): running the same records at the same time would collide on the
     same catalog rows. Wait for it to be done (on this host: elsewhere a pid says nothing)."""
+    from migrator.move.state import process_alive  # the store's module: `plan` never needs it
+
     if not watchdog or watchdog.get("host") != socket.gethostname() or not process_alive(watchdog["pid"]):
         return
     ctx.reporter.note(f"waiting for the watchdog (pid {watchdog['pid']}) of the interrupted cutover to finish")

@@ -18,7 +18,8 @@ from migrator import waiting
 from migrator.errors import MigratorError, OperationFailed, ServerUnreachable
 from migrator.move.context import Step, UndoPlan
 from migrator.move.samples import SampleRecorder
-from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.state import StateStore
+from migrator.move.statuses import MoveStatus, StepStatus
 from migrator.move.steps import (
     STEP_NAMES,
     STEPS,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from migrator.move.context import Reporter
-from migrator.move.state import SampleKind, StateStore
+from migrator.move.state import StateStore
+from migrator.move.statuses import SampleKind
 
 EVERY = 1.0  # seconds between two samples of one step
 

@@ -40,7 +40,8 @@ from psycopg import sql
 from migrator.errors import OperationFailed, PlaybookError
 from migrator.move.phases import CutoverPhase
 from migrator.move.guarding import Guards
-from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.state import StateStore
+from migrator.move.statuses import MoveStatus, StepStatus
 from migrator.playbook import Playbook, TableName
 from migrator.postgres import guards, replication
 from migrator.postgres.catalog import guarded_objects

@@ -8,7 +8,6 @@ is durable before its side effects start and after they end.
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import socket
@@ -25,25 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from migrator.errors import OperationFailed
 from migrator.masking import mask_secrets
 from migrator.move import checkpoint
-
-STATE_ENV = "MIGRATOR_STATE"
-
-
-class StepStatus(str, enum.Enum):
-    """Values are stored; they never change."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    UNDOING = "undoing"
-    UNDONE = "undone"
-
-
-class MoveStatus(str, enum.Enum):
-    ACTIVE = "active"
-    COMPLETED = "completed"
-
+from migrator.move.statuses import STATE_ENV, MoveStatus, SampleKind, StepStatus
 
 metadata = sa.MetaData()
 
@@ -94,16 +75,6 @@ samples = sa.Table(
 )
 
 
-class SampleKind(str, enum.Enum):
-    """Values are stored; they never change."""
-
-    COPY = "copy"            # bytes copied of the initial copy: done, total
-    LAG = "lag"              # replication lag: bytes (and seconds when known), direction
-    INDEXES = "indexes"      # deferred indexes rebuilt: done, total
-    VERIFY = "verify"        # one verify run: identical, tables, rows compared, differences
-    FINDINGS = "findings"    # the preflight's findings at execute time
-
-
 locks = sa.Table(
     "migrator_locks", metadata,
     sa.Column("move", sa.String(64), primary_key=True),
@@ -150,14 +121,6 @@ class LockHolder:
     def describe(self) -> str:
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"{self.command} by pid {self.pid} on {self.host} since {when}"
-
-
-def default_url(playbook_path: Path | None) -> str:
-    """MIGRATOR_STATE, else a SQLite file beside the playbook (.migrator/state.db)."""
-    if os.environ.get(STATE_ENV):
-        return os.environ[STATE_ENV]
-    base = Path(playbook_path).parent if playbook_path else Path.cwd()
-    return f"sqlite:///{(base / '.migrator' / 'state.db').absolute()}"
 
 
 class StateStore:

@@ -15,7 +15,8 @@ from migrator.move.checkpoint import CutoverData
 from migrator.move.phases import CutoverPhase, DirectionName
 from migrator.move.drift import report_drift
 from migrator.move.guarding import Guards
-from migrator.move.state import MoveStatus, StateStore, StepStatus
+from migrator.move.state import StateStore
+from migrator.move.statuses import MoveStatus, StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.pgbouncer.config import EntryRoute
 from migrator.pgbouncer.console import PgBouncerConsole
@@ -298,7 +299,7 @@ def live_view(playbook: Playbook, store: StateStore, *, window: float = 15.0,
               outages: Outages | None = None) -> LiveView:
     import time
 
-    from migrator.move.state import SampleKind
+    from migrator.move.statuses import SampleKind
 
     report = move_report(playbook, store, drift=False, guards=False)  # every second: those are `status`'s
     waiting = outages.look(playbook, report, time.monotonic()) if outages is not None else []

@@ -21,7 +21,7 @@ from migrator.move.context import MoveContext, Reporter, Step, UndoPlan
 from migrator.move.cutover import CutoverFacts, Direction, cutover_facts, cutover_sequence, subscription_needs
 from migrator.move.cutover_step import cutover_do, cutover_undo, cutover_undo_statements
 from migrator.move.guarding import Guards
-from migrator.move.state import SampleKind
+from migrator.move.statuses import SampleKind
 from migrator.pgbouncer.route import original_entries
 from migrator.playbook import Playbook, TableName, format_size
 from migrator.postgres import replication

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrator import names
 from migrator.move.cutover import cutover_notes
 from migrator.move.group import in_flight, resolve_group
-from migrator.move.state import StateStore, StepStatus
+from migrator.move.statuses import StepStatus
 from migrator.move.steps import STEP_NAMES
 from migrator.plan.document import (
     objects_created,
@@ -45,6 +45,9 @@ from migrator.playbook import (
     parse_size,
 )
 from migrator.postgres.statement import Statement
+
+if TYPE_CHECKING:
+    from migrator.move.state import StateStore
 
 __all__ = [
     "DEFAULT_COPY_RATE",
