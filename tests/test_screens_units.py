@@ -72,6 +72,27 @@ def test_a_grouped_finding_says_what_its_subjects_are():
     assert subjects_text("guard.ddl_unavailable", ["source role x", "target role x"]).startswith("2 roles")
 
 
+def test_a_json_document_is_what_the_standard_library_writes():
+    """--json goes through orjson for speed; the text is json.dumps(indent=2, default=str)'s:
+    non-ASCII escaped, dates, paths, decimals and dataclasses as str() gives them."""
+    import datetime
+    import decimal
+    import json
+
+    from migrator.move.statuses import StepStatus
+    from migrator.output.base import json_text
+
+    document = {
+        "name": "café ✓ 😀 \u2028", "numbers": [1, 2.5, -3, None, True], 7: {"tuple": (1, "x")},
+        "at": datetime.datetime(2026, 12, 5, 16, 0, tzinfo=datetime.UTC), "size": decimal.Decimal("1.50"),
+        "path": Path("/var/tmp/a b"), "status": StepStatus.DONE, "statement": Statement("source", "SELECT 1"),
+        "huge": 2**70, "empty": {}, "nested": [[], [{}]],
+    }
+    assert json_text(document) == json.dumps(document, indent=2, default=str)
+    del document["huge"]   # the fallback above; orjson itself below
+    assert json_text(document) == json.dumps(document, indent=2, default=str)
+
+
 def test_plan_does_not_import_the_state_store_without_a_store():
     """SQLAlchemy takes a quarter of a second to import: `plan` on a playbook without a
     checkpoint store never needs it (benchmarks/plan_bench.py)."""

@@ -5,11 +5,14 @@ break a URL or a path inside a token)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
 from rich.console import Console
 
 from migrator.masking import mask_secrets
@@ -35,6 +38,27 @@ def listing(items, limit: int = 6) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+_ORJSON_OPTIONS = (orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def json_text(doc: Any) -> str:
+    """doc as `json.dumps(doc, indent=2, default=str)` writes it (ASCII, non-ASCII
+    characters escaped), by orjson: a plan's document is megabytes, and the standard
+    library's encoder is pure Python as soon as it indents (a quarter of a second for a
+    thousand tables, against a hundredth)."""
+    try:
+        text = orjson.dumps(doc, default=str, option=_ORJSON_OPTIONS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        # An integer wider than 64 bits, say: the standard library takes anything.
+        return json.dumps(doc, indent=2, default=str)
+    if text.isascii():
+        return text
+    # Outside ASCII is only ever inside a string: escaped there as json.dumps does.
+    return _NOT_ASCII.sub(lambda m: encode_basestring_ascii(m.group())[1:-1], text)
+
+
 @dataclass
 class BaseOutput:
     """Where a command's report goes: a rich console, or one JSON document on stdout."""
@@ -45,8 +69,7 @@ class BaseOutput:
 
     def document(self, doc: Any) -> None:
         """Print one JSON document, secrets masked."""
-        text = json.dumps(doc, indent=2, default=str, sort_keys=False)
-        sys.stdout.write(mask_secrets(text) + "\n")
+        sys.stdout.write(mask_secrets(json_text(doc)) + "\n")
         sys.stdout.flush()
 
     def line(self, text: str = "", style: str | None = None) -> None:
