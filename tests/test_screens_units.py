@@ -83,7 +83,8 @@ def test_a_json_document_is_what_the_standard_library_writes():
     from migrator.output.base import json_text
 
     document = {
-        "name": "café ✓ 😀 \u2028", "numbers": [1, 2.5, -3, None, True], 7: {"tuple": (1, "x")},
+        "name": "café ✓ 😀 \u2028", "control": "\x00\x01\b\f\t\n\r\x1f\x7f\"\\/",
+        "numbers": [1, 2.5, -3, None, True], 7: {"tuple": (1, "x")},
         "at": datetime.datetime(2026, 12, 5, 16, 0, tzinfo=datetime.UTC), "size": decimal.Decimal("1.50"),
         "path": Path("/var/tmp/a b"), "status": StepStatus.DONE, "statement": Statement("source", "SELECT 1"),
         "huge": 2**70, "empty": {}, "nested": [[], [{}]],

@@ -40,7 +40,7 @@ def listing(items, limit: int = 6) -> str:
 
 _ORJSON_OPTIONS = (orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
                    | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
-_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+_NOT_ASCII = re.compile(r"[^\x00-\x7e]+")   # and DEL, which json.dumps escapes too
 
 
 def json_text(doc: Any) -> str:
@@ -53,9 +53,9 @@ def json_text(doc: Any) -> str:
     except (orjson.JSONEncodeError, TypeError):
         # An integer wider than 64 bits, say: the standard library takes anything.
         return json.dumps(doc, indent=2, default=str)
-    if text.isascii():
+    if text.isascii() and "\x7f" not in text:
         return text
-    # Outside ASCII is only ever inside a string: escaped there as json.dumps does.
+    # Outside printable ASCII is only ever inside a string: escaped there as json.dumps does.
     return _NOT_ASCII.sub(lambda m: encode_basestring_ascii(m.group())[1:-1], text)
 
 
