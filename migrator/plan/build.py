@@ -37,7 +37,6 @@ from migrator.plan.inspection import (
     Snapshot,
     TableFacts,
     inspect_move,
-    move_facts,
 )
 from migrator.playbook import (
     Playbook,
@@ -196,8 +195,7 @@ def build_plan(
 ) -> Plan:
     findings = tuple(findings)
     tables = [t for t in snapshot.tables.values() if t.exists]
-    facts = move_facts(playbook, snapshot)
-    described = snapshot.described
+    facts, described = snapshot.facts, snapshot.described
     steps = (
         _preflight(findings),
         _schema(playbook, snapshot, described["schema"]),

@@ -221,8 +221,10 @@ class Snapshot:
     # What the guards will protect (relations, their indexes), as the replicate step
     # reads it (catalog.guarded_objects): the statements plan shows are the ones it runs.
     guarded: tuple[tuple[TableName, ...], tuple[TableName, ...]] = ((), ())
-    # Each step's statements (by step name), described from these facts once: what plan
-    # shows and what the privileges are derived from.
+    # The facts the steps' statements are built from (move_facts), and each step's
+    # statements (by step name) described from them once: what plan shows and what the
+    # privileges are derived from.
+    facts: MoveFacts | None = None
     described: dict[str, tuple[Statement, ...]] = field(default_factory=dict)
     # What the move's actions need and the DSN roles lack (migrator.plan.privileges).
     privilege_gaps: tuple[Gap, ...] = ()
@@ -310,7 +312,7 @@ def inspect_move(
     )
     facts = move_facts(playbook, snapshot)
     described = {step.name: tuple(step.describe(playbook, facts)) for step in STEPS}
-    return replace(snapshot, described=described,
+    return replace(snapshot, facts=facts, described=described,
                    privilege_gaps=tuple(_privilege_gaps(playbook, facts, described)))
 
 
