@@ -73,6 +73,19 @@ def test_views_and_routines_move_with_the_group_or_cross_it():
     assert crossing["public.mixed"].outside == (USERS,)
 
 
+def test_views_come_in_the_same_order_in_every_run():
+    """Two plans of the same database show the same SQL in the same order (the order of a
+    set of names changes from one process to the next): independent views by name, each
+    after the views it reads."""
+    names = [T(f"shop.v{i:02}") for i in range(40)]
+    views = [ViewFacts(n, False, "SELECT ...", reads=(ORDERS,)) for n in reversed(names)]
+    views.append(ViewFacts(T("shop.a_over_v07"), False, "SELECT ...", reads=(T("shop.v07"),)))
+    found = resolve({ORDERS, LINES}, [], views, [], {**RELATIONS, **{n: "v" for n in names}})
+    order = [str(v.name) for v in found.views]
+    assert order.index("shop.a_over_v07") > order.index("shop.v07")
+    assert [n for n in order if n != "shop.a_over_v07"] == [str(n) for n in names]
+
+
 def test_what_the_playbook_includes_or_excludes_wins():
     views = [ViewFacts(T("public.mixed"), False, "SELECT ...", reads=(ORDERS, USERS))]
     routines = [routine("public.dyn", "SELECT 1", language="plpgsql")]

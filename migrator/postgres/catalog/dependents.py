@@ -385,10 +385,15 @@ def _listing(names: list[TableName], limit: int = 4) -> str:
 
 
 def _view_order(views: list[ViewFacts]) -> tuple[ViewFacts, ...]:
-    """Each view after the views it reads."""
-    names = {v.name for v in views}
-    graph = graphlib.TopologicalSorter({v.name: [r for r in v.reads if r in names] for v in views})
+    """Each view after the views it reads; otherwise by name, whatever order they came
+    in (a set's, which changes from one process to the next): two plans of one database
+    show the same statements in the same order."""
     by_name = {v.name: v for v in views}
+    graph = graphlib.TopologicalSorter()
+    for name in sorted(by_name):
+        graph.add(name)      # first, so that the order among views ready together is the names'
+    for name in sorted(by_name):
+        graph.add(name, *sorted(r for r in by_name[name].reads if r in by_name))
     return tuple(by_name[n] for n in graph.static_order())
 
 
