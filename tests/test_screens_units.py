@@ -104,3 +104,28 @@ def test_plan_does_not_import_the_state_store_without_a_store():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy' or m == 'migrator.move.state'))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert shown.stdout.strip() == "[]"
+
+
+def test_plan_sql_shows_each_statement_exactly_as_it_runs():
+    """`plan --sql` prints the SQL that runs: no emoji code made an emoji, no tab made
+    spaces, a multi-line statement indented under its side, secrets masked."""
+    out, buffer = _output(80)
+    statements = [
+        Statement("target", "SELECT ':smile:', E'a\tb'"),
+        Statement("target", "CREATE SUBSCRIPTION s CONNECTION 'host=h password=hunter2' PUBLICATION p",
+                  note="the copy"),
+        Statement("source", "SELECT 1\nFROM t"),
+        Statement("pgbouncers[0] admin@127.0.0.1:6432/pgbouncer", "PAUSE app"),
+    ]
+    out._step(4, "replicate", "Replicate", statements, [])
+    shown = buffer.getvalue().splitlines()
+    assert shown[1:] == [
+        "   target:",
+        "     SELECT ':smile:', E'a\tb';",
+        "     CREATE SUBSCRIPTION s CONNECTION 'host=h password=****' PUBLICATION p;  -- the copy",
+        "   source:",
+        "     SELECT 1",
+        "     FROM t;",
+        "   pgbouncers[0] admin@127.0.0.1:6432/pgbouncer:",
+        "     PAUSE app",
+    ], shown

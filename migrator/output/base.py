@@ -10,6 +10,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -75,6 +76,15 @@ class BaseOutput:
     def line(self, text: str = "", style: str | None = None) -> None:
         if not self.json_mode:
             self.console.print(mask_secrets(text), style=style, markup=False)
+
+    def verbatim(self, lines: Iterable[str]) -> None:
+        """Lines that go out exactly as they are (SQL): straight to the console's file,
+        secrets masked. Through rich a statement's `':smile:'` became an emoji and its
+        tabs spaces, and each line took a fifth of a millisecond: `plan --sql` on a
+        thousand tables prints fifteen thousand."""
+        if not self.json_mode:
+            self.console.file.write("".join(mask_secrets(line) + "\n" for line in lines))
+            self.console.file.flush()
 
     def markup(self, text: str) -> None:
         if not self.json_mode:

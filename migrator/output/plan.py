@@ -54,6 +54,13 @@ def statement_counts(statements) -> str:
                      for where, n in counts.items())
 
 
+def _shown(statement) -> str:
+    """A statement as `--sql` shows it: its SQL (a `;` after one that runs on a server)
+    and its note as a comment."""
+    text = statement.text + (";" if statement.on in ("source", "target") else "")
+    return text + (f"  -- {mask_secrets(statement.note)}" if statement.note else "")
+
+
 class PlanScreens:
     def plan(self, plan, *, sql: bool = False) -> None:
         """The plan: the verdict, where, the findings by code, the tables, the steps, the estimate."""
@@ -195,17 +202,9 @@ class PlanScreens:
         self.markup(f"[bold]{number}. {name}[/] — {escape(title)}")
         for note in notes:
             self.prose(f"[dim]{escape(mask_secrets(note))}[/]", indent=3)
-        previous = None
-        for statement in statements:
-            if statement.on != previous:
-                self.line(f"   {mask_secrets(statement.on)}:", style="cyan")
-                previous = statement.on
-            text = statement.text
-            if statement.on in ("source", "target"):
-                text += ";"
-            if statement.note:
-                text += f"  -- {mask_secrets(statement.note)}"
-            self.line("     " + text.replace("\n", "\n     "))
+        for on, run in groupby(statements, key=lambda statement: statement.on):
+            self.line(f"   {mask_secrets(on)}:", style="cyan")
+            self.verbatim("     " + _shown(statement).replace("\n", "\n     ") for statement in run)
 
     def rollback_plan(self, plan) -> None:
         """`rollback --dry-run`: the undo of each step, in the order the rollback runs them."""
