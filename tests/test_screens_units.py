@@ -129,3 +129,10 @@ def test_plan_sql_shows_each_statement_exactly_as_it_runs():
         "   pgbouncers[0] admin@127.0.0.1:6432/pgbouncer:",
         "     PAUSE app",
     ], shown
+
+
+def test_a_name_with_an_emoji_code_in_it_is_shown_as_it_is(capsys):
+    out = Output()
+    out.line('table public.":x:" moves')
+    out.prose('[bold]view[/] public."a:smile:b" moves too')
+    assert capsys.readouterr().out == 'table public.":x:" moves\nview public."a:smile:b" moves too\n'

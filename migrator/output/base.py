@@ -65,8 +65,9 @@ class BaseOutput:
     """Where a command's report goes: a rich console, or one JSON document on stdout."""
 
     json_mode: bool = False
-    console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
+    # No emoji codes: a name, a message or a statement with `:x:` in it is shown as it is.
+    console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True, emoji=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
 
     def document(self, doc: Any) -> None:
         """Print one JSON document, secrets masked."""
@@ -121,7 +122,7 @@ class BaseOutput:
             return
         from rich.text import Text
 
-        body = Text.from_markup(mask_secrets(text), style=style or "")
+        body = Text.from_markup(mask_secrets(text), style=style or "", emoji=False)
         hang = indent if hang is None else hang
         width = self.console.width
         first = body.wrap(self.console, max(20, width - indent))[0]

@@ -24,7 +24,7 @@ def live_renderable(view):
     from migrator.playbook import format_duration, format_size
 
     report = view.report
-    lines = [Text.from_markup(f"[bold]{escape(report.move)}[/]: {escape(report.state)}")]
+    lines = [Text.from_markup(f"[bold]{escape(report.move)}[/]: {escape(report.state)}", emoji=False)]
     lines += [Text(f"waiting: {text}", style="yellow") for text in view.waiting]
     if view.running:
         lines.append(Text.from_markup(f"step: [bold yellow]{escape(view.running)}[/] running"))
