@@ -51,7 +51,7 @@ def json_text(doc: Any) -> str:
     thousand tables, against a hundredth)."""
     try:
         text = orjson.dumps(doc, default=str, option=_ORJSON_OPTIONS).decode()
-    except (orjson.JSONEncodeError, TypeError):
+    except orjson.JSONEncodeError:
         # An integer wider than 64 bits, say: the standard library takes anything.
         return json.dumps(doc, indent=2, default=str)
     if text.isascii() and "\x7f" not in text:
